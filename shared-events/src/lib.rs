@@ -1,0 +1,3 @@
+//! The event contract shared by all services.
+
+pub mod topics;

@@ -1,0 +1,49 @@
+//! Topic names and their defaults.
+//!
+//! Topic names are configuration: a deployment may rename them, so services read
+//! them from a [`Topics`] value and never spell a topic name themselves.
+
+use serde::{Deserialize, Serialize};
+
+/// Default name of the topic carrying `OrderCreated`.
+pub const ORDER_CREATED: &str = "order-created";
+/// Default name of the topic carrying `InventoryReserved`.
+pub const INVENTORY_RESERVED: &str = "inventory-reserved";
+/// Default name of the topic carrying `PaymentProcessed`.
+pub const PAYMENT_PROCESSED: &str = "payment-processed";
+
+/// Default partition count for every topic. Orders are keyed by orderId, so
+/// this is also the most consumer instances a group can keep busy.
+pub const DEFAULT_PARTITIONS: i32 = 6;
+
+/// The topic names in use, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topics {
+    /// Where order-service announces new orders.
+    pub order_created: String,
+    /// Where inventory-service reports the outcome of a reservation.
+    pub inventory_reserved: String,
+    /// Where payment-service reports the outcome of a charge.
+    pub payment_processed: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            order_created: ORDER_CREATED.to_owned(),
+            inventory_reserved: INVENTORY_RESERVED.to_owned(),
+            payment_processed: PAYMENT_PROCESSED.to_owned(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every topic, in saga order.
+    pub fn all(&self) -> [&str; 3] {
+        [
+            &self.order_created,
+            &self.inventory_reserved,
+            &self.payment_processed,
+        ]
+    }
+}
