@@ -1,1 +1,21 @@
+//! order-service: accepts orders and follows each through the saga.
+//!
+//! `POST /api/orders` stores a PENDING order and, in the same transaction, an
+//! `OrderCreated` event in the outbox ([`db::place`]); the relay publishes it.
+//! The consumer ([`consumer`]) applies `InventoryReserved` and
+//! `PaymentProcessed` to the order's state machine ([`domain`]) until the order
+//! is CONFIRMED, REJECTED or PAYMENT_FAILED.
+//!
+//! Layout, the same in every service: [`config`], [`app`] (build/run),
+//! [`http`] (routes), [`consumer`] (event effects), [`domain`] (pure rules),
+//! [`db`] (SQL), `migrations/`.
 
+pub mod app;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod domain;
+pub mod http;
+
+pub use app::Application;
+pub use config::Config;

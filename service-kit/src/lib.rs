@@ -1,1 +1,27 @@
+//! Plumbing shared by the four services, written once.
+//!
+//! A service is "configuration + migrations + HTTP routes + an event handler";
+//! everything else lives here:
+//!
+//! - [`config`]: layered configuration (defaults → file → environment).
+//! - [`telemetry`]: logging.
+//! - [`db`]: connection pool pinned to the service's schema; migrations.
+//! - [`kafka`]: idempotent producer, manual-offset-store consumer, topic creation.
+//! - [`outbox`]: the transactional outbox and its relay.
+//! - [`consumer`]: the consumer loop with inbox deduplication and retries.
+//! - [`http`]: problem+json errors, extractors, health endpoints, middleware.
+//! - [`host`]: runs a service's parts together and shuts them down cleanly.
 
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod host;
+pub mod http;
+pub mod kafka;
+pub mod outbox;
+pub mod telemetry;
+
+pub use config::CommonConfig;
+pub use consumer::{EventHandler, HandlerError};
+pub use host::{shutdown_signal, Infrastructure, ServiceHost};
+pub use http::{JsonBody, Problem, QueryParams};

@@ -1,0 +1,62 @@
+//! Builds and runs inventory-service: HTTP API, outbox relay, and a consumer of
+//! `order-created` and `payment-processed`.
+
+use std::future::Future;
+
+use anyhow::Context;
+use service_kit::{Infrastructure, ServiceHost};
+use sqlx::migrate::Migrator;
+
+use crate::config::Config;
+use crate::consumer::InventoryEvents;
+use crate::db;
+use crate::http::{self, AppState};
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The demo catalog loaded into an empty catalog: (sku, name, price in cents, available).
+/// `gold-watch` costs more than a new customer's default credit, to show PAYMENT_FAILED.
+pub const DEMO_CATALOG: &[(&str, &str, i64, i32)] = &[
+    ("widget", "Widget", 1_999, 1_000),
+    ("gadget", "Gadget", 4_999, 500),
+    ("gizmo", "Gizmo", 999, 100),
+    ("limited-print", "Limited edition print", 15_000, 3),
+    ("gold-watch", "Gold watch", 250_000, 10),
+];
+
+pub struct Application {
+    host: ServiceHost,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+        if config.inventory_seed_demo_catalog
+            && db::seed_if_empty(&infra.pool, DEMO_CATALOG)
+                .await
+                .context("loading the demo catalog")?
+        {
+            tracing::info!(products = DEMO_CATALOG.len(), "loaded the demo catalog");
+        }
+        let topics = config.common.topics();
+        let routes = http::router(AppState {
+            pool: infra.pool.clone(),
+        });
+        let handler = InventoryEvents {
+            service_name: config.common.service_name.clone(),
+        };
+        let host = ServiceHost::bind(infra, routes)
+            .await?
+            .with_outbox_relay()
+            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)?;
+        Ok(Application { host })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.host.port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        self.host.run_until_stopped(shutdown).await
+    }
+}

@@ -1,0 +1,34 @@
+//! inventory-service configuration: the common settings plus
+//! `INVENTORY_SEED_DEMO_CATALOG`.
+
+use serde::Deserialize;
+use service_kit::CommonConfig;
+
+pub const SERVICE_NAME: &str = "inventory-service";
+pub const DEFAULT_PORT: u16 = 8082;
+pub const SCHEMA: &str = "inventory";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    /// Load the demo catalog (see README) when the catalog is empty at start-up.
+    pub inventory_seed_demo_catalog: bool,
+}
+
+impl Config {
+    pub fn defaults() -> Config {
+        Config {
+            common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
+            inventory_seed_demo_catalog: true,
+        }
+    }
+
+    pub fn load() -> anyhow::Result<Config> {
+        let defaults = Self::defaults();
+        service_kit::config::load(
+            defaults.common,
+            &[("inventory_seed_demo_catalog", defaults.inventory_seed_demo_catalog.into())],
+        )
+    }
+}

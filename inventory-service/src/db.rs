@@ -1,0 +1,216 @@
+//! SQL for the catalog and reservations.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use shared_events::{Cents, PricedLine, Sku};
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::Stock;
+
+/// A catalog entry as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub available: i32,
+    pub reserved: i32,
+    pub sold: i32,
+}
+
+const PRODUCT_COLUMNS: &str = "sku, name, price_cents, available, reserved, sold";
+
+pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn find_product(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"))
+        .bind(sku)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Creates the product or sets its price, availability (and name, if given).
+/// Returns the product and whether it was created.
+pub async fn upsert_product(
+    pool: &PgPool,
+    sku: &str,
+    name: Option<&str>,
+    price_cents: i64,
+    available: i32,
+) -> Result<(Product, bool), sqlx::Error> {
+    let (product, created): (Product, bool) = sqlx::query_as::<_, (String, String, i64, i32, i32, i32, bool)>(
+        "INSERT INTO products (sku, name, price_cents, available)
+         VALUES ($1, COALESCE($2, $1), $3, $4)
+         ON CONFLICT (sku) DO UPDATE SET
+             name = COALESCE($2, products.name),
+             price_cents = EXCLUDED.price_cents,
+             available = EXCLUDED.available,
+             updated_at = now()
+         RETURNING sku, name, price_cents, available, reserved, sold, (xmax = 0) AS created",
+    )
+    .bind(sku)
+    .bind(name)
+    .bind(price_cents)
+    .bind(available)
+    .fetch_one(pool)
+    .await
+    .map(|(sku, name, price_cents, available, reserved, sold, created)| {
+        (
+            Product {
+                sku,
+                name,
+                price_cents,
+                available,
+                reserved,
+                sold,
+            },
+            created,
+        )
+    })?;
+    Ok((product, created))
+}
+
+/// Loads the catalog if it is empty. Several instances starting together may
+/// all try; the primary key keeps one copy of each product.
+pub async fn seed_if_empty(pool: &PgPool, catalog: &[(&str, &str, i64, i32)]) -> Result<bool, sqlx::Error> {
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM products)")
+        .fetch_one(pool)
+        .await?;
+    if !empty {
+        return Ok(false);
+    }
+    for (sku, name, price, available) in catalog {
+        sqlx::query(
+            "INSERT INTO products (sku, name, price_cents, available) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sku) DO NOTHING",
+        )
+        .bind(sku)
+        .bind(name)
+        .bind(price)
+        .bind(available)
+        .execute(pool)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Has this order been handled already (reserved, sold or released)?
+pub async fn reservation_exists(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
+        .bind(order_id)
+        .fetch_one(tx)
+        .await
+}
+
+/// Locks the catalog rows of `skus` for the rest of the transaction, in SKU
+/// order so that concurrent reservations never deadlock, and returns them.
+/// This lock is what keeps several instances from selling the same unit twice.
+pub async fn lock_stock(tx: &mut PgConnection, skus: &[&str]) -> Result<HashMap<Sku, Stock>, sqlx::Error> {
+    let rows: Vec<(String, i64, i32)> = sqlx::query_as(
+        "SELECT sku, price_cents, available FROM products
+         WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    )
+    .bind(skus)
+    .fetch_all(tx)
+    .await?;
+    rows.into_iter()
+        .map(|(sku, price, available)| {
+            let decode = |e: shared_events::InvalidValue| sqlx::Error::Decode(e.0.into());
+            Ok((
+                Sku::parse(&sku).map_err(decode)?,
+                Stock {
+                    price: Cents::parse(price).map_err(decode)?,
+                    available: available.max(0) as u32,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Moves the lines' units from available to reserved and records the reservation.
+pub async fn hold(
+    tx: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+    lines: &[PricedLine],
+    total: Cents,
+) -> Result<(), sqlx::Error> {
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents.get()).collect();
+    sqlx::query(
+        "UPDATE products p SET available = p.available - l.quantity,
+                               reserved = p.reserved + l.quantity,
+                               updated_at = now()
+         FROM UNNEST($1::text[], $2::int[]) AS l(sku, quantity)
+         WHERE p.sku = l.sku",
+    )
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO reservations (order_id, user_id, status, total_cents) VALUES ($1, $2, 'HELD', $3)")
+        .bind(order_id)
+        .bind(user_id)
+        .bind(total.get())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO reservation_lines (order_id, sku, quantity, unit_price_cents)
+         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])",
+    )
+    .bind(order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// How a held reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Paid: reserved units become sold.
+    Sell,
+    /// Not paid: reserved units go back to available (compensation).
+    Release,
+}
+
+/// Settles the order's reservation if it is still held. Returns `None` when
+/// there is no reservation, `Some(false)` when it was already settled.
+pub async fn settle(tx: &mut PgConnection, order_id: &str, how: Settlement) -> Result<Option<bool>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match status.as_deref() {
+        None => return Ok(None),
+        Some("HELD") => {}
+        Some(_) => return Ok(Some(false)),
+    }
+    let (stock_update, new_status) = match how {
+        Settlement::Sell => ("sold = p.sold + l.quantity", "SOLD"),
+        Settlement::Release => ("available = p.available + l.quantity", "RELEASED"),
+    };
+    sqlx::query(&format!(
+        "UPDATE products p SET reserved = p.reserved - l.quantity, {stock_update}, updated_at = now()
+         FROM reservation_lines l
+         WHERE l.order_id = $1 AND p.sku = l.sku"
+    ))
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+        .bind(order_id)
+        .bind(new_status)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(true))
+}

@@ -1,0 +1,74 @@
+//! `GET /api/inventory`, `GET /api/inventory/{sku}`, `PUT /api/inventory/{sku}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use service_kit::http::database_problem;
+use service_kit::{JsonBody, Problem};
+use shared_events::Sku;
+
+use super::AppState;
+use crate::db::{self, Product};
+use crate::domain::MAX_PRICE_CENTS;
+
+/// Longest product name accepted.
+const MAX_NAME_LEN: usize = 200;
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, Problem> {
+    db::list_products(&state.pool)
+        .await
+        .map(Json)
+        .map_err(|err| database_problem(&err))
+}
+
+fn parse_sku(raw: &str) -> Result<Sku, Problem> {
+    Sku::parse(raw).map_err(|e| Problem::invalid_field("sku", e.0))
+}
+
+pub async fn get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Product>, Problem> {
+    let sku = parse_sku(&sku)?;
+    match db::find_product(&state.pool, sku.as_str()).await {
+        Ok(Some(product)) => Ok(Json(product)),
+        Ok(None) => Err(Problem::not_found(format!("no product {sku}"))),
+        Err(err) => Err(database_problem(&err)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutProduct {
+    name: Option<String>,
+    price_cents: i64,
+    /// Units available for new orders from now on (reserved and sold units are separate).
+    available: i64,
+}
+
+/// Creates a product (201) or sets its price and available stock (200).
+pub async fn put(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    JsonBody(body): JsonBody<PutProduct>,
+) -> Result<(StatusCode, Json<Product>), Problem> {
+    let sku = parse_sku(&sku)?;
+    if let Some(name) = &body.name {
+        if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
+            return Err(Problem::invalid_field("name", format!("name must be 1-{MAX_NAME_LEN} characters")));
+        }
+    }
+    if !(0..=MAX_PRICE_CENTS).contains(&body.price_cents) {
+        return Err(Problem::invalid_field(
+            "priceCents",
+            format!("priceCents must be an integer from 0 to {MAX_PRICE_CENTS}"),
+        ));
+    }
+    let available = i32::try_from(body.available)
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Problem::invalid_field("available", format!("available must be an integer from 0 to {}", i32::MAX)))?;
+    let (product, created) = db::upsert_product(&state.pool, sku.as_str(), body.name.as_deref(), body.price_cents, available)
+        .await
+        .map_err(|err| database_problem(&err))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(product)))
+}

@@ -1,0 +1,26 @@
+//! notification-service configuration: only the common settings.
+
+use serde::Deserialize;
+use service_kit::CommonConfig;
+
+pub const SERVICE_NAME: &str = "notification-service";
+pub const DEFAULT_PORT: u16 = 8084;
+pub const SCHEMA: &str = "notifications";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn defaults() -> Config {
+        Config {
+            common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
+        }
+    }
+
+    pub fn load() -> anyhow::Result<Config> {
+        service_kit::config::load(Self::defaults().common, &[])
+    }
+}

@@ -1,0 +1,54 @@
+//! SQL for notifications.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::Notice;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub order_id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn record(tx: &mut PgConnection, event_id: Uuid, order_id: &str, notice: &Notice) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notifications (event_id, order_id, user_id, kind, message) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(order_id)
+    .bind(&notice.user_id)
+    .bind(notice.kind.as_str())
+    .bind(&notice.message)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Notifications for an order and/or a user, oldest first.
+pub async fn list(
+    pool: &PgPool,
+    order_id: Option<&str>,
+    user_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Notification>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, order_id, user_id, kind, message, created_at FROM notifications
+         WHERE ($1::text IS NULL OR order_id = $1) AND ($2::text IS NULL OR user_id = $2)
+         ORDER BY id LIMIT $3",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,28 @@
+//! order-service configuration: only the common settings (see `service_kit::config`).
+
+use serde::Deserialize;
+use service_kit::CommonConfig;
+
+pub const SERVICE_NAME: &str = "order-service";
+pub const DEFAULT_PORT: u16 = 8081;
+pub const SCHEMA: &str = "orders";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Config {
+    /// Defaults, for tests and as the base of [`Config::load`].
+    pub fn defaults() -> Config {
+        Config {
+            common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
+        }
+    }
+
+    /// Defaults → `CONFIG_FILE` → environment.
+    pub fn load() -> anyhow::Result<Config> {
+        service_kit::config::load(Self::defaults().common, &[])
+    }
+}

@@ -1,0 +1,143 @@
+//! `POST /api/orders`, `GET /api/orders/{orderId}`, `GET /api/orders`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use service_kit::http::database_problem;
+use service_kit::{JsonBody, Problem, QueryParams};
+use shared_events::events::MAX_LINES;
+use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::db::{self, ListFilter, NewOrder, Placement};
+use crate::domain::OrderStatus;
+
+/// The body of `POST /api/orders`, as received. Validated into a [`NewOrder`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrder {
+    order_id: Option<String>,
+    user_id: Option<String>,
+    items: Option<Vec<CreateOrderItem>>,
+    /// Accepted for compatibility with clients that send it; the server owns
+    /// the status, so only `PENDING` makes sense.
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrderItem {
+    sku: String,
+    quantity: i64,
+}
+
+impl CreateOrder {
+    fn validate(self) -> Result<NewOrder, Problem> {
+        let order_id = match self.order_id {
+            Some(raw) => OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0))?,
+            None => OrderId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a valid order id"),
+        };
+        let user_id = UserId::parse(self.user_id.as_deref().unwrap_or_default())
+            .map_err(|e| Problem::invalid_field("userId", e.0))?;
+        if let Some(status) = self.status {
+            if status != OrderStatus::Pending.as_str() {
+                return Err(Problem::invalid_field(
+                    "status",
+                    format!("status is set by the server; a new order can only be PENDING, got {status:?}"),
+                ));
+            }
+        }
+        let raw_items = self.items.unwrap_or_default();
+        if raw_items.len() > MAX_LINES {
+            return Err(Problem::invalid_field(
+                "items",
+                format!("an order may have at most {MAX_LINES} lines"),
+            ));
+        }
+        let mut items: Vec<OrderLine> = Vec::with_capacity(raw_items.len());
+        for (i, item) in raw_items.into_iter().enumerate() {
+            let sku = Sku::parse(&item.sku).map_err(|e| Problem::invalid_field(format!("items[{i}].sku"), e.0))?;
+            if items.iter().any(|line| line.sku == sku) {
+                return Err(Problem::invalid_field(
+                    format!("items[{i}].sku"),
+                    format!("sku {sku} appears on more than one line; put the total on one line"),
+                ));
+            }
+            let quantity = Quantity::parse(item.quantity)
+                .map_err(|e| Problem::invalid_field(format!("items[{i}].quantity"), e.0))?;
+            items.push(OrderLine { sku, quantity });
+        }
+        Ok(NewOrder {
+            order_id,
+            created: OrderCreated { user_id, items },
+        })
+    }
+}
+
+/// Stores the order and announces it. The same orderId with the same body is
+/// answered 200 with the stored order (a safe retry); with a different body, 409.
+#[tracing::instrument(skip_all, fields(order_id))]
+pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateOrder>) -> Result<Response, Problem> {
+    let new = body.validate()?;
+    tracing::Span::current().record("order_id", new.order_id.as_str());
+    let placement = db::place(&state.pool, &state.topics, &state.service_name, &new)
+        .await
+        .map_err(|err| database_problem(&err))?;
+    match placement {
+        Placement::Created(order) => {
+            tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
+            let location = format!("/api/orders/{}", order.order_id);
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(order)).into_response())
+        }
+        Placement::Existing(order) if db::same_request(&order, &new) => Ok((StatusCode::OK, Json(order)).into_response()),
+        Placement::Existing(order) => Err(Problem::conflict(format!(
+            "order {} already exists with a different userId or items",
+            order.order_id
+        ))),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Json<db::Order>, Problem> {
+    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    match db::find(&state.pool, order_id.as_str()).await {
+        Ok(Some(order)) => Ok(Json(order)),
+        Ok(None) => Err(Problem::not_found(format!("no order {order_id}"))),
+        Err(err) => Err(database_problem(&err)),
+    }
+}
+
+/// Default and largest page size of `GET /api/orders`.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    user_id: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(State(state): State<AppState>, QueryParams(query): QueryParams<ListQuery>) -> Result<Json<Vec<db::Order>>, Problem> {
+    let status = query
+        .status
+        .map(|s| s.parse::<OrderStatus>())
+        .transpose()
+        .map_err(|e| Problem::invalid_field("status", e))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Problem::invalid_field("limit", format!("limit must be from 1 to {MAX_LIMIT}")));
+    }
+    let filter = ListFilter {
+        user_id: query.user_id,
+        status,
+        limit,
+    };
+    db::list(&state.pool, &filter)
+        .await
+        .map(Json)
+        .map_err(|err| database_problem(&err))
+}

@@ -1,0 +1,103 @@
+//! SQL for accounts and payments.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub user_id: String,
+    pub credit_cents: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRecord {
+    pub order_id: String,
+    pub user_id: String,
+    pub amount_cents: i64,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn find_account(pool: &PgPool, user_id: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT user_id, credit_cents FROM accounts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn set_credit(pool: &PgPool, user_id: &str, credit_cents: i64) -> Result<Account, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO accounts (user_id, credit_cents) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET credit_cents = EXCLUDED.credit_cents, updated_at = now()
+         RETURNING user_id, credit_cents",
+    )
+    .bind(user_id)
+    .bind(credit_cents)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn find_payment(pool: &PgPool, order_id: &str) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, user_id, amount_cents, status, reason, created_at FROM payments WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn payment_exists(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1)")
+        .bind(order_id)
+        .fetch_one(tx)
+        .await
+}
+
+/// Locks the customer's account for the rest of the transaction, opening it
+/// with `default_credit` if it does not exist, and returns its credit.
+pub async fn lock_account(tx: &mut PgConnection, user_id: &str, default_credit: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query("INSERT INTO accounts (user_id, credit_cents) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .bind(default_credit)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar("SELECT credit_cents FROM accounts WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_one(tx)
+        .await
+}
+
+pub async fn update_credit(tx: &mut PgConnection, user_id: &str, credit_cents: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET credit_cents = $2, updated_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .bind(credit_cents)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn record_payment(
+    tx: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+    amount_cents: i64,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payments (order_id, user_id, amount_cents, status, reason) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(amount_cents)
+    .bind(status)
+    .bind(reason)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

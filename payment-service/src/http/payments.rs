@@ -1,0 +1,58 @@
+//! `GET|PUT /api/accounts/{userId}`, `GET /api/payments/{orderId}`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use service_kit::http::database_problem;
+use service_kit::{JsonBody, Problem};
+use shared_events::{OrderId, UserId};
+
+use super::AppState;
+use crate::db::{self, Account, PaymentRecord};
+
+fn parse_user(raw: &str) -> Result<UserId, Problem> {
+    UserId::parse(raw).map_err(|e| Problem::invalid_field("userId", e.0))
+}
+
+/// A customer's credit. Customers never charged yet have the default credit.
+pub async fn get_account(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<Account>, Problem> {
+    let user_id = parse_user(&user_id)?;
+    let account = db::find_account(&state.pool, user_id.as_str())
+        .await
+        .map_err(|err| database_problem(&err))?;
+    Ok(Json(account.unwrap_or(Account {
+        user_id: user_id.to_string(),
+        credit_cents: state.default_credit_cents,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutAccount {
+    credit_cents: i64,
+}
+
+/// Sets a customer's credit.
+pub async fn put_account(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<PutAccount>,
+) -> Result<Json<Account>, Problem> {
+    let user_id = parse_user(&user_id)?;
+    if body.credit_cents < 0 {
+        return Err(Problem::invalid_field("creditCents", "creditCents must not be negative"));
+    }
+    db::set_credit(&state.pool, user_id.as_str(), body.credit_cents)
+        .await
+        .map(Json)
+        .map_err(|err| database_problem(&err))
+}
+
+pub async fn get_payment(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Json<PaymentRecord>, Problem> {
+    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    match db::find_payment(&state.pool, order_id.as_str()).await {
+        Ok(Some(payment)) => Ok(Json(payment)),
+        Ok(None) => Err(Problem::not_found(format!("no payment for order {order_id}"))),
+        Err(err) => Err(database_problem(&err)),
+    }
+}

@@ -1,0 +1,172 @@
+//! Configuration shared by every service, loaded in layers:
+//! built-in defaults → an optional file (`CONFIG_FILE`, TOML) → environment variables.
+//!
+//! Environment variables use the names a Compose user expects: `PORT`,
+//! `DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, and area-prefixed names for the
+//! rest (`KAFKA_*`, `TOPIC_*`, `OUTBOX_*`, `CONSUMER_*`, `LOG_*`). A service adds
+//! its own keys (e.g. `PAYMENT_DEFAULT_CREDIT_CENTS`) next to these; the README
+//! lists them all.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use shared_events::topics::{self, Topics, DEFAULT_PARTITIONS};
+
+/// Environment variable naming an optional TOML configuration file.
+pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings every service has. Field names are the lower-cased environment variable names.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommonConfig {
+    /// Name used as the event `producer`, the default consumer group and in logs.
+    pub service_name: String,
+    /// Address the HTTP server binds to.
+    pub host: String,
+    /// HTTP port; 0 picks a free one (tests).
+    pub port: u16,
+    /// Postgres connection URL. All services may share one database; each owns a schema.
+    pub database_url: String,
+    /// The schema this service owns: its tables, migrations, outbox and inbox live there.
+    pub database_schema: String,
+    /// Upper bound of the connection pool.
+    pub database_max_connections: u32,
+    /// How long start-up keeps retrying an unreachable database before giving up.
+    pub database_connect_timeout_secs: u64,
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    pub kafka_bootstrap_servers: String,
+    /// Consumer group; instances of a service share it and split the partitions.
+    pub kafka_group_id: String,
+    /// Partitions for topics this service creates (when the broker allows creating topics).
+    pub kafka_topic_partitions: i32,
+    /// Replication factor for topics this service creates.
+    pub kafka_replication_factor: i32,
+    /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
+    pub kafka_message_timeout_ms: u64,
+    pub topic_order_created: String,
+    pub topic_inventory_reserved: String,
+    pub topic_payment_processed: String,
+    /// Fallback polling interval of the outbox relay; LISTEN/NOTIFY wakes it sooner.
+    pub outbox_poll_interval_ms: u64,
+    /// Most outbox rows the relay claims and publishes at once.
+    pub outbox_batch_size: i64,
+    /// How long published outbox rows are kept before being pruned.
+    pub outbox_retention_secs: u64,
+    /// First delay before retrying an event that failed for a transient reason.
+    pub consumer_retry_initial_ms: u64,
+    /// Cap of the exponential retry delay.
+    pub consumer_retry_max_ms: u64,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl CommonConfig {
+    /// The documented defaults for a service named `service_name`, listening on
+    /// `port` and owning `schema`.
+    pub fn defaults(service_name: &str, port: u16, schema: &str) -> CommonConfig {
+        CommonConfig {
+            service_name: service_name.to_owned(),
+            host: "0.0.0.0".to_owned(),
+            port,
+            database_url: "postgres://postgres@localhost:5432/ordersystem".to_owned(),
+            database_schema: schema.to_owned(),
+            database_max_connections: 10,
+            database_connect_timeout_secs: 30,
+            kafka_bootstrap_servers: "localhost:9092".to_owned(),
+            kafka_group_id: service_name.to_owned(),
+            kafka_topic_partitions: DEFAULT_PARTITIONS,
+            kafka_replication_factor: 1,
+            kafka_message_timeout_ms: 30_000,
+            topic_order_created: topics::ORDER_CREATED.to_owned(),
+            topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
+            topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
+            outbox_poll_interval_ms: 1_000,
+            outbox_batch_size: 100,
+            outbox_retention_secs: 24 * 60 * 60,
+            consumer_retry_initial_ms: 100,
+            consumer_retry_max_ms: 5_000,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics {
+            order_created: self.topic_order_created.clone(),
+            inventory_reserved: self.topic_inventory_reserved.clone(),
+            payment_processed: self.topic_payment_processed.clone(),
+        }
+    }
+
+    pub fn outbox_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.outbox_poll_interval_ms)
+    }
+
+    /// The defaults as `(key, value)` pairs for the first configuration layer.
+    fn default_pairs(&self) -> Vec<(&'static str, config::Value)> {
+        let format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        vec![
+            ("service_name", self.service_name.clone().into()),
+            ("host", self.host.clone().into()),
+            ("port", i64::from(self.port).into()),
+            ("database_url", self.database_url.clone().into()),
+            ("database_schema", self.database_schema.clone().into()),
+            ("database_max_connections", i64::from(self.database_max_connections).into()),
+            ("database_connect_timeout_secs", (self.database_connect_timeout_secs as i64).into()),
+            ("kafka_bootstrap_servers", self.kafka_bootstrap_servers.clone().into()),
+            ("kafka_group_id", self.kafka_group_id.clone().into()),
+            ("kafka_topic_partitions", i64::from(self.kafka_topic_partitions).into()),
+            ("kafka_replication_factor", i64::from(self.kafka_replication_factor).into()),
+            ("kafka_message_timeout_ms", (self.kafka_message_timeout_ms as i64).into()),
+            ("topic_order_created", self.topic_order_created.clone().into()),
+            ("topic_inventory_reserved", self.topic_inventory_reserved.clone().into()),
+            ("topic_payment_processed", self.topic_payment_processed.clone().into()),
+            ("outbox_poll_interval_ms", (self.outbox_poll_interval_ms as i64).into()),
+            ("outbox_batch_size", self.outbox_batch_size.into()),
+            ("outbox_retention_secs", (self.outbox_retention_secs as i64).into()),
+            ("consumer_retry_initial_ms", (self.consumer_retry_initial_ms as i64).into()),
+            ("consumer_retry_max_ms", (self.consumer_retry_max_ms as i64).into()),
+            ("log_format", format.into()),
+        ]
+    }
+}
+
+/// Loads a service's configuration `T` (which flattens a [`CommonConfig`]).
+///
+/// `common` supplies the common defaults; `extra_defaults` the service's own
+/// keys. Then `CONFIG_FILE` (if set) and the process environment override them.
+pub fn load<T: DeserializeOwned>(
+    common: CommonConfig,
+    extra_defaults: &[(&str, config::Value)],
+) -> anyhow::Result<T> {
+    let mut builder = config::Config::builder();
+    for (key, value) in common.default_pairs() {
+        builder = builder.set_default(key, value)?;
+    }
+    for (key, value) in extra_defaults {
+        builder = builder.set_default(*key, value.clone())?;
+    }
+    if let Ok(path) = std::env::var(CONFIG_FILE_VAR) {
+        builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
+    }
+    builder
+        .add_source(config::Environment::default().try_parsing(true))
+        .build()
+        .context("reading configuration")?
+        .try_deserialize()
+        .context("invalid configuration")
+}

@@ -1,0 +1,222 @@
+//! The consumer loop: at-least-once delivery from Kafka, exactly-once effects
+//! in Postgres.
+//!
+//! For each message, in one database transaction: record its eventId in the
+//! inbox (a redelivered event stops here), let the service apply it, and write
+//! the events it causes to the outbox. Only after that transaction commits is
+//! the message's offset stored for commit. A crash anywhere before the commit
+//! redelivers the message; a crash after it redelivers at most a duplicate,
+//! which the inbox absorbs.
+//!
+//! A service supplies only an [`EventHandler`]: "what does this event do to my
+//! state, and what does it cause".
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+use shared_events::{Envelope, Topics};
+use sqlx::{PgConnection, PgPool};
+use thiserror::Error;
+use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonConfig;
+use crate::outbox;
+
+/// Why a handler could not apply an event.
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    /// The event can never be applied (it contradicts this service's state).
+    /// It is logged and skipped; retrying would not help.
+    #[error("{0}")]
+    Permanent(String),
+    /// Something that may pass (database unreachable, serialisation conflict).
+    /// The event is retried with backoff and never skipped.
+    #[error(transparent)]
+    Transient(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(err: sqlx::Error) -> Self {
+        HandlerError::Transient(err.into())
+    }
+}
+
+/// What a service does with one event.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event` inside `tx` and returns the events it causes; they are
+    /// written to the outbox in the same transaction. Events this service does
+    /// not care about return an empty list.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a Envelope,
+    ) -> impl Future<Output = Result<Vec<Envelope>, HandlerError>> + Send + 'a;
+}
+
+/// What became of one message.
+enum Outcome {
+    /// Applied now, or earlier (a duplicate), or skipped as unprocessable:
+    /// either way its offset may be stored.
+    Done,
+    /// Shutdown arrived while retrying: leave the offset, the message comes back.
+    Interrupted,
+}
+
+/// Runs one consumer group member for a service.
+pub struct EventConsumer<H> {
+    consumer: StreamConsumer,
+    pool: PgPool,
+    handler: H,
+    topics: Topics,
+    /// Delay before the first retry of a transiently failing event.
+    retry_initial: Duration,
+    /// Cap of the doubling retry delay.
+    retry_max: Duration,
+}
+
+impl<H: EventHandler> EventConsumer<H> {
+    /// Subscribes to `subscriptions` as a member of the service's consumer group.
+    pub fn new(
+        config: &CommonConfig,
+        pool: PgPool,
+        subscriptions: &[&str],
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        Ok(EventConsumer {
+            consumer: crate::kafka::consumer(config, subscriptions)?,
+            pool,
+            handler,
+            topics: config.topics(),
+            retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
+            retry_max: Duration::from_millis(config.consumer_retry_max_ms),
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled, then commits the stored offsets.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    // Broker errors are reported here but librdkafka keeps
+                    // reconnecting by itself; nothing is lost by carrying on.
+                    tracing::warn!(error = %err, "Kafka consumer error");
+                    continue;
+                }
+            };
+            match self.process(&message, &shutdown).await {
+                Outcome::Done => {
+                    if let Err(err) = self.consumer.store_offset_from_message(&message) {
+                        // Happens when the partition was revoked meanwhile; the
+                        // new owner gets the message again and the inbox
+                        // recognises it.
+                        tracing::warn!(error = %err, "could not store offset");
+                    }
+                }
+                Outcome::Interrupted => break,
+            }
+        }
+        if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit also lands here.
+            tracing::debug!(error = %err, "final offset commit");
+        }
+        Ok(())
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
+        let event = match Envelope::from_json(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    error = %err,
+                    "skipping a message that is not a valid event"
+                );
+                return Outcome::Done;
+            }
+        };
+        let span = tracing::info_span!(
+            "event",
+            order_id = %event.order_id,
+            event_type = event.event_type().as_str(),
+            event_id = %event.event_id,
+        );
+        self.apply_with_retries(message, &event, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn apply_with_retries(
+        &self,
+        message: &BorrowedMessage<'_>,
+        event: &Envelope,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let mut delay = self.retry_initial;
+        loop {
+            match self.apply(message, event).await {
+                Ok(true) => {
+                    tracing::info!("applied");
+                    return Outcome::Done;
+                }
+                Ok(false) => {
+                    tracing::info!("duplicate delivery ignored");
+                    return Outcome::Done;
+                }
+                Err(HandlerError::Permanent(reason)) => {
+                    tracing::error!(%reason, "event cannot be applied; skipping");
+                    return Outcome::Done;
+                }
+                Err(HandlerError::Transient(err)) => {
+                    tracing::warn!(error = format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "applying event failed; will retry");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Outcome::Interrupted,
+                _ = tokio::time::sleep(delay) => {},
+            }
+            delay = (delay * 2).min(self.retry_max);
+        }
+    }
+
+    /// One transaction: inbox row, effect, caused events. `Ok(false)` for a
+    /// duplicate.
+    async fn apply(&self, message: &BorrowedMessage<'_>, event: &Envelope) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.event_id)
+        .bind(event.event_type().as_str())
+        .bind(event.order_id.as_str())
+        .bind(message.topic())
+        .bind(message.partition())
+        .bind(message.offset())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        let caused = self.handler.handle(&mut tx, event).await?;
+        for follow_up in &caused {
+            outbox::enqueue(&mut tx, &self.topics, follow_up).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}

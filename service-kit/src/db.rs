@@ -1,0 +1,113 @@
+//! Database access: one pool per service, pinned to the service's own schema,
+//! and migrations run at start-up.
+//!
+//! Every connection has `search_path` set to the service's schema, so SQL in the
+//! services never names a schema and cannot reach another service's tables by
+//! accident. Migrations are the service's own plus the plumbing tables (outbox,
+//! inbox) from this crate, recorded together in the schema's `_sqlx_migrations`.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+use crate::config::CommonConfig;
+
+/// Plumbing tables every service needs (outbox, inbox).
+static PLUMBING: Migrator = sqlx::migrate!("./migrations");
+
+/// First and longest wait between attempts to reach the database at start-up.
+const CONNECT_RETRY_INITIAL: Duration = Duration::from_millis(200);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a request waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the database, creates the service's schema if needed and runs
+/// the migrations. Retries while the database is unreachable, up to
+/// `database_connect_timeout_secs`.
+pub async fn connect(config: &CommonConfig, migrations: &'static Migrator) -> anyhow::Result<PgPool> {
+    let schema = &config.database_schema;
+    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        bail!("DATABASE_SCHEMA must be lower-case letters and '_', got {schema:?}");
+    }
+    let options = PgConnectOptions::from_str(&config.database_url)
+        .context("DATABASE_URL is not a valid Postgres URL")?;
+
+    let deadline = Instant::now() + Duration::from_secs(config.database_connect_timeout_secs);
+    let mut delay = CONNECT_RETRY_INITIAL;
+    loop {
+        match create_schema(&options, schema).await {
+            Ok(()) => break,
+            Err(err) if Instant::now() < deadline => {
+                tracing::warn!(error = %err, "database not reachable yet, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(CONNECT_RETRY_MAX);
+            }
+            Err(err) => return Err(err.context("database unreachable at start-up")),
+        }
+    }
+
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options.options([("search_path", schema.as_str())]))
+        .await
+        .context("opening the connection pool")?;
+
+    let combined = Migrator::new(Combined {
+        first: &PLUMBING,
+        second: migrations,
+    })
+    .await
+    .map_err(|err| anyhow::anyhow!("collecting migrations: {err}"))?;
+    combined
+        .run(&pool)
+        .await
+        .with_context(|| format!("running migrations in schema {schema}"))?;
+    Ok(pool)
+}
+
+async fn create_schema(options: &PgConnectOptions, schema: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(options)
+        .await
+        .context("connecting to the database")?;
+    // The schema name was checked to be [a-z_]+ above, so it is safe to splice.
+    // Two services starting together may race on CREATE SCHEMA; the loser's
+    // unique violation means the schema exists, which is what we want.
+    let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut conn)
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(()),
+        Err(err) => Err(err).context("creating the schema"),
+    }
+}
+
+/// The plumbing migrations followed by the service's own, as one source.
+#[derive(Debug)]
+struct Combined {
+    first: &'static Migrator,
+    second: &'static Migrator,
+}
+
+impl<'s> MigrationSource<'s> for Combined {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            let mut all: Vec<Migration> =
+                self.first.iter().chain(self.second.iter()).cloned().collect();
+            all.sort_by_key(|m| m.version);
+            Ok(all)
+        })
+    }
+}
+
+/// Is the database answering? Used by readiness checks.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

@@ -1,0 +1,212 @@
+//! The transactional outbox: events are written in the same transaction as the
+//! state change they report ([`enqueue`]), and a relay publishes them
+//! ([`OutboxRelay`]).
+//!
+//! This is what makes "stored" and "published" agree: a rolled-back change
+//! leaves no event, and a committed change's event is published eventually,
+//! even if the service crashes right after the commit. A row is marked sent
+//! only after the broker acknowledged it, so a crash between publish and mark
+//! re-sends the event; consumers' inboxes make that harmless.
+//!
+//! Several instances may relay from one schema: rows are claimed with
+//! `FOR UPDATE SKIP LOCKED`, so each row is published by one instance at a time.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use shared_events::events::headers;
+use shared_events::{Envelope, Topics};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonConfig;
+
+/// Writes `event` to the outbox as part of the caller's transaction.
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    topics: &Topics,
+    event: &Envelope,
+) -> Result<(), sqlx::Error> {
+    let event_type = event.event_type();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.event_id)
+    .bind(topics.for_event(event_type))
+    .bind(event.order_id.as_str())
+    .bind(event_type.as_str())
+    .bind(event.to_json())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Wait before trying again after the relay itself failed (database or broker down).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+/// How often sent rows older than the retention period are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Publishes unsent outbox rows, oldest first.
+pub struct OutboxRelay {
+    pool: PgPool,
+    producer: FutureProducer,
+    /// `outbox_<schema>`: the channel the outbox trigger notifies on commit.
+    channel: String,
+    /// Most rows claimed per round trip.
+    batch_size: i64,
+    /// Fallback wake-up if a notification is missed (e.g. while reconnecting).
+    poll_interval: Duration,
+    /// Sent rows older than this are pruned.
+    retention: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    event_id: uuid::Uuid,
+    topic: String,
+    message_key: String,
+    event_type: String,
+    payload: Vec<u8>,
+}
+
+impl OutboxRelay {
+    pub fn new(config: &CommonConfig, pool: PgPool, producer: FutureProducer) -> OutboxRelay {
+        OutboxRelay {
+            pool,
+            producer,
+            channel: format!("outbox_{}", config.database_schema),
+            batch_size: config.outbox_batch_size,
+            poll_interval: config.outbox_poll_interval(),
+            retention: Duration::from_secs(config.outbox_retention_secs),
+        }
+    }
+
+    /// Relays until `shutdown` is cancelled. Never gives up: failures are
+    /// logged and retried, unsent rows stay unsent until published.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut listener = None;
+        let mut last_prune = tokio::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let wait = match self.publish_batch().await {
+                Ok(published) if published as i64 >= self.batch_size => continue,
+                Ok(_) => self.poll_interval,
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
+                    FAILURE_BACKOFF
+                }
+            };
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "pruning the outbox failed");
+                }
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if !matches!(l.try_recv().await, Ok(Some(_))) {
+                            // Connection lost; poll until it can be re-established.
+                            listener = None;
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {},
+                _ = notified => {},
+            }
+        }
+        Ok(())
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(&self.channel).await.ok()?;
+        Some(listener)
+    }
+
+    /// Claims a batch of unsent rows, publishes them and marks the acknowledged
+    /// ones sent. Returns how many were published.
+    async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await.context("starting the outbox transaction")?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, event_id, topic, message_key, event_type, payload
+             FROM outbox WHERE sent_at IS NULL
+             ORDER BY id LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await
+        .context("claiming outbox rows")?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        // Enqueue the whole batch before awaiting any acknowledgement so it
+        // travels in as few produce requests as possible; the idempotent
+        // producer keeps per-partition order.
+        let deliveries = rows.iter().map(|row| {
+            let event_id = row.event_id.to_string();
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.message_key)
+                .payload(&row.payload)
+                .headers(
+                    OwnedHeaders::new()
+                        .insert(Header {
+                            key: headers::EVENT_ID,
+                            value: Some(event_id.as_str()),
+                        })
+                        .insert(Header {
+                            key: headers::EVENT_TYPE,
+                            value: Some(row.event_type.as_str()),
+                        }),
+                );
+            self.producer.send(record, Timeout::Never)
+        });
+        let results = join_all(deliveries).await;
+
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(_) => sent.push(row.id),
+                Err((err, _)) => {
+                    tracing::warn!(event_id = %row.event_id, topic = row.topic, error = %err, "publish failed; will retry");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+            .bind(&sent)
+            .execute(&mut *tx)
+            .await
+            .context("marking outbox rows sent")?;
+        tx.commit().await.context("committing the outbox batch")?;
+        match first_error {
+            None => Ok(sent.len()),
+            Some(err) => Err(anyhow::Error::new(err).context("publishing outbox rows")),
+        }
+    }
+
+    async fn prune(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)")
+            .bind(self.retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

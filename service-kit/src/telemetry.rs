@@ -1,0 +1,20 @@
+//! Logging set-up: `RUST_LOG` filters, `LOG_FORMAT` picks text or JSON.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// Filter used when `RUST_LOG` is not set: our code at info, chatty libraries at warn.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn,tower_http=info";
+
+/// Installs the global subscriber. Safe to call more than once (tests do):
+/// later calls leave the first subscriber in place.
+pub fn init(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = fmt().with_env_filter(filter);
+    let _already_set = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
