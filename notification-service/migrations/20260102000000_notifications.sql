@@ -9,8 +9,11 @@ CREATE TABLE notifications (
     kind        TEXT        NOT NULL
         CHECK (kind IN ('ORDER_RECEIVED', 'ORDER_CONFIRMED', 'ORDER_REJECTED', 'PAYMENT_FAILED')),
     message     TEXT        NOT NULL,
+    -- When the event happened, per its producer: listings follow the saga's
+    -- order even though the three topics are consumed independently.
+    occurred_at TIMESTAMPTZ NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-CREATE INDEX notifications_by_order ON notifications (order_id, id);
-CREATE INDEX notifications_by_user ON notifications (user_id, id);
+CREATE INDEX notifications_by_order ON notifications (order_id, occurred_at);
+CREATE INDEX notifications_by_user ON notifications (user_id, occurred_at);

@@ -11,7 +11,7 @@ pub struct NotificationEvents;
 impl EventHandler for NotificationEvents {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<Vec<Envelope>, HandlerError> {
         if let Some(notice) = domain::notice_for(event) {
-            db::record(tx, event.event_id, event.order_id.as_str(), &notice).await?;
+            db::record(tx, event, &notice).await?;
             // Delivery to a real channel (e-mail, push) would go here; the log
             // line stands in for it.
             tracing::info!(user_id = %notice.user_id, kind = notice.kind.as_str(), message = %notice.message, "customer notified");

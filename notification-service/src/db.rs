@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use shared_events::Envelope;
+
 use crate::domain::Notice;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -16,25 +18,28 @@ pub struct Notification {
     pub user_id: String,
     pub kind: String,
     pub message: String,
+    pub occurred_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn record(tx: &mut PgConnection, event_id: Uuid, order_id: &str, notice: &Notice) -> Result<(), sqlx::Error> {
+pub async fn record(tx: &mut PgConnection, event: &Envelope, notice: &Notice) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO notifications (event_id, order_id, user_id, kind, message) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO notifications (event_id, order_id, user_id, kind, message, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(event_id)
-    .bind(order_id)
+    .bind(event.event_id)
+    .bind(event.order_id.as_str())
     .bind(&notice.user_id)
     .bind(notice.kind.as_str())
     .bind(&notice.message)
+    .bind(event.occurred_at)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Notifications for an order and/or a user, oldest first.
+/// Notifications for an order and/or a user, in the order the events happened.
 pub async fn list(
     pool: &PgPool,
     order_id: Option<&str>,
@@ -42,9 +47,9 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Notification>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, event_id, order_id, user_id, kind, message, created_at FROM notifications
+        "SELECT id, event_id, order_id, user_id, kind, message, occurred_at, created_at FROM notifications
          WHERE ($1::text IS NULL OR order_id = $1) AND ($2::text IS NULL OR user_id = $2)
-         ORDER BY id LIMIT $3",
+         ORDER BY occurred_at, id LIMIT $3",
     )
     .bind(order_id)
     .bind(user_id)

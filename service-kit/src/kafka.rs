@@ -67,7 +67,34 @@ pub async fn ensure_topics(config: &CommonConfig, topics: &[&str]) -> anyhow::Re
     let admin: AdminClient<DefaultClientContext> = base_config(config)
         .create()
         .context("creating the Kafka admin client")?;
-    let new_topics: Vec<NewTopic> = topics
+    let known = tokio::task::spawn_blocking({
+        let admin_client = base_config(config).create::<rdkafka::consumer::BaseConsumer>();
+        move || {
+            let client = admin_client.ok()?;
+            let metadata = client.fetch_metadata(None, ADMIN_TIMEOUT).ok()?;
+            Some(
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| !known.iter().any(|k| k == t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new_topics: Vec<NewTopic> = missing
         .iter()
         .map(|name| {
             NewTopic::new(

@@ -1,1 +1,437 @@
+//! A whole order system for one test: [`TestStack::start`] gives each test its
+//! own database, its own Kafka topics and the four services running in-process
+//! on free ports, and helpers to drive and inspect them over HTTP and SQL.
+//!
+//! Infrastructure is embedded unless the environment points elsewhere:
+//! - `DATABASE_URL` set: each stack creates a fresh database on that server;
+//!   otherwise one temporary Postgres cluster serves the whole test binary.
+//! - `KAFKA_BOOTSTRAP_SERVERS` set: each stack uses uniquely named topics and
+//!   consumer groups on that broker; otherwise each stack gets its own embedded
+//!   broker (librdkafka's mock cluster).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use local_infra::{EmbeddedKafka, PostgresCluster};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use reqwest::StatusCode;
+use serde_json::Value;
+use service_kit::CommonConfig;
+use shared_events::topics::DEFAULT_PARTITIONS;
+use shared_events::Topics;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for an outcome before failing.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+/// Pause between two looks at a state that is expected to change.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Statuses an order cannot leave.
+pub const TERMINAL: [&str; 3] = ["CONFIRMED", "REJECTED", "PAYMENT_FAILED"];
+
+static POSTGRES: OnceLock<PostgresCluster> = OnceLock::new();
+
+/// Logs go through the test harness (shown for failing tests only); warnings
+/// and errors by default, `RUST_LOG` for more.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// One service running inside the test process.
+pub struct RunningService {
+    pub name: String,
+    pub base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningService {
+    fn spawn<F>(name: &str, port: u16, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> RunningService
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        RunningService {
+            name: name.to_owned(),
+            base_url: format!("http://127.0.0.1:{port}"),
+            stop: Some(stop),
+            task: Some(tokio::spawn(run(stopped))),
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.context("service task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+fn until_stopped(stopped: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stopped.await;
+    }
+}
+
+/// Options for [`TestStack::start_with`].
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// How many inventory-service instances share the consumer group.
+    pub inventory_instances: usize,
+    /// Load the demo catalog into inventory-service.
+    pub seed_demo_catalog: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            inventory_instances: 1,
+            seed_demo_catalog: false,
+        }
+    }
+}
+
+/// The four services, their database and their broker.
+pub struct TestStack {
+    pub order: RunningService,
+    pub inventory: Vec<RunningService>,
+    pub payment: RunningService,
+    pub notification: RunningService,
+    /// Connected to the stack's database without a search_path: assertions
+    /// name schemas explicitly (`inventory.products`).
+    pub db: PgPool,
+    pub topics: Topics,
+    /// Consumer group of each service, by service name.
+    pub groups: HashMap<&'static str, String>,
+    pub kafka_bootstrap: String,
+    pub http: reqwest::Client,
+    /// `None` when an external broker is used.
+    kafka: Option<EmbeddedKafka>,
+    stopped: bool,
+}
+
+impl TestStack {
+    pub async fn start() -> TestStack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> TestStack {
+        init_logging();
+        Self::try_start(options).await.expect("starting the test stack")
+    }
+
+    async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
+        let id = format!("t{}", uuid::Uuid::new_v4().simple());
+        let database_url = fresh_database(&id).await?;
+
+        let (kafka, kafka_bootstrap, topics, group_suffix) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            Ok(bootstrap) => {
+                let defaults = Topics::default();
+                let topics = Topics {
+                    order_created: format!("{id}.{}", defaults.order_created),
+                    inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
+                    payment_processed: format!("{id}.{}", defaults.payment_processed),
+                };
+                (None, bootstrap, topics, format!("-{id}"))
+            }
+            Err(_) => {
+                let kafka = EmbeddedKafka::start(1)?;
+                let topics = Topics::default();
+                for topic in topics.all() {
+                    kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+                }
+                let bootstrap = kafka.bootstrap_servers();
+                (Some(kafka), bootstrap, topics, String::new())
+            }
+        };
+
+        let common = |name: &str, schema: &str| {
+            let mut c = CommonConfig::defaults(name, 0, schema);
+            c.host = "127.0.0.1".into();
+            c.database_url = database_url.clone();
+            c.database_max_connections = 5;
+            c.kafka_bootstrap_servers = kafka_bootstrap.clone();
+            c.kafka_group_id = format!("{name}{group_suffix}");
+            c.topic_order_created = topics.order_created.clone();
+            c.topic_inventory_reserved = topics.inventory_reserved.clone();
+            c.topic_payment_processed = topics.payment_processed.clone();
+            c.consumer_retry_max_ms = 500;
+            c
+        };
+
+        let mut groups = HashMap::new();
+        let order = {
+            let mut config = order_service::Config::defaults();
+            config.common = common("order-service", order_service::config::SCHEMA);
+            groups.insert("order-service", config.common.kafka_group_id.clone());
+            let app = order_service::Application::build(config).await?;
+            let port = app.port();
+            RunningService::spawn("order-service", port, |s| app.run_until_stopped(until_stopped(s)))
+        };
+        let mut inventory = Vec::new();
+        for instance in 0..options.inventory_instances {
+            let mut config = inventory_service::Config::defaults();
+            config.common = common("inventory-service", inventory_service::config::SCHEMA);
+            config.inventory_seed_demo_catalog = options.seed_demo_catalog;
+            groups.insert("inventory-service", config.common.kafka_group_id.clone());
+            let app = inventory_service::Application::build(config).await?;
+            let port = app.port();
+            let name = format!("inventory-service#{}", instance + 1);
+            inventory.push(RunningService::spawn(&name, port, |s| app.run_until_stopped(until_stopped(s))));
+        }
+        let payment = {
+            let mut config = payment_service::Config::defaults();
+            config.common = common("payment-service", payment_service::config::SCHEMA);
+            groups.insert("payment-service", config.common.kafka_group_id.clone());
+            let app = payment_service::Application::build(config).await?;
+            let port = app.port();
+            RunningService::spawn("payment-service", port, |s| app.run_until_stopped(until_stopped(s)))
+        };
+        let notification = {
+            let mut config = notification_service::Config::defaults();
+            config.common = common("notification-service", notification_service::config::SCHEMA);
+            groups.insert("notification-service", config.common.kafka_group_id.clone());
+            let app = notification_service::Application::build(config).await?;
+            let port = app.port();
+            RunningService::spawn("notification-service", port, |s| app.run_until_stopped(until_stopped(s)))
+        };
+
+        Ok(TestStack {
+            order,
+            inventory,
+            payment,
+            notification,
+            db: PgPool::connect(&database_url).await?,
+            topics,
+            groups,
+            kafka_bootstrap,
+            http: reqwest::Client::new(),
+            kafka,
+            stopped: false,
+        })
+    }
+
+    /// Stops every service gracefully; the broker goes last.
+    pub async fn shutdown(mut self) {
+        for service in [&mut self.order, &mut self.payment, &mut self.notification]
+            .into_iter()
+            .chain(self.inventory.iter_mut())
+        {
+            service
+                .stop()
+                .await
+                .unwrap_or_else(|err| panic!("{} did not stop cleanly: {err:#}", service.name));
+        }
+        self.stopped = true;
+    }
+
+    pub fn order_url(&self, path: &str) -> String {
+        format!("{}{path}", self.order.base_url)
+    }
+
+    pub fn inventory_url(&self, path: &str) -> String {
+        format!("{}{path}", self.inventory[0].base_url)
+    }
+
+    pub fn payment_url(&self, path: &str) -> String {
+        format!("{}{path}", self.payment.base_url)
+    }
+
+    pub fn notification_url(&self, path: &str) -> String {
+        format!("{}{path}", self.notification.base_url)
+    }
+
+    /// POSTs `body` to `/api/orders`; returns the status and the JSON body.
+    pub async fn post_order(&self, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.order_url("/api/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/orders");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, url: &str) -> (StatusCode, Value) {
+        let response = self.http.get(url).send().await.expect("GET");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn order(&self, order_id: &str) -> Value {
+        let (status, body) = self.get_json(&self.order_url(&format!("/api/orders/{order_id}"))).await;
+        assert_eq!(status, StatusCode::OK, "GET order {order_id}: {body}");
+        body
+    }
+
+    /// Polls the order until its status is terminal and returns it.
+    pub async fn wait_until_terminal(&self, order_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let order = self.order(order_id).await;
+            if TERMINAL.contains(&order["status"].as_str().unwrap_or_default()) {
+                return order;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "order {order_id} not terminal after {DEADLINE:?}: {order}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Creates or restocks a product.
+    pub async fn put_product(&self, sku: &str, price_cents: i64, available: i64) {
+        let response = self
+            .http
+            .put(self.inventory_url(&format!("/api/inventory/{sku}")))
+            .json(&serde_json::json!({ "name": sku, "priceCents": price_cents, "available": available }))
+            .send()
+            .await
+            .expect("PUT product");
+        assert!(response.status().is_success(), "PUT product {sku}: {}", response.status());
+    }
+
+    pub async fn product(&self, sku: &str) -> Value {
+        let (status, body) = self.get_json(&self.inventory_url(&format!("/api/inventory/{sku}"))).await;
+        assert_eq!(status, StatusCode::OK, "GET product {sku}: {body}");
+        body
+    }
+
+    pub async fn account(&self, user_id: &str) -> Value {
+        let (status, body) = self.get_json(&self.payment_url(&format!("/api/accounts/{user_id}"))).await;
+        assert_eq!(status, StatusCode::OK, "GET account {user_id}: {body}");
+        body
+    }
+
+    pub async fn notifications(&self, order_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&self.notification_url(&format!("/api/notifications?orderId={order_id}")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET notifications: {body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls until the order has `count` notifications, and returns their kinds.
+    pub async fn wait_for_notifications(&self, order_id: &str, count: usize) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let notes = self.notifications(order_id).await;
+            if notes.len() >= count {
+                return notes.iter().map(|n| n["kind"].as_str().unwrap_or_default().to_owned()).collect();
+            }
+            assert!(started.elapsed() < DEADLINE, "order {order_id} has notifications {notes:?}, wanted {count}");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The events stored in `schema`'s outbox for an order, oldest first, as JSON.
+    pub async fn outbox_events(&self, schema: &str, order_id: &str) -> Vec<(String, Vec<u8>)> {
+        sqlx::query_as(&format!(
+            "SELECT topic, payload FROM {schema}.outbox WHERE message_key = $1 ORDER BY id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.db)
+        .await
+        .expect("reading the outbox")
+    }
+
+    /// Publishes raw bytes to a topic with `key`, as a faulty or repeating
+    /// producer would, and returns the partition and offset it landed at.
+    pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka_bootstrap)
+            .create()
+            .expect("test producer");
+        let delivery = producer
+            .send(FutureRecord::to(topic).key(key).payload(payload), Timeout::After(DEADLINE))
+            .await
+            .map_err(|(err, _)| err)
+            .expect("publishing");
+        (delivery.partition, delivery.offset)
+    }
+
+    /// Polls until `service`'s consumer group has committed past `offset` on
+    /// `topic`/`partition`: the message there has been fully processed.
+    pub async fn wait_until_consumed(&self, service: &str, topic: &str, partition: i32, offset: i64) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka_bootstrap)
+            .set("group.id", &self.groups[service])
+            .create()
+            .expect("offset reader");
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(topic, partition);
+        let started = Instant::now();
+        loop {
+            let committed = tokio::task::block_in_place(|| consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)));
+            if let Ok(list) = committed {
+                if let Some(Offset::Offset(next)) = list.find_partition(topic, partition).map(|p| p.offset()) {
+                    if next > offset {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{service} did not consume {topic}[{partition}]@{offset} in time"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if !self.stopped {
+            // A test failed before shutting down: services are still running and
+            // their Kafka clients would block on a vanished broker. Leave the
+            // broker to the end of the process.
+            if let Some(kafka) = self.kafka.take() {
+                std::mem::forget(kafka);
+            }
+        }
+    }
+}
+
+/// A new, empty database for one stack.
+async fn fresh_database(name: &str) -> anyhow::Result<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let server = PgConnectOptions::from_str(&url).context("DATABASE_URL")?;
+            let mut conn = sqlx::PgConnection::connect_with(&server).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+            let mut stack_url = reqwest::Url::parse(&url).context("DATABASE_URL")?;
+            stack_url.set_path(&format!("/{name}"));
+            Ok(stack_url.to_string())
+        }
+        Err(_) => {
+            let cluster = tokio::task::block_in_place(|| {
+                POSTGRES.get_or_init(|| PostgresCluster::start_temporary().expect("starting a temporary Postgres"))
+            });
+            cluster.ensure_database(name).await?;
+            Ok(cluster.url(name))
+        }
+    }
+}
 
