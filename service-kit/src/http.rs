@@ -202,9 +202,11 @@ fn decode_problem(err: serde_path_to_error::Error<serde_json::Error>) -> Problem
     let message = inner.to_string();
     // serde reports unknown and missing fields against the enclosing object;
     // name the field itself.
-    let field = named_field(&message)
-        .map(|name| if path == "." { name.to_owned() } else { format!("{path}.{name}") })
-        .unwrap_or(path);
+    let field = match named_field(&message) {
+        Some(name) if path == "." => name.to_owned(),
+        Some(name) if !path.ends_with(name) => format!("{path}.{name}"),
+        _ => path,
+    };
     if field == "." {
         Problem::malformed(message)
     } else {
