@@ -7,6 +7,7 @@
 //! its own keys (e.g. `PAYMENT_DEFAULT_CREDIT_CENTS`) next to these; the README
 //! lists them all.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -125,21 +126,60 @@ impl CommonConfig {
             ("port", i64::from(self.port).into()),
             ("database_url", self.database_url.clone().into()),
             ("database_schema", self.database_schema.clone().into()),
-            ("database_max_connections", i64::from(self.database_max_connections).into()),
-            ("database_connect_timeout_secs", (self.database_connect_timeout_secs as i64).into()),
-            ("kafka_bootstrap_servers", self.kafka_bootstrap_servers.clone().into()),
+            (
+                "database_max_connections",
+                i64::from(self.database_max_connections).into(),
+            ),
+            (
+                "database_connect_timeout_secs",
+                (self.database_connect_timeout_secs as i64).into(),
+            ),
+            (
+                "kafka_bootstrap_servers",
+                self.kafka_bootstrap_servers.clone().into(),
+            ),
             ("kafka_group_id", self.kafka_group_id.clone().into()),
-            ("kafka_topic_partitions", i64::from(self.kafka_topic_partitions).into()),
-            ("kafka_replication_factor", i64::from(self.kafka_replication_factor).into()),
-            ("kafka_message_timeout_ms", (self.kafka_message_timeout_ms as i64).into()),
-            ("topic_order_created", self.topic_order_created.clone().into()),
-            ("topic_inventory_reserved", self.topic_inventory_reserved.clone().into()),
-            ("topic_payment_processed", self.topic_payment_processed.clone().into()),
-            ("outbox_poll_interval_ms", (self.outbox_poll_interval_ms as i64).into()),
+            (
+                "kafka_topic_partitions",
+                i64::from(self.kafka_topic_partitions).into(),
+            ),
+            (
+                "kafka_replication_factor",
+                i64::from(self.kafka_replication_factor).into(),
+            ),
+            (
+                "kafka_message_timeout_ms",
+                (self.kafka_message_timeout_ms as i64).into(),
+            ),
+            (
+                "topic_order_created",
+                self.topic_order_created.clone().into(),
+            ),
+            (
+                "topic_inventory_reserved",
+                self.topic_inventory_reserved.clone().into(),
+            ),
+            (
+                "topic_payment_processed",
+                self.topic_payment_processed.clone().into(),
+            ),
+            (
+                "outbox_poll_interval_ms",
+                (self.outbox_poll_interval_ms as i64).into(),
+            ),
             ("outbox_batch_size", self.outbox_batch_size.into()),
-            ("outbox_retention_secs", (self.outbox_retention_secs as i64).into()),
-            ("consumer_retry_initial_ms", (self.consumer_retry_initial_ms as i64).into()),
-            ("consumer_retry_max_ms", (self.consumer_retry_max_ms as i64).into()),
+            (
+                "outbox_retention_secs",
+                (self.outbox_retention_secs as i64).into(),
+            ),
+            (
+                "consumer_retry_initial_ms",
+                (self.consumer_retry_initial_ms as i64).into(),
+            ),
+            (
+                "consumer_retry_max_ms",
+                (self.consumer_retry_max_ms as i64).into(),
+            ),
             ("log_format", format.into()),
         ]
     }
@@ -153,6 +193,18 @@ pub fn load<T: DeserializeOwned>(
     common: CommonConfig,
     extra_defaults: &[(&str, config::Value)],
 ) -> anyhow::Result<T> {
+    let file = std::env::var(CONFIG_FILE_VAR).ok();
+    load_from(common, extra_defaults, file.as_deref(), None)
+}
+
+/// [`load`] with the file and environment given explicitly (`env: None` reads
+/// the process environment).
+pub fn load_from<T: DeserializeOwned>(
+    common: CommonConfig,
+    extra_defaults: &[(&str, config::Value)],
+    file: Option<&str>,
+    env: Option<HashMap<String, String>>,
+) -> anyhow::Result<T> {
     let mut builder = config::Config::builder();
     for (key, value) in common.default_pairs() {
         builder = builder.set_default(key, value)?;
@@ -160,13 +212,90 @@ pub fn load<T: DeserializeOwned>(
     for (key, value) in extra_defaults {
         builder = builder.set_default(*key, value.clone())?;
     }
-    if let Ok(path) = std::env::var(CONFIG_FILE_VAR) {
-        builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
     }
-    builder
-        .add_source(config::Environment::default().try_parsing(true))
+    let layered = builder
+        .add_source(config::Environment::default().try_parsing(true).source(env))
         .build()
-        .context("reading configuration")?
-        .try_deserialize()
-        .context("invalid configuration")
+        .context("reading configuration")?;
+    // Deserialising the common part on its own first gets errors that name
+    // the key (serde loses it inside the flattened struct).
+    layered
+        .clone()
+        .try_deserialize::<CommonConfig>()
+        .context("invalid configuration")?;
+    layered.try_deserialize().context("invalid configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct ServiceConfig {
+        #[serde(flatten)]
+        common: CommonConfig,
+        payment_default_credit_cents: i64,
+    }
+
+    fn load_with(file: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<ServiceConfig> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        load_from(
+            CommonConfig::defaults("payment-service", 8083, "payments"),
+            &[("payment_default_credit_cents", 100_000.into())],
+            file,
+            Some(env),
+        )
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = load_with(None, &[]).unwrap();
+        assert_eq!(config.common.port, 8083);
+        assert_eq!(config.common.kafka_group_id, "payment-service");
+        assert_eq!(config.common.kafka_topic_partitions, 6);
+        assert_eq!(config.common.topics(), Topics::default());
+        assert_eq!(config.payment_default_credit_cents, 100_000);
+    }
+
+    #[test]
+    fn conventional_environment_variables_override_defaults() {
+        let config = load_with(
+            None,
+            &[
+                ("PORT", "9000"),
+                ("DATABASE_URL", "postgres://db/x"),
+                ("KAFKA_BOOTSTRAP_SERVERS", "kafka:29092"),
+                ("TOPIC_ORDER_CREATED", "orders.created"),
+                ("PAYMENT_DEFAULT_CREDIT_CENTS", "5"),
+                ("LOG_FORMAT", "json"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.common.port, 9000);
+        assert_eq!(config.common.database_url, "postgres://db/x");
+        assert_eq!(config.common.kafka_bootstrap_servers, "kafka:29092");
+        assert_eq!(config.common.topics().order_created, "orders.created");
+        assert_eq!(config.payment_default_credit_cents, 5);
+        assert_eq!(config.common.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_file_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("service.toml");
+        std::fs::write(&path, "port = 7000\nkafka_group_id = \"from-file\"\n").unwrap();
+        let config = load_with(Some(path.to_str().unwrap()), &[("PORT", "7001")]).unwrap();
+        assert_eq!(config.common.port, 7001, "environment wins over the file");
+        assert_eq!(config.common.kafka_group_id, "from-file", "the file wins over defaults");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_malformed_value_is_an_error_naming_the_key() {
+        let err = load_with(None, &[("PORT", "eighty")]).unwrap_err();
+        assert!(format!("{err:#}").contains("port"), "{err:#}");
+    }
 }

@@ -20,8 +20,8 @@ use rdkafka::Message;
 use shared_events::{Envelope, Topics};
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::CommonConfig;
 use crate::outbox;
@@ -132,7 +132,11 @@ impl<H: EventHandler> EventConsumer<H> {
         Ok(())
     }
 
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
+    async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let event = match Envelope::from_json(message.payload().unwrap_or_default()) {
             Ok(event) => event,
             Err(err) => {
@@ -179,7 +183,11 @@ impl<H: EventHandler> EventConsumer<H> {
                     return Outcome::Done;
                 }
                 Err(HandlerError::Transient(err)) => {
-                    tracing::warn!(error = format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "applying event failed; will retry");
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "applying event failed; will retry"
+                    );
                 }
             }
             tokio::select! {
@@ -192,7 +200,11 @@ impl<H: EventHandler> EventConsumer<H> {
 
     /// One transaction: inbox row, effect, caused events. `Ok(false)` for a
     /// duplicate.
-    async fn apply(&self, message: &BorrowedMessage<'_>, event: &Envelope) -> Result<bool, HandlerError> {
+    async fn apply(
+        &self,
+        message: &BorrowedMessage<'_>,
+        event: &Envelope,
+    ) -> Result<bool, HandlerError> {
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)

@@ -30,7 +30,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects to the database, creates the service's schema if needed and runs
 /// the migrations. Retries while the database is unreachable, up to
 /// `database_connect_timeout_secs`.
-pub async fn connect(config: &CommonConfig, migrations: &'static Migrator) -> anyhow::Result<PgPool> {
+pub async fn connect(
+    config: &CommonConfig,
+    migrations: &'static Migrator,
+) -> anyhow::Result<PgPool> {
     let schema = &config.database_schema;
     if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
         bail!("DATABASE_SCHEMA must be lower-case letters and '_', got {schema:?}");
@@ -99,8 +102,12 @@ struct Combined {
 impl<'s> MigrationSource<'s> for Combined {
     fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
         Box::pin(async move {
-            let mut all: Vec<Migration> =
-                self.first.iter().chain(self.second.iter()).cloned().collect();
+            let mut all: Vec<Migration> = self
+                .first
+                .iter()
+                .chain(self.second.iter())
+                .cloned()
+                .collect();
             all.sort_by_key(|m| m.version);
             Ok(all)
         })

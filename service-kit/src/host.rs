@@ -44,7 +44,10 @@ impl Infrastructure {
     /// Connects to Postgres (running `migrations` in the service's schema),
     /// creates the Kafka producer, and makes sure the topics exist where the
     /// broker allows creating them.
-    pub async fn connect(config: &CommonConfig, migrations: &'static Migrator) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: &CommonConfig,
+        migrations: &'static Migrator,
+    ) -> anyhow::Result<Self> {
         let pool = crate::db::connect(config, migrations).await?;
         let producer = crate::kafka::producer(config)?;
         let topics = config.topics();
@@ -92,17 +95,34 @@ impl ServiceHost {
 
     /// Publishes this service's outbox.
     pub fn with_outbox_relay(mut self) -> Self {
-        let relay = OutboxRelay::new(&self.infra.config, self.infra.pool.clone(), self.infra.producer.clone());
-        self.workers
-            .push(("outbox relay", Box::new(move |stop| Box::pin(relay.run(stop)))));
+        let relay = OutboxRelay::new(
+            &self.infra.config,
+            self.infra.pool.clone(),
+            self.infra.producer.clone(),
+        );
+        self.workers.push((
+            "outbox relay",
+            Box::new(move |stop| Box::pin(relay.run(stop))),
+        ));
         self
     }
 
     /// Consumes `subscriptions` with `handler`.
-    pub fn with_consumer<H: EventHandler>(mut self, subscriptions: &[&str], handler: H) -> anyhow::Result<Self> {
-        let consumer = EventConsumer::new(&self.infra.config, self.infra.pool.clone(), subscriptions, handler)?;
-        self.workers
-            .push(("consumer", Box::new(move |stop| Box::pin(consumer.run(stop)))));
+    pub fn with_consumer<H: EventHandler>(
+        mut self,
+        subscriptions: &[&str],
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        let consumer = EventConsumer::new(
+            &self.infra.config,
+            self.infra.pool.clone(),
+            subscriptions,
+            handler,
+        )?;
+        self.workers.push((
+            "consumer",
+            Box::new(move |stop| Box::pin(consumer.run(stop))),
+        ));
         Ok(self)
     }
 
@@ -112,7 +132,10 @@ impl ServiceHost {
     }
 
     /// Serves until `shutdown` resolves, then stops everything in order.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let service = self.infra.config.service_name.clone();
         tracing::info!(%service, address = %self.address, "listening");
         let stop = CancellationToken::new();

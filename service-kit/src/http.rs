@@ -108,7 +108,12 @@ impl Problem {
         }
     }
 
-    fn with_status(status: StatusCode, kind: &'static str, title: &'static str, detail: String) -> Problem {
+    fn with_status(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: String,
+    ) -> Problem {
         Problem {
             kind,
             title,
@@ -171,7 +176,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "send the body as Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_problem)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_problem)?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(&mut deserializer) {
             Ok(value) => Ok(JsonBody(value)),
@@ -326,8 +333,14 @@ mod tests {
 
     #[test]
     fn names_the_field_from_serde_messages() {
-        assert_eq!(named_field("unknown field `quantiy`, expected one of `sku`, `quantity`"), Some("quantiy"));
-        assert_eq!(named_field("missing field `userId` at line 1"), Some("userId"));
+        assert_eq!(
+            named_field("unknown field `quantiy`, expected one of `sku`, `quantity`"),
+            Some("quantiy")
+        );
+        assert_eq!(
+            named_field("missing field `userId` at line 1"),
+            Some("userId")
+        );
         assert_eq!(named_field("invalid type: string"), None);
     }
 }

@@ -37,7 +37,10 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
     base_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", config.kafka_message_timeout_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            config.kafka_message_timeout_ms.to_string(),
+        )
         .create()
         .context("creating the Kafka producer")
 }

@@ -3,14 +3,14 @@
 //! A service is "configuration + migrations + HTTP routes + an event handler";
 //! everything else lives here:
 //!
-//! - [`config`]: layered configuration (defaults → file → environment).
-//! - [`telemetry`]: logging.
-//! - [`db`]: connection pool pinned to the service's schema; migrations.
-//! - [`kafka`]: idempotent producer, manual-offset-store consumer, topic creation.
-//! - [`outbox`]: the transactional outbox and its relay.
-//! - [`consumer`]: the consumer loop with inbox deduplication and retries.
-//! - [`http`]: problem+json errors, extractors, health endpoints, middleware.
-//! - [`host`]: runs a service's parts together and shuts them down cleanly.
+//! - [`config`] — layered configuration (defaults → file → environment).
+//! - [`telemetry`] — logging.
+//! - [`db`] — connection pool pinned to the service's schema; migrations.
+//! - [`kafka`] — idempotent producer, manual-offset-store consumer, topic creation.
+//! - [`outbox`] — the transactional outbox and its relay.
+//! - [`consumer`] — the consumer loop with inbox deduplication and retries.
+//! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
+//! - [`host`] — runs a service's parts together and shuts them down cleanly.
 
 pub mod config;
 pub mod consumer;

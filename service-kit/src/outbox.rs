@@ -141,7 +141,11 @@ impl OutboxRelay {
     /// Claims a batch of unsent rows, publishes them and marks the acknowledged
     /// ones sent. Returns how many were published.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
-        let mut tx = self.pool.begin().await.context("starting the outbox transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("starting the outbox transaction")?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, event_id, topic, message_key, event_type, payload
              FROM outbox WHERE sent_at IS NULL

@@ -61,7 +61,11 @@ pub struct RunningService {
 }
 
 impl RunningService {
-    fn spawn<F>(name: &str, port: u16, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> RunningService
+    fn spawn<F>(
+        name: &str,
+        port: u16,
+        run: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> RunningService
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
@@ -86,10 +90,8 @@ impl RunningService {
     }
 }
 
-fn until_stopped(stopped: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.await;
-    }
+async fn until_stopped(stopped: oneshot::Receiver<()>) {
+    let _ = stopped.await;
 }
 
 /// Options for [`TestStack::start_with`].
@@ -136,33 +138,36 @@ impl TestStack {
 
     pub async fn start_with(options: StackOptions) -> TestStack {
         init_logging();
-        Self::try_start(options).await.expect("starting the test stack")
+        Self::try_start(options)
+            .await
+            .expect("starting the test stack")
     }
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let database_url = fresh_database(&id).await?;
 
-        let (kafka, kafka_bootstrap, topics, group_suffix) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            Ok(bootstrap) => {
-                let defaults = Topics::default();
-                let topics = Topics {
-                    order_created: format!("{id}.{}", defaults.order_created),
-                    inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
-                    payment_processed: format!("{id}.{}", defaults.payment_processed),
-                };
-                (None, bootstrap, topics, format!("-{id}"))
-            }
-            Err(_) => {
-                let kafka = EmbeddedKafka::start(1)?;
-                let topics = Topics::default();
-                for topic in topics.all() {
-                    kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+        let (kafka, kafka_bootstrap, topics, group_suffix) =
+            match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+                Ok(bootstrap) => {
+                    let defaults = Topics::default();
+                    let topics = Topics {
+                        order_created: format!("{id}.{}", defaults.order_created),
+                        inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
+                        payment_processed: format!("{id}.{}", defaults.payment_processed),
+                    };
+                    (None, bootstrap, topics, format!("-{id}"))
                 }
-                let bootstrap = kafka.bootstrap_servers();
-                (Some(kafka), bootstrap, topics, String::new())
-            }
-        };
+                Err(_) => {
+                    let kafka = EmbeddedKafka::start(1)?;
+                    let topics = Topics::default();
+                    for topic in topics.all() {
+                        kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+                    }
+                    let bootstrap = kafka.bootstrap_servers();
+                    (Some(kafka), bootstrap, topics, String::new())
+                }
+            };
 
         let common = |name: &str, schema: &str| {
             let mut c = CommonConfig::defaults(name, 0, schema);
@@ -185,7 +190,9 @@ impl TestStack {
             groups.insert("order-service", config.common.kafka_group_id.clone());
             let app = order_service::Application::build(config).await?;
             let port = app.port();
-            RunningService::spawn("order-service", port, |s| app.run_until_stopped(until_stopped(s)))
+            RunningService::spawn("order-service", port, |s| {
+                app.run_until_stopped(until_stopped(s))
+            })
         };
         let mut inventory = Vec::new();
         for instance in 0..options.inventory_instances {
@@ -196,7 +203,9 @@ impl TestStack {
             let app = inventory_service::Application::build(config).await?;
             let port = app.port();
             let name = format!("inventory-service#{}", instance + 1);
-            inventory.push(RunningService::spawn(&name, port, |s| app.run_until_stopped(until_stopped(s))));
+            inventory.push(RunningService::spawn(&name, port, |s| {
+                app.run_until_stopped(until_stopped(s))
+            }));
         }
         let payment = {
             let mut config = payment_service::Config::defaults();
@@ -204,7 +213,9 @@ impl TestStack {
             groups.insert("payment-service", config.common.kafka_group_id.clone());
             let app = payment_service::Application::build(config).await?;
             let port = app.port();
-            RunningService::spawn("payment-service", port, |s| app.run_until_stopped(until_stopped(s)))
+            RunningService::spawn("payment-service", port, |s| {
+                app.run_until_stopped(until_stopped(s))
+            })
         };
         let notification = {
             let mut config = notification_service::Config::defaults();
@@ -212,7 +223,9 @@ impl TestStack {
             groups.insert("notification-service", config.common.kafka_group_id.clone());
             let app = notification_service::Application::build(config).await?;
             let port = app.port();
-            RunningService::spawn("notification-service", port, |s| app.run_until_stopped(until_stopped(s)))
+            RunningService::spawn("notification-service", port, |s| {
+                app.run_until_stopped(until_stopped(s))
+            })
         };
 
         Ok(TestStack {
@@ -280,7 +293,9 @@ impl TestStack {
     }
 
     pub async fn order(&self, order_id: &str) -> Value {
-        let (status, body) = self.get_json(&self.order_url(&format!("/api/orders/{order_id}"))).await;
+        let (status, body) = self
+            .get_json(&self.order_url(&format!("/api/orders/{order_id}")))
+            .await;
         assert_eq!(status, StatusCode::OK, "GET order {order_id}: {body}");
         body
     }
@@ -310,17 +325,25 @@ impl TestStack {
             .send()
             .await
             .expect("PUT product");
-        assert!(response.status().is_success(), "PUT product {sku}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "PUT product {sku}: {}",
+            response.status()
+        );
     }
 
     pub async fn product(&self, sku: &str) -> Value {
-        let (status, body) = self.get_json(&self.inventory_url(&format!("/api/inventory/{sku}"))).await;
+        let (status, body) = self
+            .get_json(&self.inventory_url(&format!("/api/inventory/{sku}")))
+            .await;
         assert_eq!(status, StatusCode::OK, "GET product {sku}: {body}");
         body
     }
 
     pub async fn account(&self, user_id: &str) -> Value {
-        let (status, body) = self.get_json(&self.payment_url(&format!("/api/accounts/{user_id}"))).await;
+        let (status, body) = self
+            .get_json(&self.payment_url(&format!("/api/accounts/{user_id}")))
+            .await;
         assert_eq!(status, StatusCode::OK, "GET account {user_id}: {body}");
         body
     }
@@ -339,9 +362,15 @@ impl TestStack {
         loop {
             let notes = self.notifications(order_id).await;
             if notes.len() >= count {
-                return notes.iter().map(|n| n["kind"].as_str().unwrap_or_default().to_owned()).collect();
+                return notes
+                    .iter()
+                    .map(|n| n["kind"].as_str().unwrap_or_default().to_owned())
+                    .collect();
             }
-            assert!(started.elapsed() < DEADLINE, "order {order_id} has notifications {notes:?}, wanted {count}");
+            assert!(
+                started.elapsed() < DEADLINE,
+                "order {order_id} has notifications {notes:?}, wanted {count}"
+            );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
@@ -365,7 +394,10 @@ impl TestStack {
             .create()
             .expect("test producer");
         let delivery = producer
-            .send(FutureRecord::to(topic).key(key).payload(payload), Timeout::After(DEADLINE))
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Timeout::After(DEADLINE),
+            )
             .await
             .map_err(|(err, _)| err)
             .expect("publishing");
@@ -374,7 +406,13 @@ impl TestStack {
 
     /// Polls until `service`'s consumer group has committed past `offset` on
     /// `topic`/`partition`: the message there has been fully processed.
-    pub async fn wait_until_consumed(&self, service: &str, topic: &str, partition: i32, offset: i64) {
+    pub async fn wait_until_consumed(
+        &self,
+        service: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.kafka_bootstrap)
             .set("group.id", &self.groups[service])
@@ -384,9 +422,13 @@ impl TestStack {
         wanted.add_partition(topic, partition);
         let started = Instant::now();
         loop {
-            let committed = tokio::task::block_in_place(|| consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)));
+            let committed = tokio::task::block_in_place(|| {
+                consumer.committed_offsets(wanted.clone(), Duration::from_secs(5))
+            });
             if let Ok(list) = committed {
-                if let Some(Offset::Offset(next)) = list.find_partition(topic, partition).map(|p| p.offset()) {
+                if let Some(Offset::Offset(next)) =
+                    list.find_partition(topic, partition).map(|p| p.offset())
+                {
                     if next > offset {
                         return;
                     }
@@ -420,18 +462,21 @@ async fn fresh_database(name: &str) -> anyhow::Result<String> {
         Ok(url) => {
             let server = PgConnectOptions::from_str(&url).context("DATABASE_URL")?;
             let mut conn = sqlx::PgConnection::connect_with(&server).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await?;
             let mut stack_url = reqwest::Url::parse(&url).context("DATABASE_URL")?;
             stack_url.set_path(&format!("/{name}"));
             Ok(stack_url.to_string())
         }
         Err(_) => {
             let cluster = tokio::task::block_in_place(|| {
-                POSTGRES.get_or_init(|| PostgresCluster::start_temporary().expect("starting a temporary Postgres"))
+                POSTGRES.get_or_init(|| {
+                    PostgresCluster::start_temporary().expect("starting a temporary Postgres")
+                })
             });
             cluster.ensure_database(name).await?;
             Ok(cluster.url(name))
         }
     }
 }
-

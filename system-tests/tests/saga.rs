@@ -52,19 +52,34 @@ async fn an_order_with_stock_is_confirmed_charged_and_announced() {
         (p["reserved"] == 0).then_some(p)
     })
     .await;
-    assert_eq!((widget["available"].as_i64(), widget["reserved"].as_i64(), widget["sold"].as_i64()), (Some(7), Some(0), Some(3)));
+    assert_eq!(
+        (
+            widget["available"].as_i64(),
+            widget["reserved"].as_i64(),
+            widget["sold"].as_i64()
+        ),
+        (Some(7), Some(0), Some(3))
+    );
     let gadget = wait_for(|| async {
         let p = stack.product("gadget").await;
         (p["reserved"] == 0).then_some(p)
     })
     .await;
-    assert_eq!((gadget["available"].as_i64(), gadget["sold"].as_i64()), (Some(4), Some(1)));
+    assert_eq!(
+        (gadget["available"].as_i64(), gadget["sold"].as_i64()),
+        (Some(4), Some(1))
+    );
 
-    let (status, payment) = stack.get_json(&stack.payment_url("/api/payments/o-happy")).await;
+    let (status, payment) = stack
+        .get_json(&stack.payment_url("/api/payments/o-happy"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(payment["status"], "APPROVED");
     assert_eq!(payment["amountCents"], 3 * 1_999 + 500);
-    assert_eq!(stack.account("alice").await["creditCents"], DEFAULT_CREDIT - (3 * 1_999 + 500));
+    assert_eq!(
+        stack.account("alice").await["creditCents"],
+        DEFAULT_CREDIT - (3 * 1_999 + 500)
+    );
 
     let kinds = stack.wait_for_notifications("o-happy", 2).await;
     assert_eq!(kinds, ["ORDER_RECEIVED", "ORDER_CONFIRMED"]);
@@ -88,16 +103,24 @@ async fn not_enough_stock_rejects_the_order_and_changes_nothing() {
     let order = stack.wait_until_terminal("o-short").await;
     assert_eq!(order["status"], "REJECTED", "{order}");
     assert_eq!(order["reason"], "OUT_OF_STOCK");
-    assert!(order["reasonDetail"].as_str().unwrap().contains("widget"), "{order}");
+    assert!(
+        order["reasonDetail"].as_str().unwrap().contains("widget"),
+        "{order}"
+    );
 
     // All or nothing: the line that could have been served was not touched either.
     assert_eq!(stack.product("widget").await["available"], 2);
     assert_eq!(stack.product("gadget").await["available"], 9);
     assert_eq!(stack.product("gadget").await["reserved"], 0);
-    let (status, _) = stack.get_json(&stack.payment_url("/api/payments/o-short")).await;
+    let (status, _) = stack
+        .get_json(&stack.payment_url("/api/payments/o-short"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(stack.account("bob").await["creditCents"], DEFAULT_CREDIT);
-    assert_eq!(stack.wait_for_notifications("o-short", 2).await, ["ORDER_RECEIVED", "ORDER_REJECTED"]);
+    assert_eq!(
+        stack.wait_for_notifications("o-short", 2).await,
+        ["ORDER_RECEIVED", "ORDER_REJECTED"]
+    );
 
     stack.shutdown().await;
 }
@@ -136,9 +159,14 @@ async fn a_total_above_the_credit_fails_payment_and_releases_the_stock() {
     .await;
     assert_eq!(released["sold"], 0);
     assert_eq!(stack.account("carol").await["creditCents"], DEFAULT_CREDIT);
-    let (_, payment) = stack.get_json(&stack.payment_url("/api/payments/o-poor")).await;
+    let (_, payment) = stack
+        .get_json(&stack.payment_url("/api/payments/o-poor"))
+        .await;
     assert_eq!(payment["status"], "DECLINED");
-    assert_eq!(stack.wait_for_notifications("o-poor", 2).await, ["ORDER_RECEIVED", "PAYMENT_FAILED"]);
+    assert_eq!(
+        stack.wait_for_notifications("o-poor", 2).await,
+        ["ORDER_RECEIVED", "PAYMENT_FAILED"]
+    );
 
     stack.shutdown().await;
 }
@@ -161,15 +189,25 @@ async fn posting_the_same_order_twice_is_safe() {
     assert_eq!(conflict, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["status"], 409);
 
-    assert_eq!(stack.wait_until_terminal("o-twice").await["status"], "CONFIRMED");
-    assert_eq!(stack.outbox_events("orders", "o-twice").await.len(), 1, "exactly one OrderCreated");
+    assert_eq!(
+        stack.wait_until_terminal("o-twice").await["status"],
+        "CONFIRMED"
+    );
+    assert_eq!(
+        stack.outbox_events("orders", "o-twice").await.len(),
+        1,
+        "exactly one OrderCreated"
+    );
     let widget = wait_for(|| async {
         let p = stack.product("widget").await;
         (p["reserved"] == 0).then_some(p)
     })
     .await;
     assert_eq!(widget["sold"], 1);
-    assert_eq!(stack.wait_for_notifications("o-twice", 2).await, ["ORDER_RECEIVED", "ORDER_CONFIRMED"]);
+    assert_eq!(
+        stack.wait_for_notifications("o-twice", 2).await,
+        ["ORDER_RECEIVED", "ORDER_CONFIRMED"]
+    );
 
     stack.shutdown().await;
 }
@@ -181,7 +219,10 @@ async fn every_event_delivered_twice_changes_nothing() {
     stack
         .post_order(&json!({"orderId": "o-dup", "userId": "erin", "items": [{"sku": "widget", "quantity": 2}]}))
         .await;
-    assert_eq!(stack.wait_until_terminal("o-dup").await["status"], "CONFIRMED");
+    assert_eq!(
+        stack.wait_until_terminal("o-dup").await["status"],
+        "CONFIRMED"
+    );
     stack.wait_for_notifications("o-dup", 2).await;
     wait_for(|| async { (stack.product("widget").await["reserved"] == 0).then_some(()) }).await;
     let before = snapshot(&stack, "o-dup", "erin", "widget").await;
@@ -191,11 +232,17 @@ async fn every_event_delivered_twice_changes_nothing() {
     let mut events = stack.outbox_events("orders", "o-dup").await;
     events.extend(stack.outbox_events("inventory", "o-dup").await);
     events.extend(stack.outbox_events("payments", "o-dup").await);
-    assert_eq!(events.len(), 3, "OrderCreated, InventoryReserved, PaymentProcessed");
+    assert_eq!(
+        events.len(),
+        3,
+        "OrderCreated, InventoryReserved, PaymentProcessed"
+    );
     for (topic, payload) in &events {
         let (partition, offset) = stack.publish_raw(topic, "o-dup", payload).await;
         for service in consumers_of(&stack, topic) {
-            stack.wait_until_consumed(service, topic, partition, offset).await;
+            stack
+                .wait_until_consumed(service, topic, partition, offset)
+                .await;
         }
     }
 
@@ -239,7 +286,10 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten() {
         (p["reserved"] == 0).then_some(p)
     })
     .await;
-    assert_eq!((scarce["available"].as_i64(), scarce["sold"].as_i64()), (Some(0), Some(10)));
+    assert_eq!(
+        (scarce["available"].as_i64(), scarce["sold"].as_i64()),
+        (Some(0), Some(10))
+    );
 
     stack.shutdown().await;
 }
@@ -280,7 +330,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < system_tests::DEADLINE, "condition not reached in time");
+        assert!(
+            started.elapsed() < system_tests::DEADLINE,
+            "condition not reached in time"
+        );
         tokio::time::sleep(system_tests::POLL_INTERVAL).await;
     }
 }
