@@ -28,7 +28,10 @@ impl Config {
         let defaults = Self::defaults();
         service_kit::config::load(
             defaults.common,
-            &[("inventory_seed_demo_catalog", defaults.inventory_seed_demo_catalog.into())],
+            &[(
+                "inventory_seed_demo_catalog",
+                defaults.inventory_seed_demo_catalog.into(),
+            )],
         )
     }
 }

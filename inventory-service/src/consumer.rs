@@ -15,7 +15,11 @@ pub struct InventoryEvents {
 }
 
 impl EventHandler for InventoryEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<Vec<Envelope>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+    ) -> Result<Vec<Envelope>, HandlerError> {
         match &event.event {
             Event::OrderCreated(created) => self.reserve(tx, event, created).await,
             Event::PaymentProcessed(payment) => {

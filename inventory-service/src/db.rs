@@ -23,16 +23,20 @@ pub struct Product {
 const PRODUCT_COLUMNS: &str = "sku, name, price_cents, available, reserved, sold";
 
 pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"
+    ))
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn find_product(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"))
-        .bind(sku)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"
+    ))
+    .bind(sku)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Creates the product or sets its price, availability (and name, if given).
@@ -44,8 +48,9 @@ pub async fn upsert_product(
     price_cents: i64,
     available: i32,
 ) -> Result<(Product, bool), sqlx::Error> {
-    let (product, created): (Product, bool) = sqlx::query_as::<_, (String, String, i64, i32, i32, i32, bool)>(
-        "INSERT INTO products (sku, name, price_cents, available)
+    let (product, created): (Product, bool) =
+        sqlx::query_as::<_, (String, String, i64, i32, i32, i32, bool)>(
+            "INSERT INTO products (sku, name, price_cents, available)
          VALUES ($1, COALESCE($2, $1), $3, $4)
          ON CONFLICT (sku) DO UPDATE SET
              name = COALESCE($2, products.name),
@@ -53,32 +58,37 @@ pub async fn upsert_product(
              available = EXCLUDED.available,
              updated_at = now()
          RETURNING sku, name, price_cents, available, reserved, sold, (xmax = 0) AS created",
-    )
-    .bind(sku)
-    .bind(name)
-    .bind(price_cents)
-    .bind(available)
-    .fetch_one(pool)
-    .await
-    .map(|(sku, name, price_cents, available, reserved, sold, created)| {
-        (
-            Product {
-                sku,
-                name,
-                price_cents,
-                available,
-                reserved,
-                sold,
-            },
-            created,
         )
-    })?;
+        .bind(sku)
+        .bind(name)
+        .bind(price_cents)
+        .bind(available)
+        .fetch_one(pool)
+        .await
+        .map(
+            |(sku, name, price_cents, available, reserved, sold, created)| {
+                (
+                    Product {
+                        sku,
+                        name,
+                        price_cents,
+                        available,
+                        reserved,
+                        sold,
+                    },
+                    created,
+                )
+            },
+        )?;
     Ok((product, created))
 }
 
 /// Loads the catalog if it is empty. Several instances starting together may
 /// all try; the primary key keeps one copy of each product.
-pub async fn seed_if_empty(pool: &PgPool, catalog: &[(&str, &str, i64, i32)]) -> Result<bool, sqlx::Error> {
+pub async fn seed_if_empty(
+    pool: &PgPool,
+    catalog: &[(&str, &str, i64, i32)],
+) -> Result<bool, sqlx::Error> {
     let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM products)")
         .fetch_one(pool)
         .await?;
@@ -101,7 +111,10 @@ pub async fn seed_if_empty(pool: &PgPool, catalog: &[(&str, &str, i64, i32)]) ->
 }
 
 /// Has this order been handled already (reserved, sold or released)?
-pub async fn reservation_exists(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn reservation_exists(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
         .bind(order_id)
         .fetch_one(tx)
@@ -111,7 +124,10 @@ pub async fn reservation_exists(tx: &mut PgConnection, order_id: &str) -> Result
 /// Locks the catalog rows of `skus` for the rest of the transaction, in SKU
 /// order so that concurrent reservations never deadlock, and returns them.
 /// This lock is what keeps several instances from selling the same unit twice.
-pub async fn lock_stock(tx: &mut PgConnection, skus: &[&str]) -> Result<HashMap<Sku, Stock>, sqlx::Error> {
+pub async fn lock_stock(
+    tx: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<Sku, Stock>, sqlx::Error> {
     let rows: Vec<(String, i64, i32)> = sqlx::query_as(
         "SELECT sku, price_cents, available FROM products
          WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
@@ -185,11 +201,16 @@ pub enum Settlement {
 
 /// Settles the order's reservation if it is still held. Returns `None` when
 /// there is no reservation, `Some(false)` when it was already settled.
-pub async fn settle(tx: &mut PgConnection, order_id: &str, how: Settlement) -> Result<Option<bool>, sqlx::Error> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+pub async fn settle(
+    tx: &mut PgConnection,
+    order_id: &str,
+    how: Settlement,
+) -> Result<Option<bool>, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     match status.as_deref() {
         None => return Ok(None),
         Some("HELD") => {}

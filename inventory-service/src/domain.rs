@@ -36,8 +36,14 @@ pub fn reserve(lines: &[OrderLine], stock: &HashMap<Sku, Stock>) -> Reservation 
         .iter()
         .filter_map(|line| {
             let have = stock[&line.sku].available;
-            (have < line.quantity.get())
-                .then(|| format!("{} ({} requested, {} available)", line.sku, line.quantity.get(), have))
+            (have < line.quantity.get()).then(|| {
+                format!(
+                    "{} ({} requested, {} available)",
+                    line.sku,
+                    line.quantity.get(),
+                    have
+                )
+            })
         })
         .collect();
     if !short.is_empty() {
@@ -87,7 +93,10 @@ mod tests {
 
     #[test]
     fn reserves_every_line_at_catalog_prices() {
-        let outcome = reserve(&[line("a", 2), line("b", 1)], &catalog(&[("a", 150, 5), ("b", 1000, 1)]));
+        let outcome = reserve(
+            &[line("a", 2), line("b", 1)],
+            &catalog(&[("a", 150, 5), ("b", 1000, 1)]),
+        );
         match outcome {
             Reservation::Reserved { lines, total_cents } => {
                 assert_eq!(total_cents.get(), 1300);
@@ -100,7 +109,10 @@ mod tests {
 
     #[test]
     fn rejects_the_whole_order_when_one_line_is_short() {
-        let outcome = reserve(&[line("a", 2), line("b", 2)], &catalog(&[("a", 150, 5), ("b", 1000, 1)]));
+        let outcome = reserve(
+            &[line("a", 2), line("b", 2)],
+            &catalog(&[("a", 150, 5), ("b", 1000, 1)]),
+        );
         assert!(matches!(
             outcome,
             Reservation::Rejected { reason: RejectionReason::OutOfStock, ref detail } if detail.contains("b (2 requested, 1 available)")
@@ -109,7 +121,10 @@ mod tests {
 
     #[test]
     fn rejects_unknown_skus_before_checking_stock() {
-        let outcome = reserve(&[line("a", 99), line("nope", 1)], &catalog(&[("a", 150, 5)]));
+        let outcome = reserve(
+            &[line("a", 99), line("nope", 1)],
+            &catalog(&[("a", 150, 5)]),
+        );
         assert!(matches!(
             outcome,
             Reservation::Rejected { reason: RejectionReason::UnknownSku, ref detail } if detail.contains("nope")
@@ -130,7 +145,12 @@ mod tests {
     #[test]
     fn the_largest_possible_order_does_not_overflow() {
         let lines: Vec<OrderLine> = (0..shared_events::events::MAX_LINES)
-            .map(|i| line(&format!("s{i}"), i64::from(shared_events::values::MAX_QUANTITY)))
+            .map(|i| {
+                line(
+                    &format!("s{i}"),
+                    i64::from(shared_events::values::MAX_QUANTITY),
+                )
+            })
             .collect();
         let stock: HashMap<Sku, Stock> = lines
             .iter()
@@ -144,6 +164,9 @@ mod tests {
                 )
             })
             .collect();
-        assert!(matches!(reserve(&lines, &stock), Reservation::Reserved { .. }));
+        assert!(matches!(
+            reserve(&lines, &stock),
+            Reservation::Reserved { .. }
+        ));
     }
 }

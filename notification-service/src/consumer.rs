@@ -9,7 +9,11 @@ use crate::{db, domain};
 pub struct NotificationEvents;
 
 impl EventHandler for NotificationEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<Vec<Envelope>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+    ) -> Result<Vec<Envelope>, HandlerError> {
         if let Some(notice) = domain::notice_for(event) {
             db::record(tx, event, &notice).await?;
             // Delivery to a real channel (e-mail, push) would go here; the log

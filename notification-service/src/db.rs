@@ -22,7 +22,11 @@ pub struct Notification {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn record(tx: &mut PgConnection, event: &Envelope, notice: &Notice) -> Result<(), sqlx::Error> {
+pub async fn record(
+    tx: &mut PgConnection,
+    event: &Envelope,
+    notice: &Notice,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO notifications (event_id, order_id, user_id, kind, message, occurred_at)
          VALUES ($1, $2, $3, $4, $5, $6)

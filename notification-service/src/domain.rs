@@ -51,7 +51,10 @@ pub fn notice_for(event: &Envelope) -> Option<Notice> {
             Payment::Approved => (
                 Kind::OrderConfirmed,
                 &payment.user_id,
-                format!("Your order {order} is confirmed; {} was charged.", payment.amount_cents),
+                format!(
+                    "Your order {order} is confirmed; {} was charged.",
+                    payment.amount_cents
+                ),
             ),
             Payment::Declined { .. } => (
                 Kind::PaymentFailed,
@@ -91,7 +94,10 @@ mod tests {
     #[test]
     fn customers_hear_of_received_confirmed_rejected_and_failed_orders() {
         let received = notice_for(&created()).unwrap();
-        assert_eq!((received.kind, received.user_id.as_str()), (Kind::OrderReceived, "ann"));
+        assert_eq!(
+            (received.kind, received.user_id.as_str()),
+            (Kind::OrderReceived, "ann")
+        );
 
         let confirmed = created().follow_up(
             Event::PaymentProcessed(PaymentProcessed {

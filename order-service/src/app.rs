@@ -28,7 +28,10 @@ impl Application {
         let host = ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
-            .with_consumer(&[&topics.inventory_reserved, &topics.payment_processed], OrderEvents)?;
+            .with_consumer(
+                &[&topics.inventory_reserved, &topics.payment_processed],
+                OrderEvents,
+            )?;
         Ok(Application { host })
     }
 
@@ -36,7 +39,10 @@ impl Application {
         self.host.port()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         self.host.run_until_stopped(shutdown).await
     }
 }

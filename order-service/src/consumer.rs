@@ -11,14 +11,20 @@ use crate::domain::{Fact, Transition};
 pub struct OrderEvents;
 
 impl EventHandler for OrderEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<Vec<Envelope>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+    ) -> Result<Vec<Envelope>, HandlerError> {
         let order_id = event.order_id.as_str();
         let (fact, reason, detail) = match &event.event {
             Event::InventoryReserved(reserved) => match &reserved.outcome {
                 Reservation::Reserved { .. } => (Fact::StockReserved, None, None),
-                Reservation::Rejected { reason, detail } => {
-                    (Fact::StockRejected, Some(reason.as_str()), Some(detail.as_str()))
-                }
+                Reservation::Rejected { reason, detail } => (
+                    Fact::StockRejected,
+                    Some(reason.as_str()),
+                    Some(detail.as_str()),
+                ),
             },
             Event::PaymentProcessed(payment) => match &payment.outcome {
                 Payment::Approved => (Fact::PaymentApproved, None, None),

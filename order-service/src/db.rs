@@ -128,12 +128,15 @@ pub async fn place(
         .iter()
         .zip(1..)
         .map(|(line, no)| (no, line.sku.as_str(), line.quantity.get() as i32))
-        .fold((vec![], vec![], vec![]), |(mut n, mut s, mut q), (no, sku, qty)| {
-            n.push(no);
-            s.push(sku);
-            q.push(qty);
-            (n, s, q)
-        });
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut n, mut s, mut q), (no, sku, qty)| {
+                n.push(no);
+                s.push(sku);
+                q.push(qty);
+                (n, s, q)
+            },
+        );
     sqlx::query(
         "INSERT INTO order_items (order_id, line_no, sku, quantity)
          SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[])",
@@ -162,13 +165,11 @@ pub async fn place(
 pub fn same_request(order: &Order, new: &NewOrder) -> bool {
     order.user_id == new.created.user_id.as_str()
         && order.items.len() == new.created.items.len()
-        && order
-            .items
-            .iter()
-            .zip(&new.created.items)
-            .all(|(stored, OrderLine { sku, quantity })| {
+        && order.items.iter().zip(&new.created.items).all(
+            |(stored, OrderLine { sku, quantity })| {
                 stored.sku == sku.as_str() && stored.quantity == quantity.get() as i32
-            })
+            },
+        )
 }
 
 pub async fn find(pool: &PgPool, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
@@ -177,11 +178,12 @@ pub async fn find(pool: &PgPool, order_id: &str) -> Result<Option<Order>, sqlx::
 }
 
 async fn load(conn: &mut PgConnection, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
-    let row: Option<OrderRow> =
-        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"))
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let items = sqlx::query_as::<_, Item>(
         "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
@@ -238,14 +240,20 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Order>, sqlx
 }
 
 /// Locks the order for the rest of `tx` and returns its status.
-pub async fn lock_status(tx: &mut PgConnection, order_id: &str) -> Result<Option<OrderStatus>, sqlx::Error> {
+pub async fn lock_status(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<OrderStatus>, sqlx::Error> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(tx)
             .await?;
     status
-        .map(|s| s.parse().map_err(|err: String| sqlx::Error::Decode(err.into())))
+        .map(|s| {
+            s.parse()
+                .map_err(|err: String| sqlx::Error::Decode(err.into()))
+        })
         .transpose()
 }
 
@@ -297,7 +305,11 @@ pub async fn set_prices(
 }
 
 /// Records the amount charged, when the payment outcome arrived before the prices.
-pub async fn set_total_if_unknown(tx: &mut PgConnection, order_id: &str, total_cents: i64) -> Result<(), sqlx::Error> {
+pub async fn set_total_if_unknown(
+    tx: &mut PgConnection,
+    order_id: &str,
+    total_cents: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET total_cents = $2 WHERE order_id = $1 AND total_cents IS NULL")
         .bind(order_id)
         .bind(total_cents)

@@ -127,10 +127,12 @@ mod tests {
     use super::*;
 
     fn final_status(facts: &[Fact]) -> OrderStatus {
-        facts.iter().fold(Pending, |status, fact| match status.apply(*fact).unwrap() {
-            Transition::Moved(next) => next,
-            Transition::Unchanged => status,
-        })
+        facts
+            .iter()
+            .fold(Pending, |status, fact| match status.apply(*fact).unwrap() {
+                Transition::Moved(next) => next,
+                Transition::Unchanged => status,
+            })
     }
 
     #[test]
@@ -141,8 +143,14 @@ mod tests {
     #[test]
     fn payment_news_before_reservation_news_ends_the_same() {
         assert_eq!(final_status(&[PaymentApproved, StockReserved]), Confirmed);
-        assert_eq!(final_status(&[PaymentDeclined, StockReserved]), PaymentFailed);
-        assert_eq!(final_status(&[StockReserved, PaymentDeclined]), PaymentFailed);
+        assert_eq!(
+            final_status(&[PaymentDeclined, StockReserved]),
+            PaymentFailed
+        );
+        assert_eq!(
+            final_status(&[StockReserved, PaymentDeclined]),
+            PaymentFailed
+        );
     }
 
     #[test]
@@ -158,11 +166,13 @@ mod tests {
         assert!(PaymentFailed.apply(PaymentApproved).is_err());
         assert!(Reserved.apply(StockRejected).is_err());
         for status in OrderStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            for fact in [StockReserved, StockRejected, PaymentApproved, PaymentDeclined] {
-                assert_ne!(
-                    status.apply(fact).ok(),
-                    Some(Transition::Moved(Pending)),
-                );
+            for fact in [
+                StockReserved,
+                StockRejected,
+                PaymentApproved,
+                PaymentDeclined,
+            ] {
+                assert_ne!(status.apply(fact).ok(), Some(Transition::Moved(Pending)),);
                 if let Ok(Transition::Moved(next)) = status.apply(fact) {
                     panic!("{status} moved to {next} on {fact:?}");
                 }

@@ -42,7 +42,10 @@ impl Application {
         self.host.port()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         self.host.run_until_stopped(shutdown).await
     }
 }

@@ -28,7 +28,10 @@ impl Config {
         let defaults = Self::defaults();
         let config: Config = service_kit::config::load(
             defaults.common,
-            &[("payment_default_credit_cents", defaults.payment_default_credit_cents.into())],
+            &[(
+                "payment_default_credit_cents",
+                defaults.payment_default_credit_cents.into(),
+            )],
         )?;
         anyhow::ensure!(
             config.payment_default_credit_cents >= 0,

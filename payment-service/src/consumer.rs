@@ -14,7 +14,11 @@ pub struct PaymentEvents {
 }
 
 impl EventHandler for PaymentEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<Vec<Envelope>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+    ) -> Result<Vec<Envelope>, HandlerError> {
         let Event::InventoryReserved(reserved) = &event.event else {
             return Ok(vec![]);
         };
@@ -28,7 +32,8 @@ impl EventHandler for PaymentEvents {
         }
         let user_id = reserved.user_id.as_str();
         let credit = db::lock_account(tx, user_id, self.default_credit.get()).await?;
-        let credit = Cents::parse(credit).map_err(|e| HandlerError::Transient(anyhow::anyhow!(e)))?;
+        let credit =
+            Cents::parse(credit).map_err(|e| HandlerError::Transient(anyhow::anyhow!(e)))?;
         let (outcome, left) = domain::charge(credit, total_cents);
         let (status, reason) = match &outcome {
             Payment::Approved => ("APPROVED", None),
@@ -38,7 +43,12 @@ impl EventHandler for PaymentEvents {
             db::update_credit(tx, user_id, left.get()).await?;
         }
         db::record_payment(tx, order_id, user_id, total_cents.get(), status, reason).await?;
-        tracing::info!(status, amount_cents = total_cents.get(), credit_left = left.get(), "payment processed");
+        tracing::info!(
+            status,
+            amount_cents = total_cents.get(),
+            credit_left = left.get(),
+            "payment processed"
+        );
         let reply = Event::PaymentProcessed(PaymentProcessed {
             user_id: reserved.user_id.clone(),
             amount_cents: total_cents,

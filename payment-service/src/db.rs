@@ -30,7 +30,11 @@ pub async fn find_account(pool: &PgPool, user_id: &str) -> Result<Option<Account
         .await
 }
 
-pub async fn set_credit(pool: &PgPool, user_id: &str, credit_cents: i64) -> Result<Account, sqlx::Error> {
+pub async fn set_credit(
+    pool: &PgPool,
+    user_id: &str,
+    credit_cents: i64,
+) -> Result<Account, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO accounts (user_id, credit_cents) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE SET credit_cents = EXCLUDED.credit_cents, updated_at = now()
@@ -42,7 +46,10 @@ pub async fn set_credit(pool: &PgPool, user_id: &str, credit_cents: i64) -> Resu
     .await
 }
 
-pub async fn find_payment(pool: &PgPool, order_id: &str) -> Result<Option<PaymentRecord>, sqlx::Error> {
+pub async fn find_payment(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT order_id, user_id, amount_cents, status, reason, created_at FROM payments WHERE order_id = $1",
     )
@@ -60,7 +67,11 @@ pub async fn payment_exists(tx: &mut PgConnection, order_id: &str) -> Result<boo
 
 /// Locks the customer's account for the rest of the transaction, opening it
 /// with `default_credit` if it does not exist, and returns its credit.
-pub async fn lock_account(tx: &mut PgConnection, user_id: &str, default_credit: i64) -> Result<i64, sqlx::Error> {
+pub async fn lock_account(
+    tx: &mut PgConnection,
+    user_id: &str,
+    default_credit: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query("INSERT INTO accounts (user_id, credit_cents) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
         .bind(user_id)
         .bind(default_credit)
@@ -72,7 +83,11 @@ pub async fn lock_account(tx: &mut PgConnection, user_id: &str, default_credit: 
         .await
 }
 
-pub async fn update_credit(tx: &mut PgConnection, user_id: &str, credit_cents: i64) -> Result<(), sqlx::Error> {
+pub async fn update_credit(
+    tx: &mut PgConnection,
+    user_id: &str,
+    credit_cents: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE accounts SET credit_cents = $2, updated_at = now() WHERE user_id = $1")
         .bind(user_id)
         .bind(credit_cents)

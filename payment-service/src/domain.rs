@@ -28,7 +28,10 @@ mod tests {
 
     #[test]
     fn approves_when_credit_covers_the_amount_exactly() {
-        assert_eq!(charge(cents(500), cents(500)), (Payment::Approved, cents(0)));
+        assert_eq!(
+            charge(cents(500), cents(500)),
+            (Payment::Approved, cents(0))
+        );
     }
 
     #[test]

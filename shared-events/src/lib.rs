@@ -13,7 +13,7 @@ pub mod topics;
 pub mod values;
 
 pub use events::{
-    DecodeError, DeclineReason, Envelope, Event, EventType, InventoryReserved, OrderCreated,
+    DeclineReason, DecodeError, Envelope, Event, EventType, InventoryReserved, OrderCreated,
     OrderLine, Payment, PaymentProcessed, PricedLine, RejectionReason, Reservation,
 };
 pub use topics::Topics;

@@ -125,7 +125,9 @@ impl From<Quantity> for u32 {
 
 /// An amount of money in minor units (cents). Never negative: prices, totals,
 /// charges and balances are all amounts, and refunds are separate events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(try_from = "i64", into = "i64")]
 pub struct Cents(i64);
 

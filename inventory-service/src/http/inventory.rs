@@ -26,7 +26,10 @@ fn parse_sku(raw: &str) -> Result<Sku, Problem> {
     Sku::parse(raw).map_err(|e| Problem::invalid_field("sku", e.0))
 }
 
-pub async fn get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Product>, Problem> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<Product>, Problem> {
     let sku = parse_sku(&sku)?;
     match db::find_product(&state.pool, sku.as_str()).await {
         Ok(Some(product)) => Ok(Json(product)),
@@ -53,7 +56,10 @@ pub async fn put(
     let sku = parse_sku(&sku)?;
     if let Some(name) = &body.name {
         if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
-            return Err(Problem::invalid_field("name", format!("name must be 1-{MAX_NAME_LEN} characters")));
+            return Err(Problem::invalid_field(
+                "name",
+                format!("name must be 1-{MAX_NAME_LEN} characters"),
+            ));
         }
     }
     if !(0..=MAX_PRICE_CENTS).contains(&body.price_cents) {
@@ -65,10 +71,25 @@ pub async fn put(
     let available = i32::try_from(body.available)
         .ok()
         .filter(|n| *n >= 0)
-        .ok_or_else(|| Problem::invalid_field("available", format!("available must be an integer from 0 to {}", i32::MAX)))?;
-    let (product, created) = db::upsert_product(&state.pool, sku.as_str(), body.name.as_deref(), body.price_cents, available)
-        .await
-        .map_err(|err| database_problem(&err))?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        .ok_or_else(|| {
+            Problem::invalid_field(
+                "available",
+                format!("available must be an integer from 0 to {}", i32::MAX),
+            )
+        })?;
+    let (product, created) = db::upsert_product(
+        &state.pool,
+        sku.as_str(),
+        body.name.as_deref(),
+        body.price_cents,
+        available,
+    )
+    .await
+    .map_err(|err| database_problem(&err))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(product)))
 }

@@ -14,6 +14,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/inventory", get(inventory::list))
-        .route("/api/inventory/{sku}", get(inventory::get).put(inventory::put))
+        .route(
+            "/api/inventory/{sku}",
+            get(inventory::get).put(inventory::put),
+        )
         .with_state(state)
 }

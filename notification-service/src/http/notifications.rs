@@ -21,7 +21,10 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-pub async fn list(State(state): State<AppState>, QueryParams(query): QueryParams<ListQuery>) -> Result<Json<Vec<Notification>>, Problem> {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Vec<Notification>>, Problem> {
     let order_id = query
         .order_id
         .map(|raw| OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0)))
@@ -32,7 +35,10 @@ pub async fn list(State(state): State<AppState>, QueryParams(query): QueryParams
         .transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::invalid_field("limit", format!("limit must be from 1 to {MAX_LIMIT}")));
+        return Err(Problem::invalid_field(
+            "limit",
+            format!("limit must be from 1 to {MAX_LIMIT}"),
+        ));
     }
     db::list(
         &state.pool,

@@ -37,8 +37,12 @@ pub struct CreateOrderItem {
 impl CreateOrder {
     fn validate(self) -> Result<NewOrder, Problem> {
         let order_id = match self.order_id {
-            Some(raw) => OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0))?,
-            None => OrderId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a valid order id"),
+            Some(raw) => {
+                OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0))?
+            }
+            None => {
+                OrderId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a valid order id")
+            }
         };
         let user_id = UserId::parse(self.user_id.as_deref().unwrap_or_default())
             .map_err(|e| Problem::invalid_field("userId", e.0))?;
@@ -59,7 +63,8 @@ impl CreateOrder {
         }
         let mut items: Vec<OrderLine> = Vec::with_capacity(raw_items.len());
         for (i, item) in raw_items.into_iter().enumerate() {
-            let sku = Sku::parse(&item.sku).map_err(|e| Problem::invalid_field(format!("items[{i}].sku"), e.0))?;
+            let sku = Sku::parse(&item.sku)
+                .map_err(|e| Problem::invalid_field(format!("items[{i}].sku"), e.0))?;
             if items.iter().any(|line| line.sku == sku) {
                 return Err(Problem::invalid_field(
                     format!("items[{i}].sku"),
@@ -80,7 +85,10 @@ impl CreateOrder {
 /// Stores the order and announces it. The same orderId with the same body is
 /// answered 200 with the stored order (a safe retry); with a different body, 409.
 #[tracing::instrument(skip_all, fields(order_id))]
-pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateOrder>) -> Result<Response, Problem> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateOrder>,
+) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
     let placement = db::place(&state.pool, &state.topics, &state.service_name, &new)
@@ -90,9 +98,16 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Crea
         Placement::Created(order) => {
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
             let location = format!("/api/orders/{}", order.order_id);
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(order)).into_response())
+            Ok((
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                Json(order),
+            )
+                .into_response())
         }
-        Placement::Existing(order) if db::same_request(&order, &new) => Ok((StatusCode::OK, Json(order)).into_response()),
+        Placement::Existing(order) if db::same_request(&order, &new) => {
+            Ok((StatusCode::OK, Json(order)).into_response())
+        }
         Placement::Existing(order) => Err(Problem::conflict(format!(
             "order {} already exists with a different userId or items",
             order.order_id
@@ -100,7 +115,10 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Crea
     }
 }
 
-pub async fn get(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Json<db::Order>, Problem> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<db::Order>, Problem> {
     let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
     match db::find(&state.pool, order_id.as_str()).await {
         Ok(Some(order)) => Ok(Json(order)),
@@ -121,7 +139,10 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-pub async fn list(State(state): State<AppState>, QueryParams(query): QueryParams<ListQuery>) -> Result<Json<Vec<db::Order>>, Problem> {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Vec<db::Order>>, Problem> {
     let status = query
         .status
         .map(|s| s.parse::<OrderStatus>())
@@ -129,7 +150,10 @@ pub async fn list(State(state): State<AppState>, QueryParams(query): QueryParams
         .map_err(|e| Problem::invalid_field("status", e))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::invalid_field("limit", format!("limit must be from 1 to {MAX_LIMIT}")));
+        return Err(Problem::invalid_field(
+            "limit",
+            format!("limit must be from 1 to {MAX_LIMIT}"),
+        ));
     }
     let filter = ListFilter {
         user_id: query.user_id,

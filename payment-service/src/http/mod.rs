@@ -16,7 +16,10 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/accounts/{user_id}", get(payments::get_account).put(payments::put_account))
+        .route(
+            "/api/accounts/{user_id}",
+            get(payments::get_account).put(payments::put_account),
+        )
         .route("/api/payments/{order_id}", get(payments::get_payment))
         .with_state(state)
 }

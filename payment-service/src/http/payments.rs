@@ -15,7 +15,10 @@ fn parse_user(raw: &str) -> Result<UserId, Problem> {
 }
 
 /// A customer's credit. Customers never charged yet have the default credit.
-pub async fn get_account(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<Account>, Problem> {
+pub async fn get_account(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Account>, Problem> {
     let user_id = parse_user(&user_id)?;
     let account = db::find_account(&state.pool, user_id.as_str())
         .await
@@ -40,7 +43,10 @@ pub async fn put_account(
 ) -> Result<Json<Account>, Problem> {
     let user_id = parse_user(&user_id)?;
     if body.credit_cents < 0 {
-        return Err(Problem::invalid_field("creditCents", "creditCents must not be negative"));
+        return Err(Problem::invalid_field(
+            "creditCents",
+            "creditCents must not be negative",
+        ));
     }
     db::set_credit(&state.pool, user_id.as_str(), body.credit_cents)
         .await
@@ -48,11 +54,16 @@ pub async fn put_account(
         .map_err(|err| database_problem(&err))
 }
 
-pub async fn get_payment(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Json<PaymentRecord>, Problem> {
+pub async fn get_payment(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<PaymentRecord>, Problem> {
     let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
     match db::find_payment(&state.pool, order_id.as_str()).await {
         Ok(Some(payment)) => Ok(Json(payment)),
-        Ok(None) => Err(Problem::not_found(format!("no payment for order {order_id}"))),
+        Ok(None) => Err(Problem::not_found(format!(
+            "no payment for order {order_id}"
+        ))),
         Err(err) => Err(database_problem(&err)),
     }
 }
