@@ -240,7 +240,10 @@ mod tests {
     }
 
     fn load_with(file: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<ServiceConfig> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         load_from(
             CommonConfig::defaults("payment-service", 8083, "payments"),
             &[("payment_default_credit_cents", 100_000.into())],
@@ -289,7 +292,10 @@ mod tests {
         std::fs::write(&path, "port = 7000\nkafka_group_id = \"from-file\"\n").unwrap();
         let config = load_with(Some(path.to_str().unwrap()), &[("PORT", "7001")]).unwrap();
         assert_eq!(config.common.port, 7001, "environment wins over the file");
-        assert_eq!(config.common.kafka_group_id, "from-file", "the file wins over defaults");
+        assert_eq!(
+            config.common.kafka_group_id, "from-file",
+            "the file wins over defaults"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

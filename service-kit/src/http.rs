@@ -308,6 +308,15 @@ async fn no_such_route() -> Problem {
     Problem::not_found("no such resource")
 }
 
+async fn method_not_allowed() -> Problem {
+    Problem::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "/problems/method-not-allowed",
+        "Method not allowed",
+        "this resource does not support that method".into(),
+    )
+}
+
 /// Adds the health endpoints, a problem+json 404 for unknown routes, and the
 /// common middleware (tracing, body limit, timeout) to a service's routes.
 pub fn finish_router(routes: Router, health: HealthState) -> Router {
@@ -319,6 +328,7 @@ pub fn finish_router(routes: Router, health: HealthState) -> Router {
     routes
         .merge(health_routes)
         .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -206,6 +206,18 @@ async fn bad_lookups_and_filters_get_problems_not_errors() {
         assert_problem(&url, &(code, content_type, body), status, field);
     }
 
+    let response = stack
+        .http
+        .delete(stack.order_url("/api/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+
     let put = |body: Value| {
         let stack = &stack;
         async move {
