@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use local_infra::{EmbeddedKafka, PostgresCluster};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -402,6 +403,45 @@ impl TestStack {
             .map_err(|(err, _)| err)
             .expect("publishing");
         (delivery.partition, delivery.offset)
+    }
+
+    /// Reads `topic` from the beginning with a fresh consumer group until the
+    /// first message keyed `key` appears; returns its headers and body.
+    pub async fn read_message(&self, topic: &str, key: &str) -> (HashMap<String, String>, Value) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka_bootstrap)
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("topic reader");
+        consumer.subscribe(&[topic]).expect("subscribing");
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no message keyed {key} on {topic}"
+            );
+            let polled = tokio::task::block_in_place(|| consumer.poll(POLL_INTERVAL));
+            let Some(Ok(message)) = polled else { continue };
+            if message.key() != Some(key.as_bytes()) {
+                continue;
+            }
+            let headers = message
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                            (h.key.to_owned(), value.unwrap_or_default())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = serde_json::from_slice(message.payload().unwrap_or_default())
+                .expect("a JSON event");
+            return (headers, body);
+        }
     }
 
     /// Polls until `service`'s consumer group has committed past `offset` on

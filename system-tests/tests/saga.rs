@@ -294,6 +294,50 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten() {
     stack.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_keyed_by_order_and_carry_their_id_and_type_in_headers() {
+    let stack = TestStack::start().await;
+    stack.put_product("widget", 250, 5).await;
+    stack
+        .post_order(&json!({"orderId": "o-wire", "userId": "fay", "items": [{"sku": "widget", "quantity": 2}]}))
+        .await;
+    assert_eq!(
+        stack.wait_until_terminal("o-wire").await["status"],
+        "CONFIRMED"
+    );
+
+    let (headers, created) = stack
+        .read_message(&stack.topics.order_created, "o-wire")
+        .await;
+    assert_eq!(created["eventType"], "OrderCreated");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["producer"], "order-service");
+    assert_eq!(
+        created["payload"],
+        json!({"userId": "fay", "items": [{"sku": "widget", "quantity": 2}]})
+    );
+    assert_eq!(headers["eventId"], created["eventId"].as_str().unwrap());
+    assert_eq!(headers["eventType"], "OrderCreated");
+
+    let (_, reserved) = stack
+        .read_message(&stack.topics.inventory_reserved, "o-wire")
+        .await;
+    assert_eq!(reserved["payload"]["outcome"], "RESERVED");
+    assert_eq!(reserved["payload"]["totalCents"], 500);
+    assert_eq!(reserved["causationId"], created["eventId"]);
+    assert_eq!(reserved["correlationId"], created["eventId"]);
+
+    let (headers, paid) = stack
+        .read_message(&stack.topics.payment_processed, "o-wire")
+        .await;
+    assert_eq!(headers["eventType"], "PaymentProcessed");
+    assert_eq!(paid["payload"]["outcome"], "APPROVED");
+    assert_eq!(paid["causationId"], reserved["eventId"]);
+    assert_eq!(paid["correlationId"], created["eventId"]);
+
+    stack.shutdown().await;
+}
+
 /// Services whose consumer groups read `topic`.
 fn consumers_of<'a>(stack: &TestStack, topic: &str) -> Vec<&'a str> {
     let t = &stack.topics;
