@@ -1,1 +1,283 @@
-fn main() {}
+//! devstack: the whole order system on one machine, no Docker.
+//!
+//! `cargo run --release -p devstack` builds the services, starts an embedded
+//! Kafka (librdkafka's mock cluster, topics created) and a private PostgreSQL
+//! (data kept in `.devstack/pgdata`), runs every service as a child process
+//! with its output prefixed by its name, waits until all answer `/health`,
+//! writes `.devstack/stack.json` and prints the URLs. Crashed services are
+//! restarted; Ctrl-C or SIGTERM stops the services, then PostgreSQL, then
+//! Kafka, and exits 0.
+//!
+//! Layout:
+//! - `cli`: flags;
+//! - `catalog`: the services, their ports, `--scale` planning;
+//! - `binaries`: finding (and under `cargo run`, building) the executables;
+//! - `infra`: Kafka and PostgreSQL, ours or the developer's;
+//! - `supervisor`: child processes, output, restarts, termination;
+//! - `health`: waiting for `/health`;
+//! - `stack_file`: the state directory's lock and `stack.json`.
+//!
+//! Every failure ends in a single `devstack: ...` line saying what to do.
+
+mod binaries;
+mod catalog;
+mod cli;
+mod health;
+mod infra;
+mod stack_file;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::binaries::Programs;
+use crate::catalog::Instance;
+use crate::cli::Cli;
+use crate::infra::{Database, Kafka};
+use crate::stack_file::{StackDescription, StateDir};
+use crate::supervisor::Supervisor;
+
+/// devstack's own log filter. Not `RUST_LOG`: that one is passed through to
+/// the services, and turning it up for them should not flood the terminal with
+/// devstack's dependencies' debug output.
+const LOG_ENV: &str = "DEVSTACK_LOG";
+
+/// devstack's log level when [`LOG_ENV`] is unset.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Variables passed through to the services unchanged (they inherit our whole
+/// environment anyway; these are the ones that matter and are named here so
+/// the contract is visible).
+const PASSED_THROUGH_ENV: [&str; 2] = ["RUST_LOG", "LOG_FORMAT"];
+
+/// The request from the seed project's README, to try the stack out.
+const EXAMPLE_ORDER: &str = r#"{"orderId":"123","userId":"user1","status":"PENDING"}"#;
+
+/// Single-threaded on purpose: the services get SIGTERM when the thread that
+/// spawned them dies (see `supervisor`), so they must be spawned from a thread
+/// that lives as long as devstack. The work here is waiting, not computing.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("devstack: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        // Colours only for a terminal, not in files or CI logs.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Checks the prerequisites that need nothing started, then brings the stack
+/// up, runs it until a signal, and tears down whatever was started.
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let instances = catalog::plan(&cli.scale)?;
+    let state = StateDir::open(&cli.dir)?;
+    catalog::ensure_ports_free(&instances)?;
+    // Before the signal handlers: a Ctrl-C during the build should simply end
+    // devstack (and cargo), as nothing is running yet.
+    let programs = binaries::prepare()?;
+    let stop = listen_for_stop_signals()?;
+
+    let mut stack = Stack::default();
+    let result = stack
+        .bring_up_and_run(&cli, &state, &instances, &programs, stop)
+        .await;
+    stack.tear_down(&state).await;
+    result
+}
+
+/// A `watch` that turns true on the first SIGINT (Ctrl-C) or SIGTERM.
+fn listen_for_stop_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping the stack");
+        sender.send_replace(true);
+    });
+    Ok(receiver)
+}
+
+/// Resolves once a stop signal has arrived.
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    // An error means the listener is gone without a signal: never stop then.
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What has been started so far, so that teardown stops exactly that, in
+/// reverse order, whichever step failed.
+#[derive(Default)]
+struct Stack {
+    /// Started first, dropped last: services need it until they have stopped.
+    kafka: Option<Kafka>,
+    /// Stopped after the services, before Kafka.
+    database: Option<Database>,
+    /// The service processes.
+    supervisor: Option<Supervisor>,
+}
+
+impl Stack {
+    /// Starts Kafka, PostgreSQL and the services, waits for health, publishes
+    /// `stack.json`, then waits for a stop signal. Returns `Ok` when stopped by
+    /// a signal, an error if start-up failed.
+    async fn bring_up_and_run(
+        &mut self,
+        cli: &Cli,
+        state: &StateDir,
+        instances: &[Instance],
+        programs: &Programs,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        // A signal abandons a step half-way; whatever it had started is
+        // dropped, which stops it (PostgreSQL's blocking start finishes first,
+        // then its cluster is dropped and stopped).
+        let starting = Kafka::start(
+            cli.kafka_bootstrap.as_deref(),
+            catalog::is_scaled_out(instances),
+        );
+        let kafka = tokio::select! {
+            kafka = starting => kafka?,
+            _ = stop_requested(stop.clone()) => return Ok(()),
+        };
+        let kafka = self.kafka.insert(kafka);
+        let pgdata = state.pgdata();
+        let starting = Database::start(cli.database_url.as_deref(), &pgdata, cli.pg_port);
+        let database = tokio::select! {
+            database = starting => database?,
+            _ = stop_requested(stop.clone()) => return Ok(()),
+        };
+        let database = self.database.insert(database);
+
+        let env = service_env(kafka, database);
+        let supervisor = self
+            .supervisor
+            .insert(Supervisor::start(instances, programs, &env));
+        tracing::info!(
+            "waiting up to {}s for {} instance(s) to answer /health",
+            health::STARTUP_TIMEOUT.as_secs(),
+            instances.len()
+        );
+        tokio::select! {
+            healthy = health::wait_until_healthy(instances, health::STARTUP_TIMEOUT) => healthy?,
+            failure = supervisor.startup_failure() => return Err(failure.into()),
+            _ = stop_requested(stop.clone()) => return Ok(()),
+        }
+        supervisor.mark_running();
+
+        let description = StackDescription {
+            kafka_bootstrap: kafka.bootstrap.clone(),
+            database_url: database.url.clone(),
+            services: instances
+                .iter()
+                .map(|instance| (instance.name.clone(), instance.url()))
+                .collect(),
+        };
+        state.write_stack_file(&description)?;
+        print_banner(kafka, database, instances, state);
+
+        stop_requested(stop).await;
+        Ok(())
+    }
+
+    /// Stops the services, then PostgreSQL, then Kafka; removes `stack.json`.
+    async fn tear_down(&mut self, state: &StateDir) {
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.shut_down().await;
+        }
+        if let Some(database) = self.database.take() {
+            database.shut_down().await;
+        }
+        if self.kafka.take().is_some() {
+            tracing::debug!("Kafka released");
+        }
+        state.remove_stack_file();
+    }
+}
+
+/// The environment every instance gets, besides its `PORT`.
+fn service_env(kafka: &Kafka, database: &Database) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        ("DATABASE_URL".to_owned(), database.url.clone()),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+            kafka.bootstrap.clone(),
+        ),
+        (
+            "KAFKA_TOPIC_PARTITIONS".to_owned(),
+            shared_events::topics::DEFAULT_PARTITIONS.to_string(),
+        ),
+    ]);
+    for name in PASSED_THROUGH_ENV {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.to_owned(), value);
+        }
+    }
+    env
+}
+
+fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], state: &StateDir) {
+    let width = instances
+        .iter()
+        .map(|instance| instance.name.len())
+        .max()
+        .unwrap_or_default();
+    let mut banner = String::from("\ndevstack is up\n");
+    banner.push_str(&format!(
+        "  {:width$}  {} ({})\n",
+        "kafka",
+        kafka.bootstrap,
+        kafka.kind()
+    ));
+    banner.push_str(&format!(
+        "  {:width$}  {} ({})\n",
+        "postgres",
+        database.url,
+        database.kind()
+    ));
+    for instance in instances {
+        banner.push_str(&format!("  {:width$}  {}\n", instance.name, instance.url()));
+    }
+    banner.push_str(&format!(
+        "  {:width$}  {}\n",
+        "stack file",
+        state.stack_file().display()
+    ));
+    if let Some(order) = instances
+        .iter()
+        .find(|instance| instance.service == catalog::ORDER_SERVICE)
+    {
+        banner.push_str(&format!(
+            "\nTry:\n  curl -X POST http://localhost:{}/api/orders -H \"Content-Type: \
+             application/json\" -d '{EXAMPLE_ORDER}'\n",
+            order.port
+        ));
+    }
+    banner.push_str("\nPress Ctrl-C to stop.\n");
+    println!("{banner}");
+}

@@ -1,1 +1,23 @@
+//! Infrastructure for running the order system on a bare machine: no Docker,
+//! no Kafka installation, no shared database server.
+//!
+//! Two pieces, used by `devstack` (the whole system for a developer) and by the
+//! end-to-end tests (a fresh, disposable system per test):
+//!
+//! - [`PostgresCluster`]: a private PostgreSQL cluster built with the locally
+//!   installed server binaries (`initdb`, `pg_ctl`). Either temporary (tuned for
+//!   throwaway data, deleted on drop, cleaned up by a watchdog even if the owning
+//!   process is SIGKILLed) or persistent (a data directory reused across runs).
+//! - [`EmbeddedKafka`]: librdkafka's in-memory mock cluster, reachable over TCP
+//!   by any Kafka client, with topic creation and fault injection.
+//!
+//! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
+//! server as the `postgres` account when we are root" plumbing, `kafka` the
+//! mock cluster.
 
+mod kafka;
+mod os_user;
+mod postgres;
+
+pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
+pub use postgres::PostgresCluster;

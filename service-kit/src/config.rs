@@ -54,6 +54,10 @@ pub struct CommonConfig {
     pub kafka_topic_partitions: i32,
     /// Replication factor for topics this service creates.
     pub kafka_replication_factor: i32,
+    /// How long a consumer may go silent before the group reassigns its
+    /// partitions. Lower than Kafka's 45 s default so a crashed instance's
+    /// partitions move on quickly.
+    pub kafka_session_timeout_ms: u64,
     /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
     pub kafka_message_timeout_ms: u64,
     pub topic_order_created: String,
@@ -89,6 +93,7 @@ impl CommonConfig {
             kafka_group_id: service_name.to_owned(),
             kafka_topic_partitions: DEFAULT_PARTITIONS,
             kafka_replication_factor: 1,
+            kafka_session_timeout_ms: 10_000,
             kafka_message_timeout_ms: 30_000,
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),

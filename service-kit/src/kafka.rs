@@ -48,6 +48,10 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
 pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = base_config(config)
         .set("group.id", &config.kafka_group_id)
+        .set(
+            "session.timeout.ms",
+            config.kafka_session_timeout_ms.to_string(),
+        )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
         .set("enable.auto.offset.store", "false")

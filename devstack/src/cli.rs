@@ -1,0 +1,114 @@
+//! Command-line flags.
+//!
+//! Everything has a default, so `cargo run --release -p devstack` alone gives a
+//! working system; each flag swaps one piece for something the developer
+//! already runs or changes where state lives.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::catalog;
+
+/// Port of the private PostgreSQL cluster: close to the usual 5432 but unlikely
+/// to clash with a system-wide server on it.
+pub const DEFAULT_PG_PORT: u16 = 54329;
+
+/// Where devstack keeps its state, relative to the current directory (ignored
+/// by git).
+pub const DEFAULT_DIR: &str = ".devstack";
+
+/// Runs the order system locally: Kafka, PostgreSQL and the four services,
+/// without Docker.
+#[derive(Debug, Parser)]
+#[command(name = "devstack", version, about)]
+pub struct Cli {
+    /// Runs N instances of a service (repeatable), e.g. `--scale
+    /// inventory-service=3`. Extra instances get ports from 8085 upwards and
+    /// names like `inventory-service#2`.
+    #[arg(long = "scale", value_name = "SERVICE=N", value_parser = parse_scale)]
+    pub scale: Vec<Scale>,
+
+    /// Uses this Kafka instead of the embedded one; missing topics are created.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_bootstrap: Option<String>,
+
+    /// Uses this PostgreSQL database instead of the private cluster.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Port of the private PostgreSQL cluster.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PG_PORT)]
+    pub pg_port: u16,
+
+    /// Directory for devstack's state: PostgreSQL data, stack.json, lock file.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+}
+
+/// One `--scale SERVICE=N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    /// A name from [`catalog::SERVICES`].
+    pub service: &'static str,
+    /// How many instances to run; 0 leaves the service out (e.g. to run it
+    /// from a debugger against the stack).
+    pub instances: u16,
+}
+
+fn parse_scale(text: &str) -> Result<Scale, String> {
+    let (name, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected SERVICE=N, got `{text}`"))?;
+    let service = catalog::find(name.trim()).ok_or_else(|| {
+        format!(
+            "unknown service `{name}`; known: {}",
+            catalog::SERVICES
+                .iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let instances = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of instances, got `{count}`"))?;
+    Ok(Scale {
+        service: service.name,
+        instances,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_names_a_known_service_and_a_count() {
+        assert_eq!(
+            parse_scale("inventory-service=3"),
+            Ok(Scale {
+                service: "inventory-service",
+                instances: 3
+            })
+        );
+    }
+
+    #[test]
+    fn scale_rejects_unknown_services_and_bad_counts() {
+        assert!(parse_scale("billing-service=2")
+            .unwrap_err()
+            .contains("known: order-service"));
+        assert!(parse_scale("inventory-service=lots").is_err());
+        assert!(parse_scale("inventory-service").is_err());
+    }
+
+    #[test]
+    fn defaults_need_no_flags() {
+        let cli = Cli::try_parse_from(["devstack"]).unwrap();
+        assert_eq!(cli.pg_port, DEFAULT_PG_PORT);
+        assert_eq!(cli.dir, PathBuf::from(DEFAULT_DIR));
+        assert!(cli.scale.is_empty());
+    }
+}

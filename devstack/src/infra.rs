@@ -1,0 +1,257 @@
+//! The stack's backing services: Kafka and PostgreSQL, either our own (the
+//! default) or existing ones the developer points us at.
+//!
+//! Either way the result is the two connection strings every service gets
+//! (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), with the topics and the
+//! database in place before any service starts. Services rely on that: a topic
+//! a client auto-creates first would get the broker's default partition count.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use local_infra::{EmbeddedKafka, PostgresCluster};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
+use sqlx::{Connection, PgConnection};
+
+/// Brokers in the embedded cluster: one is enough locally, and fault-injection
+/// tests that need more build their own.
+const EMBEDDED_BROKERS: i32 = 1;
+
+/// The database the services share (each in its own schema).
+pub const DATABASE_NAME: &str = "ordersystem";
+
+/// Replication factor for topics created on an external cluster: -1 asks for
+/// the broker's `default.replication.factor` (Kafka 2.4+), which fits both a
+/// one-broker dev cluster and a three-broker one.
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+/// How long an external Kafka may take to list or create topics.
+const KAFKA_ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an external PostgreSQL may take to accept a connection.
+const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// With several instances of one service, their consumers must join their
+/// group's first rebalance together: on the embedded broker a member joining a
+/// formed group stalls it for the clients' session timeout (see
+/// `EmbeddedKafka::set_group_initial_rebalance_delay`). Instances start
+/// together but initialise at different speeds; this window, Kafka's own
+/// default, covers the spread.
+const SCALED_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_secs(3);
+
+/// Kafka for the stack.
+pub struct Kafka {
+    /// What services put in `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Our embedded cluster; `None` when using an external one. Dropping it
+    /// shuts the brokers down, so it lives as long as the stack.
+    embedded: Option<EmbeddedKafka>,
+}
+
+impl Kafka {
+    /// Uses the broker at `external` if given, else starts the embedded one
+    /// (prepared for scaled-out services if `scaled_out`); then makes sure
+    /// every topic exists with [`DEFAULT_PARTITIONS`].
+    pub async fn start(external: Option<&str>, scaled_out: bool) -> anyhow::Result<Self> {
+        let topics = Topics::default();
+        match external {
+            Some(bootstrap) => {
+                ensure_external_topics(bootstrap, &topics).await?;
+                Ok(Self {
+                    bootstrap: bootstrap.to_owned(),
+                    embedded: None,
+                })
+            }
+            None => {
+                let kafka = EmbeddedKafka::start(EMBEDDED_BROKERS)
+                    .context("starting the embedded Kafka")?;
+                if scaled_out {
+                    kafka
+                        .set_group_initial_rebalance_delay(SCALED_GROUP_INITIAL_REBALANCE_DELAY)?;
+                }
+                for topic in topics.all() {
+                    kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+                }
+                Ok(Self {
+                    bootstrap: kafka.bootstrap_servers(),
+                    embedded: Some(kafka),
+                })
+            }
+        }
+    }
+
+    /// "embedded" or "external", for the banner.
+    pub fn kind(&self) -> &'static str {
+        if self.embedded.is_some() {
+            "embedded"
+        } else {
+            "external"
+        }
+    }
+}
+
+/// Makes sure the topics exist on an external cluster: those already there are
+/// used as they are (and CreateTopics, which some brokers refuse or, like
+/// another devstack's embedded broker, never answer, is not needed); missing
+/// ones are created.
+async fn ensure_external_topics(bootstrap: &str, topics: &Topics) -> anyhow::Result<()> {
+    let missing = missing_topics(bootstrap, topics).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                DEFAULT_PARTITIONS,
+                TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(KAFKA_ADMIN_TIMEOUT));
+    let results = tokio::time::timeout(
+        KAFKA_ADMIN_TIMEOUT,
+        admin.create_topics(&new_topics, &options),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "Kafka at {bootstrap} did not create topic(s) {} within {}s; create them by hand",
+            missing.join(", "),
+            KAFKA_ADMIN_TIMEOUT.as_secs()
+        )
+    })?
+    .with_context(|| format!("creating topics on Kafka at {bootstrap}"))?;
+    for result in results {
+        match result {
+            // Someone else created it since we looked.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("creating topic {topic} on Kafka at {bootstrap}: {code}"),
+        }
+    }
+    tracing::info!(
+        "created topic(s) {} on Kafka at {bootstrap}",
+        missing.join(", ")
+    );
+    Ok(())
+}
+
+/// The topics of `topics` the cluster does not have; also the check that the
+/// broker answers at all. Lists all topics rather than asking for each by
+/// name, which could auto-create them with the broker's default partitions.
+async fn missing_topics(bootstrap: &str, topics: &Topics) -> anyhow::Result<Vec<String>> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
+    // fetch_metadata blocks.
+    let existing: Vec<String> = tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(None, KAFKA_ADMIN_TIMEOUT)
+            .map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .map(|topic| topic.name().to_owned())
+                    .collect()
+            })
+    })
+    .await
+    .context("the Kafka metadata task panicked")?
+    .with_context(|| {
+        format!(
+            "Kafka at {bootstrap} did not answer; is it running? (omit --kafka-bootstrap to use \
+             the embedded one)"
+        )
+    })?;
+    Ok(topics
+        .all()
+        .into_iter()
+        .filter(|topic| !existing.iter().any(|name| name == topic))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// PostgreSQL for the stack.
+pub struct Database {
+    /// What services get as `DATABASE_URL`.
+    pub url: String,
+    /// Our private cluster; `None` when using an external database.
+    private: Option<PostgresCluster>,
+}
+
+impl Database {
+    /// Uses `external` if given (after checking it answers), else starts (or
+    /// reuses) the private cluster in `data_dir` on `port` and ensures
+    /// [`DATABASE_NAME`] exists.
+    pub async fn start(external: Option<&str>, data_dir: &Path, port: u16) -> anyhow::Result<Self> {
+        if let Some(url) = external {
+            // The URL may carry a password, so errors name the flag, not the URL.
+            let connection =
+                tokio::time::timeout(DATABASE_CONNECT_TIMEOUT, PgConnection::connect(url))
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "the --database-url server did not answer within \
+                         {DATABASE_CONNECT_TIMEOUT:?}"
+                        )
+                    })?
+                    .context("connecting to --database-url")?;
+            connection.close().await.ok();
+            return Ok(Self {
+                url: url.to_owned(),
+                private: None,
+            });
+        }
+        let data_dir = data_dir.to_path_buf();
+        // initdb and pg_ctl block for seconds; keep them off the async thread.
+        let cluster = tokio::task::spawn_blocking(move || {
+            PostgresCluster::start_persistent(&data_dir, port)
+        })
+        .await
+        .context("the PostgreSQL start-up task panicked")?
+        .context(
+            "starting the private PostgreSQL (--pg-port picks another port, --database-url uses \
+             an existing server)",
+        )?;
+        cluster.ensure_database(DATABASE_NAME).await?;
+        Ok(Self {
+            url: cluster.url(DATABASE_NAME),
+            private: Some(cluster),
+        })
+    }
+
+    /// "private" or "external", for the banner.
+    pub fn kind(&self) -> &'static str {
+        if self.private.is_some() {
+            "private"
+        } else {
+            "external"
+        }
+    }
+
+    /// Stops the private cluster (cleanly, keeping its data); nothing to do for
+    /// an external database.
+    pub async fn shut_down(mut self) {
+        if let Some(cluster) = self.private.take() {
+            // pg_ctl stop blocks until the server is down.
+            if tokio::task::spawn_blocking(move || drop(cluster))
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopping PostgreSQL panicked");
+            }
+        }
+    }
+}
