@@ -1,14 +1,14 @@
 //! inventory-service configuration: the common settings plus
 //! `INVENTORY_SEED_DEMO_CATALOG`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::CommonConfig;
 
 pub const SERVICE_NAME: &str = "inventory-service";
 pub const DEFAULT_PORT: u16 = 8082;
 pub const SCHEMA: &str = "inventory";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -25,13 +25,6 @@ impl Config {
     }
 
     pub fn load() -> anyhow::Result<Config> {
-        let defaults = Self::defaults();
-        service_kit::config::load(
-            defaults.common,
-            &[(
-                "inventory_seed_demo_catalog",
-                defaults.inventory_seed_demo_catalog.into(),
-            )],
-        )
+        service_kit::config::load(&Self::defaults())
     }
 }

@@ -1,13 +1,13 @@
 //! notification-service configuration: only the common settings.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::CommonConfig;
 
 pub const SERVICE_NAME: &str = "notification-service";
 pub const DEFAULT_PORT: u16 = 8084;
 pub const SCHEMA: &str = "notifications";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -21,6 +21,6 @@ impl Config {
     }
 
     pub fn load() -> anyhow::Result<Config> {
-        service_kit::config::load(Self::defaults().common, &[])
+        service_kit::config::load(&Self::defaults())
     }
 }

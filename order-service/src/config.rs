@@ -1,13 +1,13 @@
 //! order-service configuration: only the common settings (see `service_kit::config`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::CommonConfig;
 
 pub const SERVICE_NAME: &str = "order-service";
 pub const DEFAULT_PORT: u16 = 8081;
 pub const SCHEMA: &str = "orders";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -23,6 +23,6 @@ impl Config {
 
     /// Defaults → `CONFIG_FILE` → environment.
     pub fn load() -> anyhow::Result<Config> {
-        service_kit::config::load(Self::defaults().common, &[])
+        service_kit::config::load(&Self::defaults())
     }
 }

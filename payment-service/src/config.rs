@@ -1,14 +1,14 @@
 //! payment-service configuration: the common settings plus
 //! `PAYMENT_DEFAULT_CREDIT_CENTS`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::CommonConfig;
 
 pub const SERVICE_NAME: &str = "payment-service";
 pub const DEFAULT_PORT: u16 = 8083;
 pub const SCHEMA: &str = "payments";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -25,14 +25,7 @@ impl Config {
     }
 
     pub fn load() -> anyhow::Result<Config> {
-        let defaults = Self::defaults();
-        let config: Config = service_kit::config::load(
-            defaults.common,
-            &[(
-                "payment_default_credit_cents",
-                defaults.payment_default_credit_cents.into(),
-            )],
-        )?;
+        let config: Config = service_kit::config::load(&Self::defaults())?;
         anyhow::ensure!(
             config.payment_default_credit_cents >= 0,
             "PAYMENT_DEFAULT_CREDIT_CENTS must not be negative"

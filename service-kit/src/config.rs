@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared_events::topics::{self, Topics, DEFAULT_PARTITIONS};
 
 /// Environment variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable, for terminals.
@@ -30,7 +30,7 @@ pub enum LogFormat {
 }
 
 /// Settings every service has. Field names are the lower-cased environment variable names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommonConfig {
     /// Name used as the event `producer`, the default consumer group and in logs.
     pub service_name: String,
@@ -118,105 +118,25 @@ impl CommonConfig {
     pub fn outbox_poll_interval(&self) -> Duration {
         Duration::from_millis(self.outbox_poll_interval_ms)
     }
-
-    /// The defaults as `(key, value)` pairs for the first configuration layer.
-    fn default_pairs(&self) -> Vec<(&'static str, config::Value)> {
-        let format = match self.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        vec![
-            ("service_name", self.service_name.clone().into()),
-            ("host", self.host.clone().into()),
-            ("port", i64::from(self.port).into()),
-            ("database_url", self.database_url.clone().into()),
-            ("database_schema", self.database_schema.clone().into()),
-            (
-                "database_max_connections",
-                i64::from(self.database_max_connections).into(),
-            ),
-            (
-                "database_connect_timeout_secs",
-                (self.database_connect_timeout_secs as i64).into(),
-            ),
-            (
-                "kafka_bootstrap_servers",
-                self.kafka_bootstrap_servers.clone().into(),
-            ),
-            ("kafka_group_id", self.kafka_group_id.clone().into()),
-            (
-                "kafka_topic_partitions",
-                i64::from(self.kafka_topic_partitions).into(),
-            ),
-            (
-                "kafka_replication_factor",
-                i64::from(self.kafka_replication_factor).into(),
-            ),
-            (
-                "kafka_message_timeout_ms",
-                (self.kafka_message_timeout_ms as i64).into(),
-            ),
-            (
-                "topic_order_created",
-                self.topic_order_created.clone().into(),
-            ),
-            (
-                "topic_inventory_reserved",
-                self.topic_inventory_reserved.clone().into(),
-            ),
-            (
-                "topic_payment_processed",
-                self.topic_payment_processed.clone().into(),
-            ),
-            (
-                "outbox_poll_interval_ms",
-                (self.outbox_poll_interval_ms as i64).into(),
-            ),
-            ("outbox_batch_size", self.outbox_batch_size.into()),
-            (
-                "outbox_retention_secs",
-                (self.outbox_retention_secs as i64).into(),
-            ),
-            (
-                "consumer_retry_initial_ms",
-                (self.consumer_retry_initial_ms as i64).into(),
-            ),
-            (
-                "consumer_retry_max_ms",
-                (self.consumer_retry_max_ms as i64).into(),
-            ),
-            ("log_format", format.into()),
-        ]
-    }
 }
 
-/// Loads a service's configuration `T` (which flattens a [`CommonConfig`]).
-///
-/// `common` supplies the common defaults; `extra_defaults` the service's own
-/// keys. Then `CONFIG_FILE` (if set) and the process environment override them.
-pub fn load<T: DeserializeOwned>(
-    common: CommonConfig,
-    extra_defaults: &[(&str, config::Value)],
-) -> anyhow::Result<T> {
+/// Loads a service's configuration: `defaults` (the service's whole
+/// configuration with its documented defaults), overridden by `CONFIG_FILE`
+/// (if set), overridden by the process environment.
+pub fn load<T: Serialize + DeserializeOwned>(defaults: &T) -> anyhow::Result<T> {
     let file = std::env::var(CONFIG_FILE_VAR).ok();
-    load_from(common, extra_defaults, file.as_deref(), None)
+    load_from(defaults, file.as_deref(), None)
 }
 
 /// [`load`] with the file and environment given explicitly (`env: None` reads
 /// the process environment).
-pub fn load_from<T: DeserializeOwned>(
-    common: CommonConfig,
-    extra_defaults: &[(&str, config::Value)],
+pub fn load_from<T: Serialize + DeserializeOwned>(
+    defaults: &T,
     file: Option<&str>,
     env: Option<HashMap<String, String>>,
 ) -> anyhow::Result<T> {
-    let mut builder = config::Config::builder();
-    for (key, value) in common.default_pairs() {
-        builder = builder.set_default(key, value)?;
-    }
-    for (key, value) in extra_defaults {
-        builder = builder.set_default(*key, value.clone())?;
-    }
+    let mut builder = config::Config::builder()
+        .add_source(config::Config::try_from(defaults).context("encoding the defaults")?);
     if let Some(path) = file {
         builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
     }
@@ -237,7 +157,7 @@ pub fn load_from<T: DeserializeOwned>(
 mod tests {
     use super::*;
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Serialize, Deserialize)]
     struct ServiceConfig {
         #[serde(flatten)]
         common: CommonConfig,
@@ -249,12 +169,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        load_from(
-            CommonConfig::defaults("payment-service", 8083, "payments"),
-            &[("payment_default_credit_cents", 100_000.into())],
-            file,
-            Some(env),
-        )
+        let defaults = ServiceConfig {
+            common: CommonConfig::defaults("payment-service", 8083, "payments"),
+            payment_default_credit_cents: 100_000,
+        };
+        load_from(&defaults, file, Some(env))
     }
 
     #[test]
