@@ -1,8 +1,6 @@
 //! Builds and runs inventory-service: HTTP API, outbox relay, and a consumer of
 //! `order-created` and `payment-processed`.
 
-use std::future::Future;
-
 use anyhow::Context;
 use service_kit::{Infrastructure, ServiceHost};
 use sqlx::migrate::Migrator;
@@ -24,12 +22,11 @@ pub const DEMO_CATALOG: &[(&str, &str, i64, i32)] = &[
     ("gold-watch", "Gold watch", 250_000, 10),
 ];
 
-pub struct Application {
-    host: ServiceHost,
-}
+/// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
         if config.inventory_seed_demo_catalog
             && db::seed_if_empty(&infra.pool, DEMO_CATALOG)
@@ -45,21 +42,9 @@ impl Application {
         let handler = InventoryEvents {
             service_name: config.common.service_name.clone(),
         };
-        let host = ServiceHost::bind(infra, routes)
+        Ok(ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
-            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)?;
-        Ok(Application { host })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.host.run_until_stopped(shutdown).await
+            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)?)
     }
 }

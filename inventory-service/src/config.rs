@@ -2,7 +2,7 @@
 //! `INVENTORY_SEED_DEMO_CATALOG`.
 
 use serde::{Deserialize, Serialize};
-use service_kit::CommonConfig;
+use service_kit::{CommonConfig, ServiceConfig};
 
 pub const SERVICE_NAME: &str = "inventory-service";
 pub const DEFAULT_PORT: u16 = 8082;
@@ -16,15 +16,15 @@ pub struct Config {
     pub inventory_seed_demo_catalog: bool,
 }
 
-impl Config {
-    pub fn defaults() -> Config {
+impl ServiceConfig for Config {
+    fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
             inventory_seed_demo_catalog: true,
         }
     }
 
-    pub fn load() -> anyhow::Result<Config> {
-        service_kit::config::load(&Self::defaults())
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

@@ -1,8 +1,6 @@
 //! Builds and runs notification-service: HTTP API and a consumer of all three
 //! saga topics. It publishes nothing, so it runs no outbox relay.
 
-use std::future::Future;
-
 use service_kit::{Infrastructure, ServiceHost};
 use sqlx::migrate::Migrator;
 
@@ -12,31 +10,18 @@ use crate::http::{self, AppState};
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-pub struct Application {
-    host: ServiceHost,
-}
+/// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
         let topics = config.common.topics();
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
         });
-        let host = ServiceHost::bind(infra, routes)
+        Ok(ServiceHost::bind(infra, routes)
             .await?
-            .with_consumer(&topics.all(), NotificationEvents)?;
-        Ok(Application { host })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.host.run_until_stopped(shutdown).await
+            .with_consumer(&topics.all(), NotificationEvents)?)
     }
 }

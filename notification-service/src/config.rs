@@ -1,7 +1,7 @@
 //! notification-service configuration: only the common settings.
 
 use serde::{Deserialize, Serialize};
-use service_kit::CommonConfig;
+use service_kit::{CommonConfig, ServiceConfig};
 
 pub const SERVICE_NAME: &str = "notification-service";
 pub const DEFAULT_PORT: u16 = 8084;
@@ -13,14 +13,14 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-impl Config {
-    pub fn defaults() -> Config {
+impl ServiceConfig for Config {
+    fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
         }
     }
 
-    pub fn load() -> anyhow::Result<Config> {
-        service_kit::config::load(&Self::defaults())
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

@@ -1,11 +1,6 @@
-use notification_service::{Application, Config};
+use notification_service::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::load()?;
-    service_kit::telemetry::init(config.common.log_format);
-    Application::build(config)
-        .await?
-        .run_until_stopped(service_kit::shutdown_signal())
-        .await
+    service_kit::run(Application::build).await
 }

@@ -1,7 +1,7 @@
 //! order-service configuration: only the common settings (see `service_kit::config`).
 
 use serde::{Deserialize, Serialize};
-use service_kit::CommonConfig;
+use service_kit::{CommonConfig, ServiceConfig};
 
 pub const SERVICE_NAME: &str = "order-service";
 pub const DEFAULT_PORT: u16 = 8081;
@@ -13,16 +13,15 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-impl Config {
-    /// Defaults, for tests and as the base of [`Config::load`].
-    pub fn defaults() -> Config {
+impl ServiceConfig for Config {
+    fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
         }
     }
 
     /// Defaults → `CONFIG_FILE` → environment.
-    pub fn load() -> anyhow::Result<Config> {
-        service_kit::config::load(&Self::defaults())
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

@@ -1,8 +1,6 @@
 //! Builds and runs payment-service: HTTP API, outbox relay, and a consumer of
 //! `inventory-reserved`.
 
-use std::future::Future;
-
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::Cents;
 use sqlx::migrate::Migrator;
@@ -13,12 +11,11 @@ use crate::http::{self, AppState};
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-pub struct Application {
-    host: ServiceHost,
-}
+/// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
         let default_credit = Cents::parse(config.payment_default_credit_cents)
             .map_err(|e| anyhow::anyhow!("PAYMENT_DEFAULT_CREDIT_CENTS: {e}"))?;
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
@@ -31,21 +28,9 @@ impl Application {
             service_name: config.common.service_name.clone(),
             default_credit,
         };
-        let host = ServiceHost::bind(infra, routes)
+        Ok(ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
-            .with_consumer(&[&topics.inventory_reserved], handler)?;
-        Ok(Application { host })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.host.run_until_stopped(shutdown).await
+            .with_consumer(&[&topics.inventory_reserved], handler)?)
     }
 }

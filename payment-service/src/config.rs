@@ -2,7 +2,7 @@
 //! `PAYMENT_DEFAULT_CREDIT_CENTS`.
 
 use serde::{Deserialize, Serialize};
-use service_kit::CommonConfig;
+use service_kit::{CommonConfig, ServiceConfig};
 
 pub const SERVICE_NAME: &str = "payment-service";
 pub const DEFAULT_PORT: u16 = 8083;
@@ -16,20 +16,15 @@ pub struct Config {
     pub payment_default_credit_cents: i64,
 }
 
-impl Config {
-    pub fn defaults() -> Config {
+impl ServiceConfig for Config {
+    fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
             payment_default_credit_cents: 100_000,
         }
     }
 
-    pub fn load() -> anyhow::Result<Config> {
-        let config: Config = service_kit::config::load(&Self::defaults())?;
-        anyhow::ensure!(
-            config.payment_default_credit_cents >= 0,
-            "PAYMENT_DEFAULT_CREDIT_CENTS must not be negative"
-        );
-        Ok(config)
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

@@ -15,6 +15,8 @@ use anyhow::Context;
 use axum::Router;
 use futures::future::BoxFuture;
 use rdkafka::producer::{FutureProducer, Producer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -180,6 +182,31 @@ impl ServiceHost {
         tracing::info!(%service, "stopped");
         served
     }
+}
+
+/// What a service's configuration offers the generic start-up in [`run`].
+pub trait ServiceConfig: Serialize + DeserializeOwned + Send + 'static {
+    /// The documented defaults, the first configuration layer.
+    fn defaults() -> Self;
+    /// The settings every service has.
+    fn common(&self) -> &CommonConfig;
+}
+
+/// The whole of a service's `main`: load the configuration (defaults →
+/// `CONFIG_FILE` → environment), set up logging, build the service with
+/// `build` and run it until Ctrl-C or SIGTERM.
+pub async fn run<C, F, Fut>(build: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = anyhow::Result<ServiceHost>>,
+{
+    let config = crate::config::load(&C::defaults())?;
+    crate::telemetry::init(config.common().log_format);
+    build(config)
+        .await?
+        .run_until_stopped(shutdown_signal())
+        .await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -23,5 +23,5 @@ pub mod telemetry;
 
 pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};
-pub use host::{shutdown_signal, Infrastructure, ServiceHost};
+pub use host::{run, shutdown_signal, Infrastructure, ServiceConfig, ServiceHost};
 pub use http::{JsonBody, Problem, QueryParams};

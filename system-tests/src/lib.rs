@@ -24,7 +24,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use reqwest::StatusCode;
 use serde_json::Value;
-use service_kit::CommonConfig;
+use service_kit::{CommonConfig, ServiceConfig};
 use shared_events::topics::DEFAULT_PARTITIONS;
 use shared_events::Topics;
 use sqlx::postgres::PgConnectOptions;
