@@ -42,9 +42,9 @@ impl Application {
         let handler = InventoryEvents {
             service_name: config.common.service_name.clone(),
         };
-        Ok(ServiceHost::bind(infra, routes)
+        ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
-            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)?)
+            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)
     }
 }

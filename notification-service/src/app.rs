@@ -20,8 +20,8 @@ impl Application {
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
         });
-        Ok(ServiceHost::bind(infra, routes)
+        ServiceHost::bind(infra, routes)
             .await?
-            .with_consumer(&topics.all(), NotificationEvents)?)
+            .with_consumer(&topics.all(), NotificationEvents)
     }
 }

@@ -22,12 +22,12 @@ impl Application {
             topics: topics.clone(),
             service_name: config.common.service_name.clone(),
         });
-        Ok(ServiceHost::bind(infra, routes)
+        ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
             .with_consumer(
                 &[&topics.inventory_reserved, &topics.payment_processed],
                 OrderEvents,
-            )?)
+            )
     }
 }

@@ -28,9 +28,9 @@ impl Application {
             service_name: config.common.service_name.clone(),
             default_credit,
         };
-        Ok(ServiceHost::bind(infra, routes)
+        ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()
-            .with_consumer(&[&topics.inventory_reserved], handler)?)
+            .with_consumer(&[&topics.inventory_reserved], handler)
     }
 }
