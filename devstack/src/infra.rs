@@ -9,13 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use local_infra::{EmbeddedKafka, PostgresCluster};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
 
@@ -30,9 +25,6 @@ pub const DATABASE_NAME: &str = "ordersystem";
 /// the broker's `default.replication.factor` (Kafka 2.4+), which fits both a
 /// one-broker dev cluster and a three-broker one.
 const BROKER_DEFAULT_REPLICATION: i32 = -1;
-
-/// How long an external Kafka may take to list or create topics.
-const KAFKA_ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long an external PostgreSQL may take to accept a connection.
 const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,90 +89,28 @@ impl Kafka {
 }
 
 /// Makes sure the topics exist on an external cluster: those already there are
-/// used as they are (and CreateTopics, which some brokers refuse or, like
-/// another devstack's embedded broker, never answer, is not needed); missing
-/// ones are created.
+/// used as they are; missing ones are created.
 async fn ensure_external_topics(bootstrap: &str, topics: &Topics) -> anyhow::Result<()> {
-    let missing = missing_topics(bootstrap, topics).await?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
-    let new_topics: Vec<NewTopic<'_>> = missing
-        .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                DEFAULT_PARTITIONS,
-                TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
-            )
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(KAFKA_ADMIN_TIMEOUT));
-    let results = tokio::time::timeout(
-        KAFKA_ADMIN_TIMEOUT,
-        admin.create_topics(&new_topics, &options),
+    let created = service_kit::kafka::create_missing_topics(
+        bootstrap,
+        &topics.all(),
+        DEFAULT_PARTITIONS,
+        BROKER_DEFAULT_REPLICATION,
     )
     .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "Kafka at {bootstrap} did not create topic(s) {} within {}s; create them by hand",
-            missing.join(", "),
-            KAFKA_ADMIN_TIMEOUT.as_secs()
-        )
-    })?
-    .with_context(|| format!("creating topics on Kafka at {bootstrap}"))?;
-    for result in results {
-        match result {
-            // Someone else created it since we looked.
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => bail!("creating topic {topic} on Kafka at {bootstrap}: {code}"),
-        }
-    }
-    tracing::info!(
-        "created topic(s) {} on Kafka at {bootstrap}",
-        missing.join(", ")
-    );
-    Ok(())
-}
-
-/// The topics of `topics` the cluster does not have; also the check that the
-/// broker answers at all. Lists all topics rather than asking for each by
-/// name, which could auto-create them with the broker's default partitions.
-async fn missing_topics(bootstrap: &str, topics: &Topics) -> anyhow::Result<Vec<String>> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
-    // fetch_metadata blocks.
-    let existing: Vec<String> = tokio::task::spawn_blocking(move || {
-        client
-            .fetch_metadata(None, KAFKA_ADMIN_TIMEOUT)
-            .map(|metadata| {
-                metadata
-                    .topics()
-                    .iter()
-                    .map(|topic| topic.name().to_owned())
-                    .collect()
-            })
-    })
-    .await
-    .context("the Kafka metadata task panicked")?
     .with_context(|| {
         format!(
-            "Kafka at {bootstrap} did not answer; is it running? (omit --kafka-bootstrap to use \
-             the embedded one)"
+            "preparing topics on Kafka at {bootstrap}; is it running? (omit --kafka-bootstrap \
+             to use the embedded one, or create the topics by hand)"
         )
     })?;
-    Ok(topics
-        .all()
-        .into_iter()
-        .filter(|topic| !existing.iter().any(|name| name == topic))
-        .map(str::to_owned)
-        .collect())
+    if !created.is_empty() {
+        tracing::info!(
+            "created topic(s) {} on Kafka at {bootstrap}",
+            created.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// PostgreSQL for the stack.

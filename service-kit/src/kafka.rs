@@ -11,14 +11,14 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::config::CommonConfig;
 
-/// How long topic creation may take before we carry on without it.
+/// How long listing or creating topics may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a metadata request may take in a health check.
 const HEALTH_METADATA_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,66 +71,94 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<Stream
 /// broker, whose topics the launcher creates) or one that refuses it is not an
 /// error: we log and rely on the topics being provisioned elsewhere.
 pub async fn ensure_topics(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(config)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let known = tokio::task::spawn_blocking({
-        let admin_client = base_config(config).create::<rdkafka::consumer::BaseConsumer>();
-        move || {
-            let client = admin_client.ok()?;
-            let metadata = client.fetch_metadata(None, ADMIN_TIMEOUT).ok()?;
-            Some(
-                metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.error().is_none())
-                    .map(|t| t.name().to_owned())
-                    .collect::<Vec<_>>(),
-            )
+    let created = create_missing_topics(
+        &config.kafka_bootstrap_servers,
+        topics,
+        config.kafka_topic_partitions,
+        config.kafka_replication_factor,
+    )
+    .await;
+    match created {
+        Ok(created) => {
+            for topic in created {
+                tracing::info!(topic, "created topic");
+            }
         }
+        Err(err) => tracing::warn!(
+            error = format!("{err:#}"),
+            "could not make sure the topics exist; expecting them to be provisioned"
+        ),
+    }
+    Ok(())
+}
+
+/// Creates those of `topics` the cluster does not have, and returns their names.
+///
+/// Lists all topics first rather than asking for each by name, which could
+/// auto-create them with the broker's default partition count; topics that
+/// exist are left as they are, so a broker that refuses (or never answers)
+/// CreateTopics is only asked when something is missing. Fails if the broker
+/// does not answer or refuses to create a missing topic.
+pub async fn create_missing_topics(
+    bootstrap: &str,
+    topics: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<Vec<String>> {
+    let lister: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating a Kafka client")?;
+    let existing: Vec<String> = tokio::task::spawn_blocking(move || {
+        lister.fetch_metadata(None, ADMIN_TIMEOUT).map(|metadata| {
+            metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.name().to_owned())
+                .collect()
+        })
     })
     .await
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    .context("the Kafka metadata task panicked")?
+    .with_context(|| format!("Kafka at {bootstrap} did not answer"))?;
     let missing: Vec<&str> = topics
         .iter()
         .copied()
-        .filter(|t| !known.iter().any(|k| k == t))
+        .filter(|topic| !existing.iter().any(|name| name == topic))
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
-    let new_topics: Vec<NewTopic> = missing
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating a Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                config.kafka_topic_partitions,
-                TopicReplication::Fixed(config.kafka_replication_factor),
-            )
-        })
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let request = admin.create_topics(&new_topics, &options);
-    match tokio::time::timeout(ADMIN_TIMEOUT, request).await {
-        Ok(Ok(results)) => {
-            for result in results {
-                match result {
-                    Ok(topic) => tracing::info!(topic, "created topic"),
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((topic, code)) => {
-                        tracing::warn!(topic, error = %code, "could not create topic; expecting it to exist")
-                    }
-                }
+    let results = tokio::time::timeout(ADMIN_TIMEOUT, admin.create_topics(&new_topics, &options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "Kafka at {bootstrap} did not create topic(s) {} within {}s",
+                missing.join(", "),
+                ADMIN_TIMEOUT.as_secs()
+            )
+        })?
+        .with_context(|| format!("creating topics on Kafka at {bootstrap}"))?;
+    for result in results {
+        match result {
+            // Someone else created it since we looked.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                anyhow::bail!("creating topic {topic} on Kafka at {bootstrap}: {code}")
             }
         }
-        Ok(Err(err)) => {
-            tracing::info!(error = %err, "broker does not create topics on request; expecting them to exist")
-        }
-        Err(_) => tracing::warn!("topic creation timed out; expecting topics to exist"),
     }
-    Ok(())
+    Ok(missing.into_iter().map(str::to_owned).collect())
 }
 
 /// Is a broker answering? Used by readiness checks. Runs a metadata request,
