@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::catalog;
 
@@ -44,6 +44,35 @@ pub struct Cli {
     /// Directory for devstack's state: PostgreSQL data, stack.json, lock file.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
+
+    /// Without a command, devstack runs the stack.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools for a running stack (or, with `--kafka-bootstrap`, any deployment).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dead-letter topics: events the services could not process.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Lists the dead letters of a topic, with where they came from and why.
+    List {
+        /// The original topic, e.g. `order-created` (its dead letters are on `order-created.dlq`).
+        #[arg(long)]
+        topic: String,
+    },
+    /// Publishes the dead letters of a topic that were not replayed yet back
+    /// onto the topic, once the cause is fixed.
+    Replay {
+        /// The original topic, e.g. `order-created`.
+        #[arg(long)]
+        topic: String,
+    },
 }
 
 /// One `--scale SERVICE=N`.

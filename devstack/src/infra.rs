@@ -67,8 +67,8 @@ impl Kafka {
                     kafka
                         .set_group_initial_rebalance_delay(SCALED_GROUP_INITIAL_REBALANCE_DELAY)?;
                 }
-                for topic in topics.all() {
-                    kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+                for topic in topics.all_with_dead_letters() {
+                    kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
                 }
                 Ok(Self {
                     bootstrap: kafka.bootstrap_servers(),
@@ -91,9 +91,11 @@ impl Kafka {
 /// Makes sure the topics exist on an external cluster: those already there are
 /// used as they are; missing ones are created.
 async fn ensure_external_topics(bootstrap: &str, topics: &Topics) -> anyhow::Result<()> {
+    let wanted = topics.all_with_dead_letters();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let created = service_kit::kafka::create_missing_topics(
         bootstrap,
-        &topics.all(),
+        &wanted,
         DEFAULT_PARTITIONS,
         BROKER_DEFAULT_REPLICATION,
     )

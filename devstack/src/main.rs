@@ -10,6 +10,7 @@
 //!
 //! Layout:
 //! - `cli`: flags;
+//! - `dlq`: the `dlq list|replay` tools;
 //! - `catalog`: the services, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
 //! - `infra`: Kafka and PostgreSQL, ours or the developer's;
@@ -22,6 +23,7 @@
 mod binaries;
 mod catalog;
 mod cli;
+mod dlq;
 mod health;
 mod infra;
 mod stack_file;
@@ -90,6 +92,9 @@ fn init_tracing() {
 /// Checks the prerequisites that need nothing started, then brings the stack
 /// up, runs it until a signal, and tears down whatever was started.
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(cli::Command::Dlq(command)) = &cli.command {
+        return dlq::run(&cli, command).await;
+    }
     let instances = catalog::plan(&cli.scale)?;
     let state = StateDir::open(&cli.dir)?;
     catalog::ensure_ports_free(&instances)?;

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Held (flock) while devstack runs.
 const LOCK_FILE: &str = "devstack.lock";
@@ -22,7 +22,7 @@ const STACK_FILE: &str = "stack.json";
 const PGDATA_DIR: &str = "pgdata";
 
 /// The contents of `stack.json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StackDescription {
     /// `bootstrap.servers` of the stack's Kafka.
@@ -31,6 +31,20 @@ pub struct StackDescription {
     pub database_url: String,
     /// Instance name to base URL.
     pub services: BTreeMap<String, String>,
+}
+
+impl StackDescription {
+    /// Reads the `stack.json` of a running devstack using `dir`.
+    pub fn read(dir: &Path) -> anyhow::Result<StackDescription> {
+        let path = dir.join(STACK_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no running stack ({} is missing); start one, or pass --kafka-bootstrap",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
 }
 
 /// The state directory, locked for this devstack.

@@ -32,8 +32,7 @@ impl EventHandler for PaymentEvents {
         }
         let user_id = reserved.user_id.as_str();
         let credit = db::lock_account(tx, user_id, self.default_credit.get()).await?;
-        let credit =
-            Cents::parse(credit).map_err(|e| HandlerError::Transient(anyhow::anyhow!(e)))?;
+        let credit = Cents::parse(credit).map_err(|e| HandlerError::Failed(anyhow::anyhow!(e)))?;
         let (outcome, left) = domain::charge(credit, total_cents);
         let (status, reason) = match &outcome {
             Payment::Approved => ("APPROVED", None),

@@ -73,6 +73,9 @@ pub struct CommonConfig {
     pub consumer_retry_initial_ms: u64,
     /// Cap of the exponential retry delay.
     pub consumer_retry_max_ms: u64,
+    /// Attempts at an event that keeps failing (for a reason other than an
+    /// unavailable dependency) before it is moved to the dead-letter topic.
+    pub consumer_max_attempts: u32,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -103,6 +106,7 @@ impl CommonConfig {
             outbox_retention_secs: 24 * 60 * 60,
             consumer_retry_initial_ms: 100,
             consumer_retry_max_ms: 5_000,
+            consumer_max_attempts: 5,
             log_format: LogFormat::Text,
         }
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use shared_events::{Envelope, Topics};
 use sqlx::{PgConnection, PgPool};
@@ -24,24 +25,56 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
-use crate::outbox;
+use crate::{dlq, outbox};
 
-/// Why a handler could not apply an event.
+/// Why a handler could not apply an event, which decides what happens next.
 #[derive(Debug, Error)]
 pub enum HandlerError {
-    /// The event can never be applied (it contradicts this service's state).
-    /// It is logged and skipped; retrying would not help.
+    /// The event can never be applied (it contradicts this service's state,
+    /// e.g. a result for an order that does not exist). It goes to the
+    /// dead-letter topic at once.
     #[error("{0}")]
     Permanent(String),
-    /// Something that may pass (database unreachable, serialisation conflict).
-    /// The event is retried with backoff and never skipped.
+    /// A dependency is unavailable (database unreachable, statement timeout,
+    /// serialisation conflict). Retried with backoff for as long as it takes;
+    /// never skipped.
     #[error(transparent)]
-    Transient(#[from] anyhow::Error),
+    Transient(anyhow::Error),
+    /// Anything else. Retried up to `CONSUMER_MAX_ATTEMPTS` times, then
+    /// dead-lettered, so one bad event cannot stall its partition forever.
+    #[error(transparent)]
+    Failed(anyhow::Error),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(err: sqlx::Error) -> Self {
-        HandlerError::Transient(err.into())
+        if is_transient(&err) {
+            HandlerError::Transient(err.into())
+        } else {
+            HandlerError::Failed(err.into())
+        }
+    }
+}
+
+/// Errors that say "try again later" rather than "this event is bad".
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception; 40: serialization failure or deadlock;
+            // 53: insufficient resources; 57: operator intervention (shutdown,
+            // statement timeout).
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        _ => false,
     }
 }
 
@@ -59,7 +92,7 @@ pub trait EventHandler: Send + Sync + 'static {
 
 /// What became of one message.
 enum Outcome {
-    /// Applied now, or earlier (a duplicate), or skipped as unprocessable:
+    /// Applied now, or earlier (a duplicate), or stored as a dead letter:
     /// either way its offset may be stored.
     Done,
     /// Shutdown arrived while retrying: leave the offset, the message comes back.
@@ -72,10 +105,16 @@ pub struct EventConsumer<H> {
     pool: PgPool,
     handler: H,
     topics: Topics,
-    /// Delay before the first retry of a transiently failing event.
+    /// Writes dead letters.
+    producer: FutureProducer,
+    /// Named in dead letters and logs.
+    service: String,
+    /// Delay before the first retry of a failing event.
     retry_initial: Duration,
     /// Cap of the doubling retry delay.
     retry_max: Duration,
+    /// Attempts before an event that keeps failing (not transiently) is dead-lettered.
+    max_attempts: u32,
 }
 
 impl<H: EventHandler> EventConsumer<H> {
@@ -83,6 +122,7 @@ impl<H: EventHandler> EventConsumer<H> {
     pub fn new(
         config: &CommonConfig,
         pool: PgPool,
+        producer: FutureProducer,
         subscriptions: &[&str],
         handler: H,
     ) -> anyhow::Result<Self> {
@@ -91,8 +131,11 @@ impl<H: EventHandler> EventConsumer<H> {
             pool,
             handler,
             topics: config.topics(),
+            producer,
+            service: config.service_name.clone(),
             retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
             retry_max: Duration::from_millis(config.consumer_retry_max_ms),
+            max_attempts: config.consumer_max_attempts.max(1),
         })
     }
 
@@ -140,14 +183,9 @@ impl<H: EventHandler> EventConsumer<H> {
         let event = match Envelope::from_json(message.payload().unwrap_or_default()) {
             Ok(event) => event,
             Err(err) => {
-                tracing::error!(
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    error = %err,
-                    "skipping a message that is not a valid event"
-                );
-                return Outcome::Done;
+                return self
+                    .dead_letter(message, 1, &err.to_string(), shutdown)
+                    .await
             }
         };
         let span = tracing::info_span!(
@@ -168,7 +206,9 @@ impl<H: EventHandler> EventConsumer<H> {
         shutdown: &CancellationToken,
     ) -> Outcome {
         let mut delay = self.retry_initial;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             match self.apply(message, event).await {
                 Ok(true) => {
                     tracing::info!("applied");
@@ -179,22 +219,74 @@ impl<H: EventHandler> EventConsumer<H> {
                     return Outcome::Done;
                 }
                 Err(HandlerError::Permanent(reason)) => {
-                    tracing::error!(%reason, "event cannot be applied; skipping");
-                    return Outcome::Done;
+                    return self.dead_letter(message, attempts, &reason, shutdown).await;
+                }
+                Err(HandlerError::Failed(err)) if attempts >= self.max_attempts => {
+                    return self
+                        .dead_letter(message, attempts, &format!("{err:#}"), shutdown)
+                        .await;
+                }
+                Err(HandlerError::Failed(err)) => {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        attempts,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "applying event failed; will retry"
+                    );
                 }
                 Err(HandlerError::Transient(err)) => {
                     tracing::warn!(
                         error = format!("{err:#}"),
                         retry_in_ms = delay.as_millis() as u64,
-                        "applying event failed; will retry"
+                        "dependency unavailable; will retry"
                     );
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Outcome::Interrupted,
-                _ = tokio::time::sleep(delay) => {},
+            if !self.pause(delay, shutdown).await {
+                return Outcome::Interrupted;
             }
             delay = (delay * 2).min(self.retry_max);
+        }
+    }
+
+    /// Parks `message` on its dead-letter topic. Retries while the broker is
+    /// unreachable: the offset moves on only once the dead letter is stored.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        attempts: u32,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            attempts,
+            error,
+            "event cannot be processed; moving it to the dead-letter topic"
+        );
+        let mut delay = self.retry_initial;
+        loop {
+            match dlq::send(&self.producer, message, &self.service, attempts, error).await {
+                Ok(()) => return Outcome::Done,
+                Err(err) => tracing::warn!(
+                    error = format!("{err:#}"),
+                    "writing the dead letter failed; will retry"
+                ),
+            }
+            if !self.pause(delay, shutdown).await {
+                return Outcome::Interrupted;
+            }
+            delay = (delay * 2).min(self.retry_max);
+        }
+    }
+
+    /// Waits `delay`; `false` if shutdown came first.
+    async fn pause(&self, delay: Duration, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
         }
     }
 

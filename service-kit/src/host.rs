@@ -52,8 +52,9 @@ impl Infrastructure {
     ) -> anyhow::Result<Self> {
         let pool = crate::db::connect(config, migrations).await?;
         let producer = crate::kafka::producer(config)?;
-        let topics = config.topics();
-        crate::kafka::ensure_topics(config, &topics.all()).await?;
+        let topics = config.topics().all_with_dead_letters();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        crate::kafka::ensure_topics(config, &topics).await?;
         Ok(Infrastructure {
             config: config.clone(),
             pool,
@@ -118,6 +119,7 @@ impl ServiceHost {
         let consumer = EventConsumer::new(
             &self.infra.config,
             self.infra.pool.clone(),
+            self.infra.producer.clone(),
             subscriptions,
             handler,
         )?;

@@ -7,6 +7,7 @@
 //! - [`telemetry`] — logging.
 //! - [`db`] — connection pool pinned to the service's schema; migrations.
 //! - [`kafka`] — idempotent producer, manual-offset-store consumer, topic creation.
+//! - [`dlq`] — dead-letter topics: writing, listing, replaying.
 //! - [`outbox`] — the transactional outbox and its relay.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod host;
 pub mod http;
 pub mod kafka;

@@ -16,6 +16,19 @@ pub const PAYMENT_PROCESSED: &str = "payment-processed";
 /// this is also the most consumer instances a group can keep busy.
 pub const DEFAULT_PARTITIONS: i32 = 6;
 
+/// Appended to a topic's name to form its dead-letter topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// Where events of `topic` that can never be processed are parked.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
+}
+
+/// The topic whose dead letters `dead_letter_topic` holds, if it is one.
+pub fn origin_of_dead_letter_topic(dead_letter_topic: &str) -> Option<&str> {
+    dead_letter_topic.strip_suffix(DEAD_LETTER_SUFFIX)
+}
+
 /// The topic names in use, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topics {
@@ -45,5 +58,32 @@ impl Topics {
             &self.inventory_reserved,
             &self.payment_processed,
         ]
+    }
+
+    /// Every topic followed by the dead-letter topics: what a broker must hold.
+    pub fn all_with_dead_letters(&self) -> Vec<String> {
+        let topics = self.all();
+        let dead_letters = topics.iter().map(|t| dead_letter_topic(t));
+        topics
+            .iter()
+            .map(|t| t.to_string())
+            .chain(dead_letters)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics_are_named_after_their_origin() {
+        assert_eq!(dead_letter_topic("order-created"), "order-created.dlq");
+        assert_eq!(
+            origin_of_dead_letter_topic("order-created.dlq"),
+            Some("order-created")
+        );
+        assert_eq!(origin_of_dead_letter_topic("order-created"), None);
+        assert_eq!(Topics::default().all_with_dead_letters().len(), 6);
     }
 }

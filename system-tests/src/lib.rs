@@ -162,8 +162,8 @@ impl TestStack {
                 Err(_) => {
                     let kafka = EmbeddedKafka::start(1)?;
                     let topics = Topics::default();
-                    for topic in topics.all() {
-                        kafka.create_topic(topic, DEFAULT_PARTITIONS)?;
+                    for topic in topics.all_with_dead_letters() {
+                        kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
                     }
                     let bootstrap = kafka.bootstrap_servers();
                     (Some(kafka), bootstrap, topics, String::new())

@@ -1,0 +1,40 @@
+//! `devstack dlq list|replay --topic T`: look at and replay dead letters on
+//! the stack's Kafka (from `stack.json`) or on `--kafka-bootstrap`.
+
+use crate::cli::{Cli, DlqCommand};
+use crate::stack_file::StackDescription;
+
+pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
+    let bootstrap = match &cli.kafka_bootstrap {
+        Some(bootstrap) => bootstrap.clone(),
+        None => StackDescription::read(&cli.dir)?.kafka_bootstrap,
+    };
+    match command {
+        DlqCommand::List { topic } => {
+            let bootstrap = bootstrap.clone();
+            let topic = topic.clone();
+            let letters =
+                tokio::task::spawn_blocking(move || service_kit::dlq::list(&bootstrap, &topic))
+                    .await??;
+            for letter in &letters {
+                println!(
+                    "{}@{} key={} from {}[{}]@{} service={} error={}",
+                    letter.partition,
+                    letter.offset,
+                    letter.key.as_deref().unwrap_or("-"),
+                    letter.original_topic.as_deref().unwrap_or("?"),
+                    letter.original_partition.as_deref().unwrap_or("?"),
+                    letter.original_offset.as_deref().unwrap_or("?"),
+                    letter.service.as_deref().unwrap_or("?"),
+                    letter.error.as_deref().unwrap_or("?"),
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        DlqCommand::Replay { topic } => {
+            let replayed = service_kit::dlq::replay(&bootstrap, topic).await?;
+            println!("replayed {replayed} dead letter(s) onto {topic}");
+        }
+    }
+    Ok(())
+}

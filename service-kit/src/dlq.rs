@@ -1,0 +1,263 @@
+//! Dead letters: events a service can never process are parked on
+//! `<topic>.dlq` instead of blocking their partition, and can be replayed onto
+//! their topic once the cause is fixed.
+//!
+//! A dead letter keeps the original key, payload and headers, and adds headers
+//! saying where it came from and why it failed ([`headers`]). Writing it is
+//! awaited before the consumer moves on, so a dead letter is never lost either.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message, Offset};
+use shared_events::topics::{dead_letter_topic, origin_of_dead_letter_topic};
+
+/// Header names added to a dead letter.
+pub mod headers {
+    /// Topic the message was consumed from.
+    pub const ORIGINAL_TOPIC: &str = "dlq.original.topic";
+    pub const ORIGINAL_PARTITION: &str = "dlq.original.partition";
+    pub const ORIGINAL_OFFSET: &str = "dlq.original.offset";
+    /// The service (consumer group) that gave up on it.
+    pub const SERVICE: &str = "dlq.service";
+    /// Why, in words.
+    pub const ERROR: &str = "dlq.error";
+    /// How many times processing was tried.
+    pub const ATTEMPTS: &str = "dlq.attempts";
+    /// Prefix shared by all of the above; stripped again on replay.
+    pub const PREFIX: &str = "dlq.";
+}
+
+/// Copies `message` to its topic's dead-letter topic with headers saying why,
+/// and waits for the broker's acknowledgement.
+pub async fn send(
+    producer: &FutureProducer,
+    message: &BorrowedMessage<'_>,
+    service: &str,
+    attempts: u32,
+    error: &str,
+) -> anyhow::Result<()> {
+    let target = dead_letter_topic(message.topic());
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let attempts = attempts.to_string();
+    let mut all_headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original
+            .iter()
+            .filter(|h| !h.key.starts_with(headers::PREFIX))
+        {
+            all_headers = all_headers.insert(header);
+        }
+    }
+    for (key, value) in [
+        (headers::ORIGINAL_TOPIC, message.topic()),
+        (headers::ORIGINAL_PARTITION, partition.as_str()),
+        (headers::ORIGINAL_OFFSET, offset.as_str()),
+        (headers::SERVICE, service),
+        (headers::ERROR, error),
+        (headers::ATTEMPTS, attempts.as_str()),
+    ] {
+        all_headers = all_headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut record = FutureRecord::to(&target).headers(all_headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Timeout::Never)
+        .await
+        .map_err(|(err, _)| err)
+        .with_context(|| format!("writing a dead letter to {target}"))?;
+    Ok(())
+}
+
+/// One dead letter as [`list`] shows it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub original_topic: Option<String>,
+    pub original_partition: Option<String>,
+    pub original_offset: Option<String>,
+    pub service: Option<String>,
+    pub error: Option<String>,
+}
+
+/// How long to wait for the broker while reading a dead-letter topic.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consumer group that remembers how far replay got, per dead-letter topic.
+const REPLAY_GROUP: &str = "dlq-replay";
+
+fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+fn header_text(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    header(message, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Reads every message of `dlq_topic` present now, from the group's committed
+/// position (or the beginning), and calls `each` on it. Stops at the end
+/// offsets seen when it started, so it terminates while new dead letters arrive.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    dlq_topic: &str,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let metadata = consumer
+        .fetch_metadata(Some(dlq_topic), READ_TIMEOUT)
+        .context("reading topic metadata")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for &partition in &partitions {
+        wanted.add_partition(dlq_topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, READ_TIMEOUT)
+        .context("reading replay progress")?;
+    // Per partition: where to start (the committed position, else the
+    // beginning) and where "now" ends.
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut positions = HashMap::new();
+    let mut remaining = HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(dlq_topic, partition, READ_TIMEOUT)
+            .context("reading end offsets")?;
+        let start = match committed
+            .find_partition(dlq_topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(done)) => done.max(low),
+            _ => low,
+        };
+        if start < high {
+            assignment.add_partition_offset(dlq_topic, partition, Offset::Offset(start))?;
+            positions.insert(partition, start);
+            remaining.insert(partition, high);
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(0);
+    }
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
+    let mut seen = 0;
+    while remaining.iter().any(|(p, high)| positions[p] < *high) {
+        let Some(result) = consumer.poll(READ_TIMEOUT) else {
+            anyhow::bail!("no message within {READ_TIMEOUT:?} although the topic has more");
+        };
+        let message = result.context("reading a dead letter")?;
+        positions.insert(message.partition(), message.offset() + 1);
+        if message.offset() >= remaining[&message.partition()] {
+            continue;
+        }
+        each(&message)?;
+        seen += 1;
+    }
+    Ok(seen)
+}
+
+fn reader(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating a Kafka consumer")
+}
+
+/// The dead letters of `topic` (the original topic's name, e.g. `order-created`).
+pub fn list(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    // A throwaway group: listing never moves replay's position.
+    let consumer = reader(bootstrap, &format!("dlq-list-{}", uuid::Uuid::new_v4()))?;
+    let mut letters = Vec::new();
+    read_to_end(&consumer, &dead_letter_topic(topic), |message| {
+        letters.push(DeadLetter {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            original_topic: header_text(message, headers::ORIGINAL_TOPIC),
+            original_partition: header_text(message, headers::ORIGINAL_PARTITION),
+            original_offset: header_text(message, headers::ORIGINAL_OFFSET),
+            service: header_text(message, headers::SERVICE),
+            error: header_text(message, headers::ERROR),
+        });
+        Ok(())
+    })?;
+    Ok(letters)
+}
+
+/// Publishes the dead letters of `topic` not replayed yet back onto `topic`
+/// (key, payload and original headers), remembering progress in the
+/// `dlq-replay` group. Returns how many were replayed. Replaying an event
+/// twice is harmless: consumers ignore an eventId they have applied.
+pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
+    let dlq_topic = dead_letter_topic(topic);
+    anyhow::ensure!(
+        origin_of_dead_letter_topic(&dlq_topic) == Some(topic),
+        "not a replayable topic: {topic}"
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("creating a Kafka producer")?;
+    let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let consumer = reader(&bootstrap, REPLAY_GROUP)?;
+        read_to_end(&consumer, &dlq_topic, |message| {
+            let mut original = OwnedHeaders::new();
+            if let Some(hs) = message.headers() {
+                for h in hs.iter().filter(|h| !h.key.starts_with(headers::PREFIX)) {
+                    original = original.insert(h);
+                }
+            }
+            let mut record = FutureRecord::to(&topic).headers(original);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            handle
+                .block_on(producer.send(record, Timeout::Never))
+                .map_err(|(err, _)| err)
+                .context("republishing a dead letter")?;
+            consumer
+                .commit_message(message, CommitMode::Sync)
+                .context("recording replay progress")?;
+            Ok(())
+        })
+    })
+    .await
+    .context("the replay task panicked")?
+}
