@@ -102,6 +102,9 @@ pub struct StackOptions {
     pub inventory_instances: usize,
     /// Load the demo catalog into inventory-service.
     pub seed_demo_catalog: bool,
+    /// Give this stack a Postgres cluster of its own, which the test may stop
+    /// and start (ignored when `DATABASE_URL` points at an external server).
+    pub private_postgres: bool,
 }
 
 impl Default for StackOptions {
@@ -109,6 +112,7 @@ impl Default for StackOptions {
         StackOptions {
             inventory_instances: 1,
             seed_demo_catalog: false,
+            private_postgres: false,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct TestStack {
     pub http: reqwest::Client,
     /// `None` when an external broker is used.
     kafka: Option<EmbeddedKafka>,
+    /// The stack's own cluster, with [`StackOptions::private_postgres`].
+    postgres: Option<PostgresCluster>,
     stopped: bool,
 }
 
@@ -146,7 +152,15 @@ impl TestStack {
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
-        let database_url = fresh_database(&id).await?;
+        let (postgres, database_url) =
+            if options.private_postgres && std::env::var("DATABASE_URL").is_err() {
+                let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary)?;
+                cluster.ensure_database(&id).await?;
+                let url = cluster.url(&id);
+                (Some(cluster), url)
+            } else {
+                (None, fresh_database(&id).await?)
+            };
 
         let (kafka, kafka_bootstrap, topics, group_suffix) =
             match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
@@ -240,6 +254,7 @@ impl TestStack {
             kafka_bootstrap,
             http: reqwest::Client::new(),
             kafka,
+            postgres,
             stopped: false,
         })
     }
@@ -256,6 +271,38 @@ impl TestStack {
                 .unwrap_or_else(|err| panic!("{} did not stop cleanly: {err:#}", service.name));
         }
         self.stopped = true;
+    }
+
+    /// The embedded broker, for fault injection; `None` with an external broker.
+    pub fn kafka(&self) -> Option<&EmbeddedKafka> {
+        self.kafka.as_ref()
+    }
+
+    /// The stack's own Postgres, for outages; `None` unless
+    /// [`StackOptions::private_postgres`] was asked for and possible.
+    pub fn postgres(&mut self) -> Option<&mut PostgresCluster> {
+        self.postgres.as_mut()
+    }
+
+    /// Polls `GET {base_url}/health` until it answers `status`.
+    pub async fn wait_for_health(&self, base_url: &str, status: StatusCode) {
+        let started = Instant::now();
+        loop {
+            let answered = self
+                .http
+                .get(format!("{base_url}/health"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if answered.map(|r| r.status()).ok() == Some(status) {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{base_url}/health never answered {status}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 
     pub fn order_url(&self, path: &str) -> String {

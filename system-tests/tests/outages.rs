@@ -1,0 +1,133 @@
+//! Dependencies going away and coming back: nothing is lost, nothing doubled,
+//! health reports the outage and recovers by itself.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use system_tests::{StackOptions, TestStack, DEADLINE, POLL_INTERVAL};
+
+const ORDERS_BEFORE: usize = 15;
+const ORDERS_AFTER: usize = 10;
+const STOCK: i64 = 1_000;
+
+async fn post_orders(stack: &TestStack, prefix: &str, count: usize) {
+    for i in 0..count {
+        let body = json!({"orderId": format!("{prefix}-{i}"), "userId": format!("{prefix}-user-{i}"), "items": [{"sku": "widget", "quantity": 2}]});
+        let (status, answer) = stack.post_order(&body).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+}
+
+/// Every order confirmed, and every unit accounted for once.
+async fn assert_all_confirmed_and_stock_conserved(stack: &TestStack, prefixes: &[(&str, usize)]) {
+    let mut confirmed = 0;
+    for (prefix, count) in prefixes {
+        for i in 0..*count {
+            let order = stack.wait_until_terminal(&format!("{prefix}-{i}")).await;
+            assert_eq!(order["status"], "CONFIRMED", "{order}");
+            confirmed += 1;
+        }
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let widget = stack.product("widget").await;
+        if widget["reserved"] == 0 {
+            assert_eq!(widget["sold"], 2 * confirmed, "{widget}");
+            assert_eq!(
+                widget["available"].as_i64().unwrap() + widget["sold"].as_i64().unwrap(),
+                STOCK
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "reservations never settled: {widget}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments.payments")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(payments, confirmed, "one payment per order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_delays_orders_but_loses_none() {
+    let mut stack = TestStack::start_with(StackOptions {
+        private_postgres: true,
+        ..StackOptions::default()
+    })
+    .await;
+    if stack.postgres().is_none() {
+        eprintln!("skipped: DATABASE_URL points at a server this test cannot stop");
+        return stack.shutdown().await;
+    }
+    stack.put_product("widget", 100, STOCK).await;
+    post_orders(&stack, "pg-before", ORDERS_BEFORE).await;
+
+    stack.postgres().unwrap().stop().expect("stopping Postgres");
+    let order_url = stack.order.base_url.clone();
+    stack
+        .wait_for_health(&order_url, StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    let (status, problem) = stack
+        .post_order(&json!({"orderId": "pg-during", "userId": "u", "items": []}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["status"], 503);
+
+    stack
+        .postgres()
+        .unwrap()
+        .start()
+        .expect("starting Postgres again");
+    for base in [
+        &stack.order.base_url,
+        &stack.inventory[0].base_url,
+        &stack.payment.base_url,
+        &stack.notification.base_url,
+    ] {
+        stack.wait_for_health(base, StatusCode::OK).await;
+    }
+    post_orders(&stack, "pg-after", ORDERS_AFTER).await;
+
+    assert_all_confirmed_and_stock_conserved(
+        &stack,
+        &[("pg-before", ORDERS_BEFORE), ("pg-after", ORDERS_AFTER)],
+    )
+    .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_orders_but_loses_none() {
+    let stack = TestStack::start().await;
+    if stack.kafka().is_none() {
+        eprintln!("skipped: KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot stop");
+        return stack.shutdown().await;
+    }
+    stack.put_product("widget", 100, STOCK).await;
+    post_orders(&stack, "kafka-before", ORDERS_BEFORE).await;
+
+    stack.kafka().unwrap().broker_down(1).expect("broker down");
+    stack
+        .wait_for_health(&stack.order.base_url, StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    // Orders are still accepted: they wait in the outbox.
+    post_orders(&stack, "kafka-during", ORDERS_AFTER).await;
+
+    stack.kafka().unwrap().broker_up(1).expect("broker up");
+    stack
+        .wait_for_health(&stack.order.base_url, StatusCode::OK)
+        .await;
+
+    assert_all_confirmed_and_stock_conserved(
+        &stack,
+        &[
+            ("kafka-before", ORDERS_BEFORE),
+            ("kafka-during", ORDERS_AFTER),
+        ],
+    )
+    .await;
+    stack.shutdown().await;
+}
