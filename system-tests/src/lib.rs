@@ -9,6 +9,8 @@
 //!   consumer groups on that broker; otherwise each stack gets its own embedded
 //!   broker (librdkafka's mock cluster).
 
+pub mod processes;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
@@ -130,7 +132,8 @@ pub struct TestStack {
     /// Consumer group of each service, by service name.
     pub groups: HashMap<&'static str, String>,
     pub kafka_bootstrap: String,
-    pub http: reqwest::Client,
+    /// HTTP helpers, also reachable directly through `Deref`.
+    pub api: Api,
     /// `None` when an external broker is used.
     kafka: Option<EmbeddedKafka>,
     /// The stack's own cluster, with [`StackOptions::private_postgres`].
@@ -151,52 +154,8 @@ impl TestStack {
     }
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
-        let id = format!("t{}", uuid::Uuid::new_v4().simple());
-        let (postgres, database_url) =
-            if options.private_postgres && std::env::var("DATABASE_URL").is_err() {
-                let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary)?;
-                cluster.ensure_database(&id).await?;
-                let url = cluster.url(&id);
-                (Some(cluster), url)
-            } else {
-                (None, fresh_database(&id).await?)
-            };
-
-        let (kafka, kafka_bootstrap, topics, group_suffix) =
-            match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-                Ok(bootstrap) => {
-                    let defaults = Topics::default();
-                    let topics = Topics {
-                        order_created: format!("{id}.{}", defaults.order_created),
-                        inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
-                        payment_processed: format!("{id}.{}", defaults.payment_processed),
-                    };
-                    (None, bootstrap, topics, format!("-{id}"))
-                }
-                Err(_) => {
-                    let kafka = EmbeddedKafka::start(1)?;
-                    let topics = Topics::default();
-                    for topic in topics.all_with_dead_letters() {
-                        kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
-                    }
-                    let bootstrap = kafka.bootstrap_servers();
-                    (Some(kafka), bootstrap, topics, String::new())
-                }
-            };
-
-        let common = |name: &str, schema: &str| {
-            let mut c = CommonConfig::defaults(name, 0, schema);
-            c.host = "127.0.0.1".into();
-            c.database_url = database_url.clone();
-            c.database_max_connections = 5;
-            c.kafka_bootstrap_servers = kafka_bootstrap.clone();
-            c.kafka_group_id = format!("{name}{group_suffix}");
-            c.topic_order_created = topics.order_created.clone();
-            c.topic_inventory_reserved = topics.inventory_reserved.clone();
-            c.topic_payment_processed = topics.payment_processed.clone();
-            c.consumer_retry_max_ms = 500;
-            c
-        };
+        let infra = Infra::start(options.private_postgres).await?;
+        let common = |name: &str, schema: &str| infra.common(name, schema);
 
         let mut groups = HashMap::new();
         let order = {
@@ -243,6 +202,21 @@ impl TestStack {
             })
         };
 
+        let Infra {
+            postgres,
+            database_url,
+            kafka,
+            kafka_bootstrap,
+            topics,
+            ..
+        } = infra;
+        let api = Api {
+            http: reqwest::Client::new(),
+            order_base: order.base_url.clone(),
+            inventory_base: inventory[0].base_url.clone(),
+            payment_base: payment.base_url.clone(),
+            notification_base: notification.base_url.clone(),
+        };
         Ok(TestStack {
             order,
             inventory,
@@ -252,7 +226,7 @@ impl TestStack {
             topics,
             groups,
             kafka_bootstrap,
-            http: reqwest::Client::new(),
+            api,
             kafka,
             postgres,
             stopped: false,
@@ -282,145 +256,6 @@ impl TestStack {
     /// [`StackOptions::private_postgres`] was asked for and possible.
     pub fn postgres(&mut self) -> Option<&mut PostgresCluster> {
         self.postgres.as_mut()
-    }
-
-    /// Polls `GET {base_url}/health` until it answers `status`.
-    pub async fn wait_for_health(&self, base_url: &str, status: StatusCode) {
-        let started = Instant::now();
-        loop {
-            let answered = self
-                .http
-                .get(format!("{base_url}/health"))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            if answered.map(|r| r.status()).ok() == Some(status) {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "{base_url}/health never answered {status}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    pub fn order_url(&self, path: &str) -> String {
-        format!("{}{path}", self.order.base_url)
-    }
-
-    pub fn inventory_url(&self, path: &str) -> String {
-        format!("{}{path}", self.inventory[0].base_url)
-    }
-
-    pub fn payment_url(&self, path: &str) -> String {
-        format!("{}{path}", self.payment.base_url)
-    }
-
-    pub fn notification_url(&self, path: &str) -> String {
-        format!("{}{path}", self.notification.base_url)
-    }
-
-    /// POSTs `body` to `/api/orders`; returns the status and the JSON body.
-    pub async fn post_order(&self, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.order_url("/api/orders"))
-            .json(body)
-            .send()
-            .await
-            .expect("POST /api/orders");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn get_json(&self, url: &str) -> (StatusCode, Value) {
-        let response = self.http.get(url).send().await.expect("GET");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn order(&self, order_id: &str) -> Value {
-        let (status, body) = self
-            .get_json(&self.order_url(&format!("/api/orders/{order_id}")))
-            .await;
-        assert_eq!(status, StatusCode::OK, "GET order {order_id}: {body}");
-        body
-    }
-
-    /// Polls the order until its status is terminal and returns it.
-    pub async fn wait_until_terminal(&self, order_id: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let order = self.order(order_id).await;
-            if TERMINAL.contains(&order["status"].as_str().unwrap_or_default()) {
-                return order;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "order {order_id} not terminal after {DEADLINE:?}: {order}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Creates or restocks a product.
-    pub async fn put_product(&self, sku: &str, price_cents: i64, available: i64) {
-        let response = self
-            .http
-            .put(self.inventory_url(&format!("/api/inventory/{sku}")))
-            .json(&serde_json::json!({ "name": sku, "priceCents": price_cents, "available": available }))
-            .send()
-            .await
-            .expect("PUT product");
-        assert!(
-            response.status().is_success(),
-            "PUT product {sku}: {}",
-            response.status()
-        );
-    }
-
-    pub async fn product(&self, sku: &str) -> Value {
-        let (status, body) = self
-            .get_json(&self.inventory_url(&format!("/api/inventory/{sku}")))
-            .await;
-        assert_eq!(status, StatusCode::OK, "GET product {sku}: {body}");
-        body
-    }
-
-    pub async fn account(&self, user_id: &str) -> Value {
-        let (status, body) = self
-            .get_json(&self.payment_url(&format!("/api/accounts/{user_id}")))
-            .await;
-        assert_eq!(status, StatusCode::OK, "GET account {user_id}: {body}");
-        body
-    }
-
-    pub async fn notifications(&self, order_id: &str) -> Vec<Value> {
-        let (status, body) = self
-            .get_json(&self.notification_url(&format!("/api/notifications?orderId={order_id}")))
-            .await;
-        assert_eq!(status, StatusCode::OK, "GET notifications: {body}");
-        body.as_array().cloned().unwrap_or_default()
-    }
-
-    /// Polls until the order has `count` notifications, and returns their kinds.
-    pub async fn wait_for_notifications(&self, order_id: &str, count: usize) -> Vec<String> {
-        let started = Instant::now();
-        loop {
-            let notes = self.notifications(order_id).await;
-            if notes.len() >= count {
-                return notes
-                    .iter()
-                    .map(|n| n["kind"].as_str().unwrap_or_default().to_owned())
-                    .collect();
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "order {order_id} has notifications {notes:?}, wanted {count}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
     }
 
     /// The events stored in `schema`'s outbox for an order, oldest first, as JSON.
@@ -530,6 +365,163 @@ impl TestStack {
     }
 }
 
+/// The four services' HTTP APIs, wherever they run (in-process or as processes).
+pub struct Api {
+    pub http: reqwest::Client,
+    pub order_base: String,
+    pub inventory_base: String,
+    pub payment_base: String,
+    pub notification_base: String,
+}
+
+impl Api {
+    /// Polls `GET {base_url}/health` until it answers `status`.
+    pub async fn wait_for_health(&self, base_url: &str, status: StatusCode) {
+        let started = Instant::now();
+        loop {
+            let answered = self
+                .http
+                .get(format!("{base_url}/health"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if answered.map(|r| r.status()).ok() == Some(status) {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{base_url}/health never answered {status}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    pub fn order_url(&self, path: &str) -> String {
+        format!("{}{path}", self.order_base)
+    }
+
+    pub fn inventory_url(&self, path: &str) -> String {
+        format!("{}{path}", self.inventory_base)
+    }
+
+    pub fn payment_url(&self, path: &str) -> String {
+        format!("{}{path}", self.payment_base)
+    }
+
+    pub fn notification_url(&self, path: &str) -> String {
+        format!("{}{path}", self.notification_base)
+    }
+
+    /// POSTs `body` to `/api/orders`; returns the status and the JSON body.
+    pub async fn post_order(&self, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.order_url("/api/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/orders");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, url: &str) -> (StatusCode, Value) {
+        let response = self.http.get(url).send().await.expect("GET");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn order(&self, order_id: &str) -> Value {
+        let (status, body) = self
+            .get_json(&self.order_url(&format!("/api/orders/{order_id}")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET order {order_id}: {body}");
+        body
+    }
+
+    /// Polls the order until its status is terminal and returns it.
+    pub async fn wait_until_terminal(&self, order_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let order = self.order(order_id).await;
+            if TERMINAL.contains(&order["status"].as_str().unwrap_or_default()) {
+                return order;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "order {order_id} not terminal after {DEADLINE:?}: {order}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Creates or restocks a product.
+    pub async fn put_product(&self, sku: &str, price_cents: i64, available: i64) {
+        let response = self
+            .http
+            .put(self.inventory_url(&format!("/api/inventory/{sku}")))
+            .json(&serde_json::json!({ "name": sku, "priceCents": price_cents, "available": available }))
+            .send()
+            .await
+            .expect("PUT product");
+        assert!(
+            response.status().is_success(),
+            "PUT product {sku}: {}",
+            response.status()
+        );
+    }
+
+    pub async fn product(&self, sku: &str) -> Value {
+        let (status, body) = self
+            .get_json(&self.inventory_url(&format!("/api/inventory/{sku}")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET product {sku}: {body}");
+        body
+    }
+
+    pub async fn account(&self, user_id: &str) -> Value {
+        let (status, body) = self
+            .get_json(&self.payment_url(&format!("/api/accounts/{user_id}")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET account {user_id}: {body}");
+        body
+    }
+
+    pub async fn notifications(&self, order_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&self.notification_url(&format!("/api/notifications?orderId={order_id}")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET notifications: {body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls until the order has `count` notifications, and returns their kinds.
+    pub async fn wait_for_notifications(&self, order_id: &str, count: usize) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let notes = self.notifications(order_id).await;
+            if notes.len() >= count {
+                return notes
+                    .iter()
+                    .map(|n| n["kind"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "order {order_id} has notifications {notes:?}, wanted {count}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl std::ops::Deref for TestStack {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl Drop for TestStack {
     fn drop(&mut self) {
         if !self.stopped {
@@ -540,6 +532,101 @@ impl Drop for TestStack {
                 std::mem::forget(kafka);
             }
         }
+    }
+}
+
+/// A database and a broker for one test: fresh and embedded unless the
+/// environment names external ones (see the crate documentation).
+pub struct Infra {
+    /// A cluster of this test's own, when asked for and possible.
+    pub postgres: Option<PostgresCluster>,
+    pub database_url: String,
+    /// `None` when an external broker is used.
+    pub kafka: Option<EmbeddedKafka>,
+    pub kafka_bootstrap: String,
+    pub topics: Topics,
+    /// Appended to consumer group names so tests sharing a broker stay apart.
+    pub group_suffix: String,
+}
+
+impl Infra {
+    pub async fn start(private_postgres: bool) -> anyhow::Result<Infra> {
+        let id = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (postgres, database_url) = if private_postgres && std::env::var("DATABASE_URL").is_err()
+        {
+            let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary)?;
+            cluster.ensure_database(&id).await?;
+            let url = cluster.url(&id);
+            (Some(cluster), url)
+        } else {
+            (None, fresh_database(&id).await?)
+        };
+        let (kafka, kafka_bootstrap, topics, group_suffix) =
+            match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+                Ok(bootstrap) => {
+                    let defaults = Topics::default();
+                    let topics = Topics {
+                        order_created: format!("{id}.{}", defaults.order_created),
+                        inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
+                        payment_processed: format!("{id}.{}", defaults.payment_processed),
+                    };
+                    (None, bootstrap, topics, format!("-{id}"))
+                }
+                Err(_) => {
+                    let kafka = EmbeddedKafka::start(1)?;
+                    let topics = Topics::default();
+                    for topic in topics.all_with_dead_letters() {
+                        kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
+                    }
+                    let bootstrap = kafka.bootstrap_servers();
+                    (Some(kafka), bootstrap, topics, String::new())
+                }
+            };
+        Ok(Infra {
+            postgres,
+            database_url,
+            kafka,
+            kafka_bootstrap,
+            topics,
+            group_suffix,
+        })
+    }
+
+    /// A service's configuration pointing at this infrastructure.
+    pub fn common(&self, name: &str, schema: &str) -> CommonConfig {
+        let mut c = CommonConfig::defaults(name, 0, schema);
+        c.host = "127.0.0.1".into();
+        c.database_url = self.database_url.clone();
+        c.database_max_connections = 5;
+        c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
+        c.kafka_group_id = format!("{name}{}", self.group_suffix);
+        c.topic_order_created = self.topics.order_created.clone();
+        c.topic_inventory_reserved = self.topics.inventory_reserved.clone();
+        c.topic_payment_processed = self.topics.payment_processed.clone();
+        c.consumer_retry_max_ms = 500;
+        c
+    }
+
+    /// The same settings as the environment variables a service binary reads.
+    pub fn env(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        let c = self.common(name, "unused");
+        [
+            ("DATABASE_URL", c.database_url),
+            ("KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers),
+            ("KAFKA_GROUP_ID", c.kafka_group_id),
+            ("TOPIC_ORDER_CREATED", c.topic_order_created),
+            ("TOPIC_INVENTORY_RESERVED", c.topic_inventory_reserved),
+            ("TOPIC_PAYMENT_PROCESSED", c.topic_payment_processed),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                c.database_max_connections.to_string(),
+            ),
+            ("CONSUMER_RETRY_MAX_MS", c.consumer_retry_max_ms.to_string()),
+            ("INVENTORY_SEED_DEMO_CATALOG", "false".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }
 

@@ -1,0 +1,122 @@
+//! The real service binaries as child processes, for tests that kill them.
+//!
+//! The binaries are the ones cargo built next to the test executable
+//! (`target/<profile>/`); every service package has an integration test, so
+//! `cargo test` builds them before any test runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::DEADLINE;
+
+/// How often a stopping process is checked on.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// Where cargo put the workspace's binaries for this build.
+pub fn binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = test_exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One service binary running as a child process.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub port: u16,
+    env: BTreeMap<String, String>,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `env` plus `PORT` and `HOST`.
+    pub fn start(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
+        let mut process = ServiceProcess {
+            name,
+            port: free_port(),
+            env: env.clone(),
+            child: None,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(binary(self.name))
+            .envs(&self.env)
+            .env("PORT", self.port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same binary again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGTERM, then waits for the exit (failing the test after the deadline).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the process is running");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the child") {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("{} did not exit after SIGTERM", self.name);
+            }
+            std::thread::sleep(EXIT_POLL);
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
