@@ -120,3 +120,78 @@ impl Drop for ServiceProcess {
         self.kill();
     }
 }
+
+/// The four service binaries against a fresh database and broker.
+pub struct ProcessStack {
+    pub order: ServiceProcess,
+    pub inventory: ServiceProcess,
+    pub payment: ServiceProcess,
+    pub notification: ServiceProcess,
+    pub api: crate::Api,
+    pub db: sqlx::PgPool,
+    /// Kept last so the broker outlives the processes using it.
+    pub infra: crate::Infra,
+}
+
+impl ProcessStack {
+    pub async fn start() -> ProcessStack {
+        let infra = crate::Infra::start(false)
+            .await
+            .expect("test infrastructure");
+        let order = ServiceProcess::start("order-service", &infra.env("order-service"));
+        let inventory = ServiceProcess::start("inventory-service", &infra.env("inventory-service"));
+        let payment = ServiceProcess::start("payment-service", &infra.env("payment-service"));
+        let notification =
+            ServiceProcess::start("notification-service", &infra.env("notification-service"));
+        let api = crate::Api {
+            http: reqwest::Client::new(),
+            order_base: order.base_url(),
+            inventory_base: inventory.base_url(),
+            payment_base: payment.base_url(),
+            notification_base: notification.base_url(),
+        };
+        let stack = ProcessStack {
+            db: sqlx::PgPool::connect(&infra.database_url)
+                .await
+                .expect("connecting to the test database"),
+            order,
+            inventory,
+            payment,
+            notification,
+            api,
+            infra,
+        };
+        for process in stack.all() {
+            stack
+                .api
+                .wait_for_health(&process.base_url(), reqwest::StatusCode::OK)
+                .await;
+        }
+        stack
+    }
+
+    pub fn all(&self) -> [&ServiceProcess; 4] {
+        [
+            &self.order,
+            &self.inventory,
+            &self.payment,
+            &self.notification,
+        ]
+    }
+
+    pub fn all_mut(&mut self) -> [&mut ServiceProcess; 4] {
+        [
+            &mut self.order,
+            &mut self.inventory,
+            &mut self.payment,
+            &mut self.notification,
+        ]
+    }
+}
+
+impl std::ops::Deref for ProcessStack {
+    type Target = crate::Api;
+    fn deref(&self) -> &crate::Api {
+        &self.api
+    }
+}
