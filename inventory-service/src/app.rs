@@ -44,7 +44,7 @@ impl Application {
         };
         ServiceHost::bind(infra, routes)
             .await?
-            .with_outbox_relay()
+            .with_outbox_relay()?
             .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)
     }
 }

@@ -24,7 +24,7 @@ impl Application {
         });
         ServiceHost::bind(infra, routes)
             .await?
-            .with_outbox_relay()
+            .with_outbox_relay()?
             .with_consumer(
                 &[&topics.inventory_reserved, &topics.payment_processed],
                 OrderEvents,

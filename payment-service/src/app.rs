@@ -30,7 +30,7 @@ impl Application {
         };
         ServiceHost::bind(infra, routes)
             .await?
-            .with_outbox_relay()
+            .with_outbox_relay()?
             .with_consumer(&[&topics.inventory_reserved], handler)
     }
 }

@@ -38,7 +38,7 @@ pub struct Infrastructure {
     pub config: CommonConfig,
     /// Pinned to the service's schema (see [`crate::db`]).
     pub pool: PgPool,
-    /// Used by the outbox relay (the only publisher) and by health checks.
+    /// Used for dead letters and health checks (the outbox relay has its own).
     pub producer: FutureProducer,
 }
 
@@ -97,17 +97,13 @@ impl ServiceHost {
     }
 
     /// Publishes this service's outbox.
-    pub fn with_outbox_relay(mut self) -> Self {
-        let relay = OutboxRelay::new(
-            &self.infra.config,
-            self.infra.pool.clone(),
-            self.infra.producer.clone(),
-        );
+    pub fn with_outbox_relay(mut self) -> anyhow::Result<Self> {
+        let relay = OutboxRelay::new(&self.infra.config, self.infra.pool.clone())?;
         self.workers.push((
             "outbox relay",
             Box::new(move |stop| Box::pin(relay.run(stop))),
         ));
-        self
+        Ok(self)
     }
 
     /// Consumes `subscriptions` with `handler`.

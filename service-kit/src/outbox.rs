@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use shared_events::events::headers;
 use shared_events::{Envelope, Topics};
@@ -55,7 +55,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Publishes unsent outbox rows, oldest first.
 pub struct OutboxRelay {
     pool: PgPool,
+    /// The relay's own producer, so that one in a fatal state can be replaced
+    /// without touching anyone else's.
     producer: FutureProducer,
+    /// To create a fresh producer.
+    config: CommonConfig,
     /// `outbox_<schema>`: the channel the outbox trigger notifies on commit.
     channel: String,
     /// Most rows claimed per round trip.
@@ -66,31 +70,60 @@ pub struct OutboxRelay {
     retention: Duration,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    event_id: uuid::Uuid,
-    topic: String,
-    message_key: String,
-    event_type: String,
-    payload: Vec<u8>,
+/// Locks up to `limit` unsent rows, oldest first, skipping rows another relay
+/// holds, and returns those that may be published now: a row whose order has
+/// an older unsent row held by another relay waits, so one order's events are
+/// published in the order they were written even with several relays.
+pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH claimed AS (
+             SELECT id FROM outbox WHERE sent_at IS NULL
+             ORDER BY id LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         SELECT o.id, o.event_id, o.topic, o.message_key, o.event_type, o.payload
+         FROM outbox o JOIN claimed c ON c.id = o.id
+         WHERE NOT EXISTS (
+             SELECT 1 FROM outbox earlier
+             WHERE earlier.message_key = o.message_key
+               AND earlier.sent_at IS NULL
+               AND earlier.id < o.id
+               AND earlier.id NOT IN (SELECT id FROM claimed)
+         )
+         ORDER BY o.id",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}
+
+/// An outbox row as the relay publishes it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Row {
+    pub id: i64,
+    pub event_id: uuid::Uuid,
+    pub topic: String,
+    pub message_key: String,
+    pub event_type: String,
+    pub payload: Vec<u8>,
 }
 
 impl OutboxRelay {
-    pub fn new(config: &CommonConfig, pool: PgPool, producer: FutureProducer) -> OutboxRelay {
-        OutboxRelay {
+    pub fn new(config: &CommonConfig, pool: PgPool) -> anyhow::Result<OutboxRelay> {
+        Ok(OutboxRelay {
             pool,
-            producer,
+            producer: crate::kafka::producer(config)?,
+            config: config.clone(),
             channel: format!("outbox_{}", config.database_schema),
             batch_size: config.outbox_batch_size,
             poll_interval: config.outbox_poll_interval(),
             retention: Duration::from_secs(config.outbox_retention_secs),
-        }
+        })
     }
 
     /// Relays until `shutdown` is cancelled. Never gives up: failures are
     /// logged and retried, unsent rows stay unsent until published.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut listener = None;
         let mut last_prune = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
@@ -102,6 +135,7 @@ impl OutboxRelay {
                 Ok(_) => self.poll_interval,
                 Err(err) => {
                     tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
+                    self.replace_producer_if_fatal();
                     FAILURE_BACKOFF
                 }
             };
@@ -132,6 +166,23 @@ impl OutboxRelay {
         Ok(())
     }
 
+    /// An idempotent producer can enter a fatal state (its sequence broken
+    /// beyond repair); it then refuses every message. Start over with a new one:
+    /// unsent rows are simply sent again.
+    fn replace_producer_if_fatal(&mut self) {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(%code, reason, "the Kafka producer failed fatally; replacing it");
+        match crate::kafka::producer(&self.config) {
+            Ok(fresh) => self.producer = fresh,
+            Err(err) => tracing::error!(
+                error = format!("{err:#}"),
+                "could not create a new producer"
+            ),
+        }
+    }
+
     async fn listen(&self) -> Option<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
         listener.listen(&self.channel).await.ok()?;
@@ -146,16 +197,9 @@ impl OutboxRelay {
             .begin()
             .await
             .context("starting the outbox transaction")?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, event_id, topic, message_key, event_type, payload
-             FROM outbox WHERE sent_at IS NULL
-             ORDER BY id LIMIT $1
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(self.batch_size)
-        .fetch_all(&mut *tx)
-        .await
-        .context("claiming outbox rows")?;
+        let rows = claim(&mut tx, self.batch_size)
+            .await
+            .context("claiming outbox rows")?;
         if rows.is_empty() {
             return Ok(0);
         }
