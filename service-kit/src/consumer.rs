@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
-use crate::{dlq, outbox};
+use crate::{dlq, metrics, outbox};
 
 /// Why a handler could not apply an event, which decides what happens next.
 #[derive(Debug, Error)]
@@ -212,10 +212,12 @@ impl<H: EventHandler> EventConsumer<H> {
             match self.apply(message, event).await {
                 Ok(true) => {
                     tracing::info!("applied");
+                    metrics::event_consumed(&self.service, message.topic(), "applied");
                     return Outcome::Done;
                 }
                 Ok(false) => {
                     tracing::info!("duplicate delivery ignored");
+                    metrics::event_consumed(&self.service, message.topic(), "duplicate");
                     return Outcome::Done;
                 }
                 Err(HandlerError::Permanent(reason)) => {
@@ -227,6 +229,7 @@ impl<H: EventHandler> EventConsumer<H> {
                         .await;
                 }
                 Err(HandlerError::Failed(err)) => {
+                    metrics::event_retried(&self.service, message.topic(), "failed");
                     tracing::warn!(
                         error = format!("{err:#}"),
                         attempts,
@@ -235,6 +238,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     );
                 }
                 Err(HandlerError::Transient(err)) => {
+                    metrics::event_retried(&self.service, message.topic(), "transient");
                     tracing::warn!(
                         error = format!("{err:#}"),
                         retry_in_ms = delay.as_millis() as u64,
@@ -269,7 +273,11 @@ impl<H: EventHandler> EventConsumer<H> {
         let mut delay = self.retry_initial;
         loop {
             match dlq::send(&self.producer, message, &self.service, attempts, error).await {
-                Ok(()) => return Outcome::Done,
+                Ok(()) => {
+                    metrics::event_dead_lettered(&self.service, message.topic());
+                    metrics::event_consumed(&self.service, message.topic(), "dead_lettered");
+                    return Outcome::Done;
+                }
                 Err(err) => tracing::warn!(
                     error = format!("{err:#}"),
                     "writing the dead letter failed; will retry"

@@ -50,6 +50,7 @@ impl Infrastructure {
         config: &CommonConfig,
         migrations: &'static Migrator,
     ) -> anyhow::Result<Self> {
+        crate::metrics::handle();
         let pool = crate::db::connect(config, migrations).await?;
         let producer = crate::kafka::producer(config)?;
         let topics = config.topics().all_with_dead_letters();

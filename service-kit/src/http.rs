@@ -317,14 +317,15 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-/// Adds the health endpoints, a problem+json 404 for unknown routes, and the
+/// Adds the health and metrics endpoints, a problem+json 404 for unknown routes, and the
 /// common middleware (tracing, body limit, timeout) to a service's routes.
 pub fn finish_router(routes: Router, health: HealthState) -> Router {
     let health_routes = Router::new()
         .route("/health", get(ready))
         .route("/health/ready", get(ready))
         .route("/health/live", get(live))
-        .with_state(health);
+        .with_state(health)
+        .route("/metrics", get(crate::metrics::render));
     routes
         .merge(health_routes)
         .fallback(no_such_route)

@@ -8,6 +8,7 @@
 //! - [`db`] — connection pool pinned to the service's schema; migrations.
 //! - [`kafka`] — idempotent producer, manual-offset-store consumer, topic creation.
 //! - [`dlq`] — dead-letter topics: writing, listing, replaying.
+//! - [`metrics`] — Prometheus counters and `GET /metrics`.
 //! - [`outbox`] — the transactional outbox and its relay.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
@@ -20,6 +21,7 @@ pub mod dlq;
 pub mod host;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod telemetry;
 

@@ -231,7 +231,10 @@ impl OutboxRelay {
         let mut first_error = None;
         for (row, result) in rows.iter().zip(results) {
             match result {
-                Ok(_) => sent.push(row.id),
+                Ok(_) => {
+                    sent.push(row.id);
+                    crate::metrics::events_published(&self.config.service_name, &row.topic, 1);
+                }
                 Err((err, _)) => {
                     tracing::warn!(event_id = %row.event_id, topic = row.topic, error = %err, "publish failed; will retry");
                     first_error.get_or_insert(err);

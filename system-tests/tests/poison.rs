@@ -111,6 +111,29 @@ async fn poison_messages_are_dead_lettered_and_orders_behind_them_complete() {
         }
     }
 
+    // Each dead letter is counted, per service and topic, on /metrics.
+    let metrics = stack
+        .http
+        .get(stack.inventory_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("events_dead_lettered_total{")
+                && line.contains(r#"service="inventory-service""#)
+                && line.contains(&format!(r#"topic="{topic}""#))
+        })
+        .unwrap_or_else(|| panic!("no dead-letter counter in:\n{metrics}"));
+    assert!(
+        counted.ends_with(&format!(" {}", poisons.len())),
+        "{counted}"
+    );
+
     // The poison changed nothing: only the real order took stock.
     let sold = tokio::time::timeout(DEADLINE, async {
         loop {
