@@ -131,3 +131,38 @@ async fn a_broker_outage_delays_orders_but_loses_none() {
     .await;
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_request_errors_are_retried_without_loss_or_duplicates() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let stack = TestStack::start().await;
+    let Some(kafka) = stack.kafka() else {
+        eprintln!("skipped: KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot inject errors into");
+        return stack.shutdown().await;
+    };
+    stack.put_product("widget", 100, STOCK).await;
+
+    // Retriable errors on produce, fetch and offset commit requests, as a
+    // broker under leader elections and timeouts would answer.
+    let mock = kafka.mock_cluster();
+    let produce_errors = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    ];
+    mock.request_errors(RDKafkaApiKey::Produce, &produce_errors.repeat(3));
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4],
+    );
+    drop(mock);
+
+    post_orders(&stack, "errors", ORDERS_BEFORE).await;
+    assert_all_confirmed_and_stock_conserved(&stack, &[("errors", ORDERS_BEFORE)]).await;
+    stack.shutdown().await;
+}
