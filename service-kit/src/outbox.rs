@@ -121,6 +121,11 @@ impl OutboxRelay {
         })
     }
 
+    /// The producer in use now (a fatally failed one is replaced).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
     /// Relays until `shutdown` is cancelled. Never gives up: failures are
     /// logged and retried, unsent rows stay unsent until published.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
