@@ -89,8 +89,9 @@ pub fn find(name: &str) -> Option<Service> {
 }
 
 /// The instances to run: one per service unless `--scale` says otherwise (the
-/// last `--scale` for a service wins).
-pub fn plan(scale: &[Scale]) -> anyhow::Result<Vec<Instance>> {
+/// last `--scale` for a service wins), with every port moved up by
+/// `port_offset` (`--port-offset`, to run beside another stack).
+pub fn plan(scale: &[Scale], port_offset: u16) -> anyhow::Result<Vec<Instance>> {
     let mut instances = Vec::new();
     let mut next_extra_port = FIRST_EXTRA_INSTANCE_PORT;
     for service in SERVICES {
@@ -109,6 +110,9 @@ pub fn plan(scale: &[Scale]) -> anyhow::Result<Vec<Instance>> {
                     None => bail!("too many instances: ran out of ports"),
                 };
                 (format!("{}#{number}", service.name), port)
+            };
+            let Some(port) = port.checked_add(port_offset) else {
+                bail!("--port-offset {port_offset} moves port {port} beyond 65535");
             };
             instances.push(Instance {
                 name,
@@ -157,7 +161,7 @@ mod tests {
 
     #[test]
     fn one_instance_of_each_service_by_default() {
-        let instances = plan(&[]).unwrap();
+        let instances = plan(&[], 0).unwrap();
         let names: Vec<_> = instances
             .iter()
             .map(|i| (i.name.as_str(), i.port))
@@ -179,7 +183,7 @@ mod tests {
             service: "inventory-service",
             instances: 3,
         }];
-        let instances = plan(&scale).unwrap();
+        let instances = plan(&scale, 0).unwrap();
         let inventory: Vec<_> = instances
             .iter()
             .filter(|i| i.service == "inventory-service")
@@ -195,7 +199,7 @@ mod tests {
         );
         assert_eq!(instances.len(), 6);
         assert!(is_scaled_out(&instances));
-        assert!(!is_scaled_out(&plan(&[]).unwrap()));
+        assert!(!is_scaled_out(&plan(&[], 0).unwrap()));
     }
 
     #[test]
@@ -204,7 +208,7 @@ mod tests {
             service: "notification-service",
             instances: 0,
         }];
-        assert!(plan(&scale)
+        assert!(plan(&scale, 0)
             .unwrap()
             .iter()
             .all(|i| i.service != "notification-service"));

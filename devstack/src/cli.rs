@@ -37,6 +37,11 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 
+    /// Moves every service's port up by this much (8081 becomes 8081+N, ...),
+    /// to run beside another stack.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub port_offset: u16,
+
     /// Port of the private PostgreSQL cluster.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PG_PORT)]
     pub pg_port: u16,

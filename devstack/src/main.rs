@@ -95,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::Dlq(command)) = &cli.command {
         return dlq::run(&cli, command).await;
     }
-    let instances = catalog::plan(&cli.scale)?;
+    let instances = catalog::plan(&cli.scale, cli.port_offset)?;
     let state = StateDir::open(&cli.dir)?;
     catalog::ensure_ports_free(&instances)?;
     // Before the signal handlers: a Ctrl-C during the build should simply end

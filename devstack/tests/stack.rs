@@ -1,0 +1,191 @@
+//! The README's first command, end to end: devstack brings the whole system
+//! up, the seed's order is confirmed, a killed service is restarted, and
+//! SIGTERM stops everything cleanly.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Pids of `parent`'s children running the executable `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && name.starts_with(comm) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+struct Devstack(Child);
+
+impl Drop for Devstack {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn order_status(http: &reqwest::blocking::Client, base: &str, order_id: &str) -> Option<String> {
+    let order: Value = http
+        .get(format!("{base}/api/orders/{order_id}"))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    order["status"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
+    let bin_dir = exe.parent().unwrap();
+    for service in [
+        "order-service",
+        "inventory-service",
+        "payment-service",
+        "notification-service",
+    ] {
+        assert!(
+            bin_dir.join(service).exists(),
+            "{service} is not built next to devstack; run `cargo test --workspace`"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Postgres runs as the `postgres` user when the tests run as root.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    // Ports away from a developer's own devstack on 8081-8084.
+    let offset = 20_000 + (std::process::id() % 1_000) as u16 * 10;
+
+    let child = Command::new(exe)
+        .args(["--dir", state.to_str().unwrap()])
+        .args(["--port-offset", &offset.to_string()])
+        .args(["--pg-port", &free_port().to_string()])
+        // Use the binaries cargo built for this test run; no nested build.
+        .env_remove("CARGO")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let devstack = Devstack(child);
+
+    let stack_file = state.join("stack.json");
+    let stack: Value = wait_until("stack.json", || {
+        serde_json::from_str(&std::fs::read_to_string(&stack_file).ok()?).ok()
+    });
+    assert!(stack["kafkaBootstrap"].as_str().unwrap().contains(':'));
+    assert!(stack["databaseUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres://"));
+    let order_base = stack["services"]["order-service"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payment_base = stack["services"]["payment-service"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        order_base.ends_with(&format!(":{}", 8081 + offset)),
+        "{order_base}"
+    );
+
+    let http = reqwest::blocking::Client::new();
+    let created = http
+        .post(format!("{order_base}/api/orders"))
+        .json(&json!({"orderId": "123", "userId": "user1", "status": "PENDING"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    wait_until("order 123 confirmed", || {
+        (order_status(&http, &order_base, "123")? == "CONFIRMED").then_some(())
+    });
+
+    // A service dies without warning: devstack starts it again.
+    let devstack_pid = devstack.0.id();
+    let killed = wait_until("payment-service's pid", || {
+        children_named(devstack_pid, "payment-service")
+            .first()
+            .copied()
+    });
+    // SAFETY: signalling a process we found as our child's child.
+    unsafe {
+        libc::kill(killed as libc::pid_t, libc::SIGKILL);
+    }
+    wait_until("payment-service restarted", || {
+        let pids = children_named(devstack_pid, "payment-service");
+        let restarted = pids.iter().any(|pid| *pid != killed);
+        let healthy = http
+            .get(format!("{payment_base}/health"))
+            .send()
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        (restarted && healthy).then_some(())
+    });
+    http.post(format!("{order_base}/api/orders"))
+        .json(&json!({"orderId": "after-restart", "userId": "user2", "items": [{"sku": "widget", "quantity": 1}]}))
+        .send()
+        .unwrap();
+    wait_until("the next order confirmed", || {
+        (order_status(&http, &order_base, "after-restart")? == "CONFIRMED").then_some(())
+    });
+
+    // SIGTERM: everything stops, exit 0, stack.json gone.
+    let mut devstack = devstack;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(devstack_pid as libc::pid_t, libc::SIGTERM);
+    }
+    let status = devstack.0.wait().unwrap();
+    assert!(status.success(), "devstack exited with {status}");
+    assert!(!stack_file.exists());
+    std::mem::forget(devstack);
+}
