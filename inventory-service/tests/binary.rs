@@ -1,14 +1,15 @@
-//! The inventory-service binary refuses bad configuration with a message naming the key.
-
-use std::process::Command;
+//! The inventory-service binary refuses a seed flag that is not a boolean, saying which setting is wrong,
+//! before touching any database or broker.
 
 #[test]
-fn refuses_a_malformed_port_naming_the_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_inventory-service"))
-        .env("PORT", "eighty")
+fn refuses_a_malformed_seed_flag_naming_the_key() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_inventory-service"))
+        .env("INVENTORY_SEED_DEMO_CATALOG", "sometimes")
         .output()
         .expect("the binary runs");
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("port"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("inventory_seed_demo_catalog"),
+        "{stderr}"
+    );
 }

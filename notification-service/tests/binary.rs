@@ -1,14 +1,15 @@
-//! The notification-service binary refuses bad configuration with a message naming the key.
-
-use std::process::Command;
+//! The notification-service binary refuses a schema name that is not lower-case letters and '_', saying which setting is wrong,
+//! before touching any database or broker.
 
 #[test]
-fn refuses_a_malformed_port_naming_the_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_notification-service"))
-        .env("PORT", "eighty")
+fn refuses_an_unsafe_schema_name() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_notification-service"))
+        .env("DATABASE_SCHEMA", "Not-A-Schema")
         .output()
         .expect("the binary runs");
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("port"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("DATABASE_SCHEMA"),
+        "{stderr}"
+    );
 }

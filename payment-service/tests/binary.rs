@@ -1,14 +1,15 @@
-//! The payment-service binary refuses bad configuration with a message naming the key.
-
-use std::process::Command;
+//! The payment-service binary refuses a negative default credit, saying which setting is wrong,
+//! before touching any database or broker.
 
 #[test]
-fn refuses_a_malformed_port_naming_the_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_payment-service"))
-        .env("PORT", "eighty")
+fn refuses_a_negative_default_credit() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_payment-service"))
+        .env("PAYMENT_DEFAULT_CREDIT_CENTS", "-5")
         .output()
         .expect("the binary runs");
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("port"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("PAYMENT_DEFAULT_CREDIT_CENTS"),
+        "{stderr}"
+    );
 }
