@@ -178,6 +178,52 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         (order_status(&http, &order_base, "after-restart")? == "CONFIRMED").then_some(())
     });
 
+    // A poison message is dead-lettered by both consumers of its topic; the
+    // dlq commands list and replay them.
+    let bootstrap = stack["kafkaBootstrap"].as_str().unwrap().to_owned();
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to("order-created")
+                .key("poison")
+                .payload("{not json"),
+        )
+        .map_err(|(err, _)| err)
+        .unwrap();
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    let dlq = |action: &str| {
+        let output = Command::new(exe)
+            .args([
+                "--dir",
+                state.to_str().unwrap(),
+                "dlq",
+                action,
+                "--topic",
+                "order-created",
+            ])
+            .env_remove("CARGO")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = wait_until("two dead letters", || {
+        let listed = dlq("list");
+        listed.contains("2 dead letter(s)").then_some(listed)
+    });
+    assert!(
+        listed.contains("key=poison") && listed.contains("not a valid event envelope"),
+        "{listed}"
+    );
+    assert!(dlq("replay").contains("replayed 2 dead letter(s) onto order-created"));
+
     // SIGTERM: everything stops, exit 0, stack.json gone.
     let mut devstack = devstack;
     // SAFETY: signalling our own child.
