@@ -134,11 +134,6 @@ impl EmbeddedKafka {
         self.bootstrap_servers.clone()
     }
 
-    /// The number of brokers; their ids are `1..=brokers()`.
-    pub fn brokers(&self) -> i32 {
-        self.brokers
-    }
-
     /// Creates `name` with `partitions` partitions.
     ///
     /// Idempotent: if the topic exists (the mock answers TOPIC_ALREADY_EXISTS)

@@ -104,49 +104,39 @@ pub async fn place(
     new: &NewOrder,
 ) -> Result<Placement, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO orders (order_id, user_id, status) VALUES ($1, $2, 'PENDING')
-         ON CONFLICT (order_id) DO NOTHING",
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING created_at, updated_at",
     )
     .bind(new.order_id.as_str())
     .bind(new.created.user_id.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((created_at, updated_at)) = inserted else {
         let existing = load(&mut tx, new.order_id.as_str()).await?;
         tx.rollback().await?;
         return existing
             .map(Placement::Existing)
             .ok_or(sqlx::Error::RowNotFound);
-    }
+    };
 
-    let (line_nos, skus, quantities): (Vec<i32>, Vec<&str>, Vec<i32>) = new
-        .created
-        .items
-        .iter()
-        .zip(1..)
-        .map(|(line, no)| (no, line.sku.as_str(), line.quantity.get() as i32))
-        .fold(
-            (vec![], vec![], vec![]),
-            |(mut n, mut s, mut q), (no, sku, qty)| {
-                n.push(no);
-                s.push(sku);
-                q.push(qty);
-                (n, s, q)
-            },
-        );
-    sqlx::query(
-        "INSERT INTO order_items (order_id, line_no, sku, quantity)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[])",
-    )
-    .bind(new.order_id.as_str())
-    .bind(&line_nos)
-    .bind(&skus)
-    .bind(&quantities)
-    .execute(&mut *tx)
-    .await?;
+    let lines = &new.created.items;
+    if !lines.is_empty() {
+        let line_nos: Vec<i32> = (1..).take(lines.len()).collect();
+        let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+        let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
+        sqlx::query(
+            "INSERT INTO order_items (order_id, line_no, sku, quantity)
+             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[])",
+        )
+        .bind(new.order_id.as_str())
+        .bind(&line_nos)
+        .bind(&skus)
+        .bind(&quantities)
+        .execute(&mut *tx)
+        .await?;
+    }
 
     let event = Envelope::new(
         new.order_id.clone(),
@@ -154,11 +144,26 @@ pub async fn place(
         producer,
     );
     service_kit::outbox::enqueue(&mut tx, topics, &event).await?;
-    let order = load(&mut tx, new.order_id.as_str())
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
     tx.commit().await?;
-    Ok(Placement::Created(order))
+    // Everything about the new order is known; no need to read it back.
+    Ok(Placement::Created(Order {
+        order_id: new.order_id.to_string(),
+        user_id: new.created.user_id.to_string(),
+        status: OrderStatus::Pending,
+        reason: None,
+        reason_detail: None,
+        items: lines
+            .iter()
+            .map(|line| Item {
+                sku: line.sku.to_string(),
+                quantity: line.quantity.get() as i32,
+                unit_price_cents: None,
+            })
+            .collect(),
+        total_cents: None,
+        created_at,
+        updated_at,
+    }))
 }
 
 /// Does `order` hold what `new` asks for (same user, same lines in the same order)?

@@ -15,7 +15,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset};
-use shared_events::topics::{dead_letter_topic, origin_of_dead_letter_topic};
+use shared_events::topics::dead_letter_topic;
 
 /// Header names added to a dead letter.
 pub mod headers {
@@ -33,6 +33,36 @@ pub mod headers {
     pub const PREFIX: &str = "dlq.";
 }
 
+/// The message's own headers, without any `dlq.*` ones from an earlier trip.
+fn original_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
+    let mut copied = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original
+            .iter()
+            .filter(|h| !h.key.starts_with(headers::PREFIX))
+        {
+            copied = copied.insert(header);
+        }
+    }
+    copied
+}
+
+/// `message`'s key and payload, bound for `topic` with `headers`.
+fn copy_of<'a>(
+    message: &'a BorrowedMessage<'_>,
+    topic: &'a str,
+    headers: OwnedHeaders,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    record
+}
+
 /// Copies `message` to its topic's dead-letter topic with headers saying why,
 /// and waits for the broker's acknowledgement.
 pub async fn send(
@@ -46,15 +76,7 @@ pub async fn send(
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let attempts = attempts.to_string();
-    let mut all_headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for header in original
-            .iter()
-            .filter(|h| !h.key.starts_with(headers::PREFIX))
-        {
-            all_headers = all_headers.insert(header);
-        }
-    }
+    let mut all_headers = original_headers(message);
     for (key, value) in [
         (headers::ORIGINAL_TOPIC, message.topic()),
         (headers::ORIGINAL_PARTITION, partition.as_str()),
@@ -68,13 +90,7 @@ pub async fn send(
             value: Some(value),
         });
     }
-    let mut record = FutureRecord::to(&target).headers(all_headers);
-    if let Some(key) = message.key() {
-        record = record.key(key);
-    }
-    if let Some(payload) = message.payload() {
-        record = record.payload(payload);
-    }
+    let record = copy_of(message, &target, all_headers);
     producer
         .send(record, Timeout::Never)
         .await
@@ -219,10 +235,6 @@ pub fn list(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
 /// twice is harmless: consumers ignore an eventId they have applied.
 pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
     let dlq_topic = dead_letter_topic(topic);
-    anyhow::ensure!(
-        origin_of_dead_letter_topic(&dlq_topic) == Some(topic),
-        "not a replayable topic: {topic}"
-    );
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -235,19 +247,7 @@ pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
     tokio::task::spawn_blocking(move || {
         let consumer = reader(&bootstrap, REPLAY_GROUP)?;
         read_to_end(&consumer, &dlq_topic, |message| {
-            let mut original = OwnedHeaders::new();
-            if let Some(hs) = message.headers() {
-                for h in hs.iter().filter(|h| !h.key.starts_with(headers::PREFIX)) {
-                    original = original.insert(h);
-                }
-            }
-            let mut record = FutureRecord::to(&topic).headers(original);
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
-            }
+            let record = copy_of(message, &topic, original_headers(message));
             handle
                 .block_on(producer.send(record, Timeout::Never))
                 .map_err(|(err, _)| err)

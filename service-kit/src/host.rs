@@ -55,7 +55,7 @@ impl Infrastructure {
         let producer = crate::kafka::producer(config)?;
         let topics = config.topics().all_with_dead_letters();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        crate::kafka::ensure_topics(config, &topics).await?;
+        crate::kafka::ensure_topics(config, &topics).await;
         Ok(Infrastructure {
             config: config.clone(),
             pool,

@@ -250,6 +250,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// The `limit` query parameter of a listing: `default` when absent, else it
+/// must be from 1 to `max`.
+pub fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, Problem> {
+    let limit = requested.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::invalid_field(
+            "limit",
+            format!("limit must be from 1 to {max}"),
+        ))
+    }
+}
+
 /// What readiness checks need to see.
 #[derive(Clone)]
 pub struct HealthState {

@@ -24,11 +24,6 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}{DEAD_LETTER_SUFFIX}")
 }
 
-/// The topic whose dead letters `dead_letter_topic` holds, if it is one.
-pub fn origin_of_dead_letter_topic(dead_letter_topic: &str) -> Option<&str> {
-    dead_letter_topic.strip_suffix(DEAD_LETTER_SUFFIX)
-}
-
 /// The topic names in use, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topics {
@@ -79,11 +74,6 @@ mod tests {
     #[test]
     fn dead_letter_topics_are_named_after_their_origin() {
         assert_eq!(dead_letter_topic("order-created"), "order-created.dlq");
-        assert_eq!(
-            origin_of_dead_letter_topic("order-created.dlq"),
-            Some("order-created")
-        );
-        assert_eq!(origin_of_dead_letter_topic("order-created"), None);
         assert_eq!(Topics::default().all_with_dead_letters().len(), 6);
     }
 }

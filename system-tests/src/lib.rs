@@ -44,6 +44,26 @@ pub const TERMINAL: [&str; 3] = ["CONFIRMED", "REJECTED", "PAYMENT_FAILED"];
 
 static POSTGRES: OnceLock<PostgresCluster> = OnceLock::new();
 
+/// Polls `check` every [`POLL_INTERVAL`] until it returns `Some`, and fails the
+/// test, naming `what`, if that takes longer than [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// Logs go through the test harness (shown for failing tests only); warnings
 /// and errors by default, `RUST_LOG` for more.
 fn init_logging() {
@@ -102,8 +122,6 @@ async fn until_stopped(stopped: oneshot::Receiver<()>) {
 pub struct StackOptions {
     /// How many inventory-service instances share the consumer group.
     pub inventory_instances: usize,
-    /// Load the demo catalog into inventory-service.
-    pub seed_demo_catalog: bool,
     /// Give this stack a Postgres cluster of its own, which the test may stop
     /// and start (ignored when `DATABASE_URL` points at an external server).
     pub private_postgres: bool,
@@ -113,7 +131,6 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             inventory_instances: 1,
-            seed_demo_catalog: false,
             private_postgres: false,
         }
     }
@@ -172,7 +189,7 @@ impl TestStack {
         for instance in 0..options.inventory_instances {
             let mut config = inventory_service::Config::defaults();
             config.common = common("inventory-service", inventory_service::config::SCHEMA);
-            config.inventory_seed_demo_catalog = options.seed_demo_catalog;
+            config.inventory_seed_demo_catalog = false;
             groups.insert("inventory-service", config.common.kafka_group_id.clone());
             let app = inventory_service::Application::build(config).await?;
             let port = app.port();
@@ -342,26 +359,19 @@ impl TestStack {
             .expect("offset reader");
         let mut wanted = TopicPartitionList::new();
         wanted.add_partition(topic, partition);
-        let started = Instant::now();
-        loop {
+        let what = format!("{service} to consume {topic}[{partition}]@{offset}");
+        wait_for(&what, || {
             let committed = tokio::task::block_in_place(|| {
                 consumer.committed_offsets(wanted.clone(), Duration::from_secs(5))
             });
-            if let Ok(list) = committed {
-                if let Some(Offset::Offset(next)) =
-                    list.find_partition(topic, partition).map(|p| p.offset())
-                {
-                    if next > offset {
-                        return;
-                    }
-                }
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "{service} did not consume {topic}[{partition}]@{offset} in time"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+            let next = committed
+                .ok()
+                .and_then(|list| list.find_partition(topic, partition).map(|p| p.offset()));
+            std::future::ready(
+                matches!(next, Some(Offset::Offset(next)) if next > offset).then_some(()),
+            )
+        })
+        .await
     }
 }
 
@@ -377,23 +387,16 @@ pub struct Api {
 impl Api {
     /// Polls `GET {base_url}/health` until it answers `status`.
     pub async fn wait_for_health(&self, base_url: &str, status: StatusCode) {
-        let started = Instant::now();
-        loop {
+        wait_for(&format!("{base_url}/health to answer {status}"), || async {
             let answered = self
                 .http
                 .get(format!("{base_url}/health"))
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await;
-            if answered.map(|r| r.status()).ok() == Some(status) {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "{base_url}/health never answered {status}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+            (answered.map(|r| r.status()).ok() == Some(status)).then_some(())
+        })
+        .await
     }
 
     pub fn order_url(&self, path: &str) -> String {
@@ -441,18 +444,16 @@ impl Api {
 
     /// Polls the order until its status is terminal and returns it.
     pub async fn wait_until_terminal(&self, order_id: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let order = self.order(order_id).await;
-            if TERMINAL.contains(&order["status"].as_str().unwrap_or_default()) {
-                return order;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "order {order_id} not terminal after {DEADLINE:?}: {order}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        wait_for(
+            &format!("order {order_id} to reach a final status"),
+            || async {
+                let order = self.order(order_id).await;
+                TERMINAL
+                    .contains(&order["status"].as_str().unwrap_or_default())
+                    .then_some(order)
+            },
+        )
+        .await
     }
 
     /// Creates or restocks a product.
@@ -497,21 +498,27 @@ impl Api {
 
     /// Polls until the order has `count` notifications, and returns their kinds.
     pub async fn wait_for_notifications(&self, order_id: &str, count: usize) -> Vec<String> {
-        let started = Instant::now();
-        loop {
+        let what = format!("{count} notifications for order {order_id}");
+        wait_for(&what, || async {
             let notes = self.notifications(order_id).await;
-            if notes.len() >= count {
-                return notes
+            (notes.len() >= count).then(|| {
+                notes
                     .iter()
                     .map(|n| n["kind"].as_str().unwrap_or_default().to_owned())
-                    .collect();
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "order {order_id} has notifications {notes:?}, wanted {count}"
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    /// Polls until no unit of `sku` is reserved any more (every sale booked,
+    /// every release done) and returns the product.
+    pub async fn wait_until_settled(&self, sku: &str) -> Value {
+        wait_for(&format!("{sku}'s reservations to settle"), || async {
+            let product = self.product(sku).await;
+            (product["reserved"] == 0).then_some(product)
+        })
+        .await
     }
 }
 

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 use system_tests::processes::ProcessStack;
-use system_tests::{DEADLINE, POLL_INTERVAL};
+use system_tests::wait_for;
 
 const STOCK: i64 = 10_000;
 const PRICE: i64 = 100;
@@ -15,8 +15,7 @@ const ORDERS_PER_ROUND: usize = 8;
 /// that was in fact stored gets 200, never a second order.
 async fn place(stack: &ProcessStack, order_id: &str) {
     let body = json!({"orderId": order_id, "userId": format!("user-{order_id}"), "items": [{"sku": "widget", "quantity": UNITS_PER_ORDER}]});
-    let started = std::time::Instant::now();
-    loop {
+    wait_for(&format!("{order_id} to be accepted"), || async {
         let sent = stack
             .http
             .post(stack.order_url("/api/orders"))
@@ -25,16 +24,12 @@ async fn place(stack: &ProcessStack, order_id: &str) {
             .send()
             .await;
         match sent.map(|r| r.status()) {
-            Ok(StatusCode::CREATED | StatusCode::OK) => return,
+            Ok(StatusCode::CREATED | StatusCode::OK) => Some(()),
             Ok(status) if status.is_client_error() => panic!("{order_id} refused: {status}"),
-            _ => {}
+            _ => None,
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{order_id} was never accepted"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,18 +63,7 @@ async fn killing_any_service_mid_stream_loses_and_doubles_nothing() {
     let confirmed = placed.len() as i64;
 
     // Stock is conserved exactly and nothing was sold twice.
-    let started = std::time::Instant::now();
-    let widget = loop {
-        let widget = stack.product("widget").await;
-        if widget["reserved"] == 0 {
-            break widget;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "reservations never settled: {widget}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    };
+    let widget = stack.wait_until_settled("widget").await;
     assert_eq!(widget["sold"], confirmed * UNITS_PER_ORDER, "{widget}");
     assert_eq!(
         widget["available"],
@@ -105,25 +89,19 @@ async fn killing_any_service_mid_stream_loses_and_doubles_nothing() {
     assert_eq!(overcharged, 0);
 
     // Exactly one "received" and one "confirmed" notification per order.
-    let started = std::time::Instant::now();
-    loop {
+    let what = format!("{} notifications", 2 * confirmed);
+    wait_for(&what, || async {
         let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications.notifications")
             .fetch_one(&stack.db)
             .await
             .unwrap();
-        if notes == 2 * confirmed {
-            break;
-        }
         assert!(
-            notes < 2 * confirmed,
+            notes <= 2 * confirmed,
             "{notes} notifications for {confirmed} orders"
         );
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{notes} notifications for {confirmed} orders"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+        (notes == 2 * confirmed).then_some(())
+    })
+    .await;
 
     // SIGTERM: every service finishes what it holds and exits successfully.
     for process in stack.all_mut() {

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use system_tests::{StackOptions, TestStack, DEADLINE, POLL_INTERVAL};
+use system_tests::{StackOptions, TestStack};
 
 const ORDERS_BEFORE: usize = 15;
 const ORDERS_AFTER: usize = 10;
@@ -27,23 +27,12 @@ async fn assert_all_confirmed_and_stock_conserved(stack: &TestStack, prefixes: &
             confirmed += 1;
         }
     }
-    let started = std::time::Instant::now();
-    loop {
-        let widget = stack.product("widget").await;
-        if widget["reserved"] == 0 {
-            assert_eq!(widget["sold"], 2 * confirmed, "{widget}");
-            assert_eq!(
-                widget["available"].as_i64().unwrap() + widget["sold"].as_i64().unwrap(),
-                STOCK
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "reservations never settled: {widget}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    let widget = stack.wait_until_settled("widget").await;
+    assert_eq!(widget["sold"], 2 * confirmed, "{widget}");
+    assert_eq!(
+        widget["available"].as_i64().unwrap() + widget["sold"].as_i64().unwrap(),
+        STOCK
+    );
     let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments.payments")
         .fetch_one(&stack.db)
         .await

@@ -1,11 +1,9 @@
 //! Events that can never be processed go to `<topic>.dlq` with headers saying
 //! where they came from and why, and the partition behind them moves on.
 
-use std::time::Instant;
-
 use serde_json::{json, Value};
 use service_kit::dlq::{self, DeadLetter};
-use system_tests::{TestStack, DEADLINE, POLL_INTERVAL};
+use system_tests::{wait_for, TestStack};
 
 /// A well-formed OrderCreated for `order_id`, to be broken in different ways.
 fn order_created(order_id: &str) -> Value {
@@ -24,20 +22,12 @@ fn order_created(order_id: &str) -> Value {
 
 /// Polls until `topic`'s dead-letter topic holds at least `count` letters.
 async fn wait_for_dead_letters(stack: &TestStack, topic: &str, count: usize) -> Vec<DeadLetter> {
-    let started = Instant::now();
-    loop {
+    wait_for(&format!("{count} dead letters on {topic}.dlq"), || {
         let letters = tokio::task::block_in_place(|| dlq::list(&stack.kafka_bootstrap, topic))
             .expect("listing dead letters");
-        if letters.len() >= count {
-            return letters;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{topic}.dlq holds {} dead letters, wanted {count}",
-            letters.len()
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+        std::future::ready((letters.len() >= count).then_some(letters))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,17 +125,7 @@ async fn poison_messages_are_dead_lettered_and_orders_behind_them_complete() {
     );
 
     // The poison changed nothing: only the real order took stock.
-    let sold = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let widget = stack.product("widget").await;
-            if widget["reserved"] == 0 {
-                return widget["sold"].clone();
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    })
-    .await
-    .expect("sale booked");
+    let sold = stack.wait_until_settled("widget").await["sold"].clone();
     assert_eq!(sold, 1);
     stack.shutdown().await;
 }

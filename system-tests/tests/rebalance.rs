@@ -5,7 +5,6 @@
 use reqwest::StatusCode;
 use serde_json::json;
 use system_tests::processes::{ProcessStack, ServiceProcess};
-use system_tests::{DEADLINE, POLL_INTERVAL};
 
 const STOCK: i64 = 30;
 const ORDERS: usize = 60;
@@ -65,20 +64,9 @@ async fn instances_joining_leaving_and_dying_never_oversell() {
     assert_eq!(confirmed, STOCK, "every unit sold, none twice");
     assert_eq!(rejected, ORDERS as i64 - STOCK);
 
-    let started = std::time::Instant::now();
-    loop {
-        let scarce = stack.product("scarce").await;
-        if scarce["reserved"] == 0 {
-            assert_eq!(
-                (scarce["available"].as_i64(), scarce["sold"].as_i64()),
-                (Some(0), Some(STOCK))
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "reservations never settled: {scarce}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    let scarce = stack.wait_until_settled("scarce").await;
+    assert_eq!(
+        (scarce["available"].as_i64(), scarce["sold"].as_i64()),
+        (Some(0), Some(STOCK))
+    );
 }

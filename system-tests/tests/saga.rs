@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use system_tests::{StackOptions, TestStack};
+use system_tests::{wait_for, StackOptions, TestStack};
 
 const DEFAULT_CREDIT: i64 = 100_000;
 
@@ -47,11 +47,7 @@ async fn an_order_with_stock_is_confirmed_charged_and_announced() {
 
     // The sale is booked when inventory-service hears of the payment, which
     // may be just after order-service did.
-    let widget = wait_for(|| async {
-        let p = stack.product("widget").await;
-        (p["reserved"] == 0).then_some(p)
-    })
-    .await;
+    let widget = stack.wait_until_settled("widget").await;
     assert_eq!(
         (
             widget["available"].as_i64(),
@@ -60,11 +56,7 @@ async fn an_order_with_stock_is_confirmed_charged_and_announced() {
         ),
         (Some(7), Some(0), Some(3))
     );
-    let gadget = wait_for(|| async {
-        let p = stack.product("gadget").await;
-        (p["reserved"] == 0).then_some(p)
-    })
-    .await;
+    let gadget = stack.wait_until_settled("gadget").await;
     assert_eq!(
         (gadget["available"].as_i64(), gadget["sold"].as_i64()),
         (Some(4), Some(1))
@@ -152,7 +144,7 @@ async fn a_total_above_the_credit_fails_payment_and_releases_the_stock() {
     assert_eq!(order["totalCents"], 120_000);
 
     // The compensation runs after the order is final: wait for the release.
-    let released = wait_for(|| async {
+    let released = wait_for("the gold watches to be released", || async {
         let watch = stack.product("gold-watch").await;
         (watch["available"] == 5 && watch["reserved"] == 0).then_some(watch)
     })
@@ -198,11 +190,7 @@ async fn posting_the_same_order_twice_is_safe() {
         1,
         "exactly one OrderCreated"
     );
-    let widget = wait_for(|| async {
-        let p = stack.product("widget").await;
-        (p["reserved"] == 0).then_some(p)
-    })
-    .await;
+    let widget = stack.wait_until_settled("widget").await;
     assert_eq!(widget["sold"], 1);
     assert_eq!(
         stack.wait_for_notifications("o-twice", 2).await,
@@ -224,7 +212,7 @@ async fn every_event_delivered_twice_and_out_of_order_changes_nothing() {
         "CONFIRMED"
     );
     stack.wait_for_notifications("o-dup", 2).await;
-    wait_for(|| async { (stack.product("widget").await["reserved"] == 0).then_some(()) }).await;
+    stack.wait_until_settled("widget").await;
     let before = snapshot(&stack, "o-dup", "erin", "widget").await;
 
     // Deliver each of the order's events a second time, byte for byte, as a
@@ -282,11 +270,7 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten() {
         }
     }
     assert_eq!((confirmed, rejected), (10, 40));
-    let scarce = wait_for(|| async {
-        let p = stack.product("scarce").await;
-        (p["reserved"] == 0).then_some(p)
-    })
-    .await;
+    let scarce = stack.wait_until_settled("scarce").await;
     assert_eq!(
         (scarce["available"].as_i64(), scarce["sold"].as_i64()),
         (Some(0), Some(10))
@@ -362,23 +346,4 @@ async fn snapshot(stack: &TestStack, order_id: &str, user: &str, sku: &str) -> V
         "payment": stack.get_json(&stack.payment_url(&format!("/api/payments/{order_id}"))).await.1,
         "notifications": stack.notifications(order_id).await,
     })
-}
-
-/// Polls `check` until it returns `Some`, or fails at the deadline.
-async fn wait_for<T, F, Fut>(check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < system_tests::DEADLINE,
-            "condition not reached in time"
-        );
-        tokio::time::sleep(system_tests::POLL_INTERVAL).await;
-    }
 }

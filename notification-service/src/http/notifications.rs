@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::database_problem;
+use service_kit::http::{database_problem, page_limit};
 use service_kit::{Problem, QueryParams};
 use shared_events::{OrderId, UserId};
 
@@ -33,13 +33,7 @@ pub async fn list(
         .user_id
         .map(|raw| UserId::parse(&raw).map_err(|e| Problem::invalid_field("userId", e.0)))
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::invalid_field(
-            "limit",
-            format!("limit must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     db::list(
         &state.pool,
         order_id.as_ref().map(OrderId::as_str),

@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::database_problem;
+use service_kit::http::{database_problem, page_limit};
 use service_kit::{JsonBody, Problem, QueryParams};
 use shared_events::events::MAX_LINES;
 use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
@@ -148,13 +148,7 @@ pub async fn list(
         .map(|s| s.parse::<OrderStatus>())
         .transpose()
         .map_err(|e| Problem::invalid_field("status", e))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::invalid_field(
-            "limit",
-            format!("limit must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = ListFilter {
         user_id: query.user_id,
         status,
