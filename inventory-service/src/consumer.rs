@@ -39,7 +39,9 @@ impl EventHandler for InventoryEvents {
                 }
                 Ok(vec![])
             }
-            Event::InventoryReserved(_) => Ok(vec![]),
+            Event::InventoryReserved(_) | Event::PaymentRefunded(_) | Event::OrderCancelled(_) => {
+                Ok(vec![])
+            }
         }
     }
 }

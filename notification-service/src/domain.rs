@@ -1,6 +1,6 @@
 //! Which events a customer hears about, and what they are told. Pure.
 
-use shared_events::{Envelope, Event, Payment, Reservation};
+use shared_events::{CancelInitiator, CancelReason, Envelope, Event, Payment, Reservation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -8,6 +8,8 @@ pub enum Kind {
     OrderConfirmed,
     OrderRejected,
     PaymentFailed,
+    OrderCancelled,
+    RefundIssued,
 }
 
 impl Kind {
@@ -17,6 +19,8 @@ impl Kind {
             Kind::OrderConfirmed => "ORDER_CONFIRMED",
             Kind::OrderRejected => "ORDER_REJECTED",
             Kind::PaymentFailed => "PAYMENT_FAILED",
+            Kind::OrderCancelled => "ORDER_CANCELLED",
+            Kind::RefundIssued => "REFUND_ISSUED",
         }
     }
 }
@@ -65,6 +69,35 @@ pub fn notice_for(event: &Envelope) -> Option<Notice> {
                 ),
             ),
         },
+        Event::PaymentRefunded(refund) => (
+            Kind::RefundIssued,
+            &refund.user_id,
+            format!(
+                "{} for your cancelled order {order} was refunded to your credit.",
+                refund.amount_cents
+            ),
+        ),
+        Event::OrderCancelled(cancelled) => (
+            Kind::OrderCancelled,
+            &cancelled.user_id,
+            match cancelled.initiator {
+                CancelInitiator::Customer
+                    if cancelled.reason.as_str() != CancelReason::CUSTOMER_REQUEST =>
+                {
+                    format!(
+                        "Your order {order} is cancelled as you asked: {}.",
+                        cancelled.reason
+                    )
+                }
+                CancelInitiator::Customer => {
+                    format!("Your order {order} is cancelled as you asked.")
+                }
+                CancelInitiator::SagaDeadline | CancelInitiator::ReservationExpiry => format!(
+                    "Your order {order} is cancelled: it could not be completed in time. \
+                     Nothing is charged and no stock is held for it."
+                ),
+            },
+        ),
     };
     Some(Notice {
         kind,
@@ -122,6 +155,44 @@ mod tests {
             "inventory-service",
         );
         assert_eq!(notice_for(&rejected).unwrap().kind, Kind::OrderRejected);
+    }
+
+    #[test]
+    fn customers_hear_of_cancellations_and_refunds() {
+        let cancel = |initiator, reason: &str| {
+            created().follow_up(
+                Event::OrderCancelled(shared_events::OrderCancelled {
+                    user_id: UserId::parse("ann").unwrap(),
+                    initiator,
+                    reason: CancelReason::parse(reason).unwrap(),
+                }),
+                "order-service",
+            )
+        };
+        let asked = notice_for(&cancel(CancelInitiator::Customer, "found it cheaper")).unwrap();
+        assert_eq!(asked.kind, Kind::OrderCancelled);
+        assert!(
+            asked.message.contains("found it cheaper"),
+            "{}",
+            asked.message
+        );
+        let timed_out = notice_for(&cancel(CancelInitiator::SagaDeadline, "TIMEOUT")).unwrap();
+        assert!(
+            timed_out.message.contains("in time"),
+            "{}",
+            timed_out.message
+        );
+
+        let refund = created().follow_up(
+            Event::PaymentRefunded(shared_events::PaymentRefunded {
+                user_id: UserId::parse("ann").unwrap(),
+                amount_cents: Cents::parse(1999).unwrap(),
+            }),
+            "payment-service",
+        );
+        let notice = notice_for(&refund).unwrap();
+        assert_eq!(notice.kind, Kind::RefundIssued);
+        assert!(notice.message.contains("19.99"), "{}", notice.message);
     }
 
     #[test]

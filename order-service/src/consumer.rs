@@ -34,7 +34,9 @@ impl EventHandler for OrderEvents {
                     Some("the order total exceeds the customer's credit"),
                 ),
             },
-            Event::OrderCreated(_) => return Ok(vec![]),
+            Event::OrderCreated(_) | Event::PaymentRefunded(_) | Event::OrderCancelled(_) => {
+                return Ok(vec![])
+            }
         };
 
         let Some(status) = db::lock_status(tx, order_id).await? else {
@@ -55,7 +57,7 @@ impl EventHandler for OrderEvents {
             Event::PaymentProcessed(payment) => {
                 db::set_total_if_unknown(tx, order_id, payment.amount_cents.get()).await?;
             }
-            Event::OrderCreated(_) => {}
+            _ => {}
         }
 
         if let Transition::Moved(next) = transition {

@@ -63,6 +63,7 @@ pub struct CommonConfig {
     pub topic_order_created: String,
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
+    pub topic_order_cancelled: String,
     /// Fallback polling interval of the outbox relay; LISTEN/NOTIFY wakes it sooner.
     pub outbox_poll_interval_ms: u64,
     /// Most outbox rows the relay claims and publishes at once.
@@ -101,6 +102,7 @@ impl CommonConfig {
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
             topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
+            topic_order_cancelled: topics::ORDER_CANCELLED.to_owned(),
             outbox_poll_interval_ms: 1_000,
             outbox_batch_size: 100,
             outbox_retention_secs: 24 * 60 * 60,
@@ -111,11 +113,20 @@ impl CommonConfig {
         }
     }
 
+    /// Points every `topic_*` setting at `topics`.
+    pub fn set_topics(&mut self, topics: &Topics) {
+        self.topic_order_created = topics.order_created.clone();
+        self.topic_inventory_reserved = topics.inventory_reserved.clone();
+        self.topic_payment_processed = topics.payment_processed.clone();
+        self.topic_order_cancelled = topics.order_cancelled.clone();
+    }
+
     pub fn topics(&self) -> Topics {
         Topics {
             order_created: self.topic_order_created.clone(),
             inventory_reserved: self.topic_inventory_reserved.clone(),
             payment_processed: self.topic_payment_processed.clone(),
+            order_cancelled: self.topic_order_cancelled.clone(),
         }
     }
 

@@ -20,7 +20,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::topics::Topics;
-use crate::values::{Cents, OrderId, Quantity, Sku, UserId};
+use crate::values::{CancelReason, Cents, OrderId, Quantity, Sku, UserId};
 
 /// Kafka header names. The body is authoritative; headers let tools and
 /// consumers route or skip an event without parsing it.
@@ -52,13 +52,15 @@ pub struct Envelope {
     pub event: Event,
 }
 
-/// The kinds of event, one per topic.
+/// The kinds of event. Each travels on one topic ([`Topics::for_event`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     OrderCreated(OrderCreated),
     InventoryReserved(InventoryReserved),
     PaymentProcessed(PaymentProcessed),
+    PaymentRefunded(PaymentRefunded),
+    OrderCancelled(OrderCancelled),
 }
 
 /// An event's type name as it appears in `eventType` and the Kafka header.
@@ -67,13 +69,17 @@ pub enum EventType {
     OrderCreated,
     InventoryReserved,
     PaymentProcessed,
+    PaymentRefunded,
+    OrderCancelled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    pub const ALL: [EventType; 5] = [
         EventType::OrderCreated,
         EventType::InventoryReserved,
         EventType::PaymentProcessed,
+        EventType::PaymentRefunded,
+        EventType::OrderCancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +87,8 @@ impl EventType {
             EventType::OrderCreated => "OrderCreated",
             EventType::InventoryReserved => "InventoryReserved",
             EventType::PaymentProcessed => "PaymentProcessed",
+            EventType::PaymentRefunded => "PaymentRefunded",
+            EventType::OrderCancelled => "OrderCancelled",
         }
     }
 
@@ -100,7 +108,9 @@ impl Topics {
         match event_type {
             EventType::OrderCreated => &self.order_created,
             EventType::InventoryReserved => &self.inventory_reserved,
-            EventType::PaymentProcessed => &self.payment_processed,
+            // A refund is payment news: on the same topic, after the charge.
+            EventType::PaymentProcessed | EventType::PaymentRefunded => &self.payment_processed,
+            EventType::OrderCancelled => &self.order_cancelled,
         }
     }
 }
@@ -213,6 +223,49 @@ impl DeclineReason {
     }
 }
 
+/// A captured payment was given back because its order was cancelled.
+/// Published by payment-service, on the payment topic, after the charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub user_id: UserId,
+    /// The amount returned to the customer's credit: the whole charge.
+    pub amount_cents: Cents,
+}
+
+/// The saga of an order is called off. Every service undoes what it did for
+/// the order and refuses to do anything more for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub user_id: UserId,
+    /// Who called the saga off.
+    pub initiator: CancelInitiator,
+    /// The customer's words, or `TIMEOUT` when a deadline ran out.
+    pub reason: CancelReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelInitiator {
+    /// The customer, through order-service's API.
+    Customer,
+    /// order-service: the order did not reach a final status in time.
+    SagaDeadline,
+    /// inventory-service: a reservation expired before the saga settled it.
+    ReservationExpiry,
+}
+
+impl CancelInitiator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelInitiator::Customer => "CUSTOMER",
+            CancelInitiator::SagaDeadline => "SAGA_DEADLINE",
+            CancelInitiator::ReservationExpiry => "RESERVATION_EXPIRY",
+        }
+    }
+}
+
 /// Why bytes from a topic are not an event this build can process. Every
 /// variant is permanent: delivering the same bytes again cannot succeed.
 #[derive(Debug, Error)]
@@ -242,6 +295,8 @@ impl Event {
             Event::OrderCreated(_) => EventType::OrderCreated,
             Event::InventoryReserved(_) => EventType::InventoryReserved,
             Event::PaymentProcessed(_) => EventType::PaymentProcessed,
+            Event::PaymentRefunded(_) => EventType::PaymentRefunded,
+            Event::OrderCancelled(_) => EventType::OrderCancelled,
         }
     }
 
@@ -272,6 +327,12 @@ impl Event {
             EventType::PaymentProcessed => {
                 Event::PaymentProcessed(serde_json::from_value(payload).map_err(invalid_payload)?)
             }
+            EventType::PaymentRefunded => {
+                Event::PaymentRefunded(serde_json::from_value(payload).map_err(invalid_payload)?)
+            }
+            EventType::OrderCancelled => {
+                Event::OrderCancelled(serde_json::from_value(payload).map_err(invalid_payload)?)
+            }
         };
         event.validate().map_err(|reason| DecodeError::Invalid {
             event_type: kind.as_str(),
@@ -294,7 +355,10 @@ impl Event {
                     _ => Err("totalCents is not the sum of the lines".into()),
                 }
             }
-            Event::InventoryReserved(_) | Event::PaymentProcessed(_) => Ok(()),
+            Event::InventoryReserved(_)
+            | Event::PaymentProcessed(_)
+            | Event::PaymentRefunded(_)
+            | Event::OrderCancelled(_) => Ok(()),
         }
     }
 }
@@ -428,6 +492,33 @@ mod tests {
     }
 
     #[test]
+    fn cancellation_has_a_documented_wire_shape() {
+        let cancelled = order_created().follow_up(
+            Event::OrderCancelled(OrderCancelled {
+                user_id: UserId::parse("user1").unwrap(),
+                initiator: CancelInitiator::SagaDeadline,
+                reason: CancelReason::timeout(),
+            }),
+            "order-service",
+        );
+        let wire: serde_json::Value = serde_json::from_slice(&cancelled.to_json()).unwrap();
+        assert_eq!(wire["eventType"], "OrderCancelled");
+        assert_eq!(
+            wire["payload"],
+            json!({"userId": "user1", "initiator": "SAGA_DEADLINE", "reason": "TIMEOUT"})
+        );
+        assert_eq!(
+            Topics::default().for_event(EventType::OrderCancelled),
+            "order-cancelled"
+        );
+        assert_eq!(
+            Topics::default().for_event(EventType::PaymentRefunded),
+            "payment-processed",
+            "a refund follows its charge on the same topic"
+        );
+    }
+
+    #[test]
     fn every_event_round_trips_through_json() {
         let created = order_created();
         let reserved = created.follow_up(
@@ -472,7 +563,24 @@ mod tests {
             }),
             "payment-service",
         );
-        for envelope in [created, reserved, rejected, approved, declined] {
+        let refunded = approved.follow_up(
+            Event::PaymentRefunded(PaymentRefunded {
+                user_id: UserId::parse("user1").unwrap(),
+                amount_cents: cents(3998),
+            }),
+            "payment-service",
+        );
+        let cancelled = created.follow_up(
+            Event::OrderCancelled(OrderCancelled {
+                user_id: UserId::parse("user1").unwrap(),
+                initiator: CancelInitiator::Customer,
+                reason: CancelReason::parse("changed my mind").unwrap(),
+            }),
+            "order-service",
+        );
+        for envelope in [
+            created, reserved, rejected, approved, declined, refunded, cancelled,
+        ] {
             let decoded = Envelope::from_json(&envelope.to_json()).unwrap();
             assert_eq!(decoded, envelope);
         }

@@ -1,7 +1,8 @@
 //! The event contract shared by all services.
 //!
-//! - [`events`]: the envelope and the three events of the order saga
-//!   (`OrderCreated`, `InventoryReserved`, `PaymentProcessed`), with strict decoding.
+//! - [`events`]: the envelope and the events of the order saga (`OrderCreated`,
+//!   `InventoryReserved`, `PaymentProcessed`, `PaymentRefunded`, `OrderCancelled`),
+//!   with strict decoding.
 //! - [`topics`]: topic names (configuration, with defaults) and partition count.
 //! - [`values`]: validated value types (`OrderId`, `Sku`, `Quantity`, `Cents`, ...).
 //!
@@ -13,8 +14,9 @@ pub mod topics;
 pub mod values;
 
 pub use events::{
-    DeclineReason, DecodeError, Envelope, Event, EventType, InventoryReserved, OrderCreated,
-    OrderLine, Payment, PaymentProcessed, PricedLine, RejectionReason, Reservation,
+    CancelInitiator, DeclineReason, DecodeError, Envelope, Event, EventType, InventoryReserved,
+    OrderCancelled, OrderCreated, OrderLine, Payment, PaymentProcessed, PaymentRefunded,
+    PricedLine, RejectionReason, Reservation,
 };
 pub use topics::Topics;
-pub use values::{Cents, InvalidValue, OrderId, Quantity, Sku, UserId};
+pub use values::{CancelReason, Cents, InvalidValue, OrderId, Quantity, Sku, UserId};

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 pub const ORDER_CREATED: &str = "order-created";
 /// Default name of the topic carrying `InventoryReserved`.
 pub const INVENTORY_RESERVED: &str = "inventory-reserved";
-/// Default name of the topic carrying `PaymentProcessed`.
+/// Default name of the topic carrying `PaymentProcessed` and `PaymentRefunded`.
 pub const PAYMENT_PROCESSED: &str = "payment-processed";
+/// Default name of the topic carrying `OrderCancelled`.
+pub const ORDER_CANCELLED: &str = "order-cancelled";
 
 /// Default partition count for every topic. Orders are keyed by orderId, so
 /// this is also the most consumer instances a group can keep busy.
@@ -31,8 +33,10 @@ pub struct Topics {
     pub order_created: String,
     /// Where inventory-service reports the outcome of a reservation.
     pub inventory_reserved: String,
-    /// Where payment-service reports the outcome of a charge.
+    /// Where payment-service reports the outcome of a charge, and refunds.
     pub payment_processed: String,
+    /// Where a saga is called off: by the customer, or by a deadline.
+    pub order_cancelled: String,
 }
 
 impl Default for Topics {
@@ -41,18 +45,32 @@ impl Default for Topics {
             order_created: ORDER_CREATED.to_owned(),
             inventory_reserved: INVENTORY_RESERVED.to_owned(),
             payment_processed: PAYMENT_PROCESSED.to_owned(),
+            order_cancelled: ORDER_CANCELLED.to_owned(),
         }
     }
 }
 
 impl Topics {
     /// Every topic, in saga order.
-    pub fn all(&self) -> [&str; 3] {
+    pub fn all(&self) -> [&str; 4] {
         [
             &self.order_created,
             &self.inventory_reserved,
             &self.payment_processed,
+            &self.order_cancelled,
         ]
+    }
+
+    /// The same topics with `prefix.` in front of every name, so several
+    /// test stacks can share one broker without seeing each other's events.
+    pub fn prefixed(&self, prefix: &str) -> Topics {
+        let with_prefix = |name: &str| format!("{prefix}.{name}");
+        Topics {
+            order_created: with_prefix(&self.order_created),
+            inventory_reserved: with_prefix(&self.inventory_reserved),
+            payment_processed: with_prefix(&self.payment_processed),
+            order_cancelled: with_prefix(&self.order_cancelled),
+        }
     }
 
     /// Every topic followed by the dead-letter topics: what a broker must hold.
@@ -74,6 +92,6 @@ mod tests {
     #[test]
     fn dead_letter_topics_are_named_after_their_origin() {
         assert_eq!(dead_letter_topic("order-created"), "order-created.dlq");
-        assert_eq!(Topics::default().all_with_dead_letters().len(), 6);
+        assert_eq!(Topics::default().all_with_dead_letters().len(), 8);
     }
 }

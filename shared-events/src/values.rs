@@ -175,6 +175,66 @@ impl fmt::Display for Cents {
     }
 }
 
+/// Longest cancellation reason the system accepts, in characters.
+pub const MAX_REASON_LEN: usize = 200;
+
+/// Why an order was cancelled: free text from the customer, or a code such as
+/// [`CancelReason::TIMEOUT`] when the system called the saga off.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CancelReason(String);
+
+impl CancelReason {
+    /// The saga did not finish in time.
+    pub const TIMEOUT: &'static str = "TIMEOUT";
+    /// The customer asked without saying why.
+    pub const CUSTOMER_REQUEST: &'static str = "CUSTOMER_REQUEST";
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty()
+            || trimmed.chars().count() > MAX_REASON_LEN
+            || trimmed.chars().any(char::is_control)
+        {
+            return Err(InvalidValue(format!(
+                "reason must be 1-{MAX_REASON_LEN} characters without control characters"
+            )));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn timeout() -> Self {
+        Self(Self::TIMEOUT.to_owned())
+    }
+
+    pub fn customer_request() -> Self {
+        Self(Self::CUSTOMER_REQUEST.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CancelReason {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<CancelReason> for String {
+    fn from(value: CancelReason) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +266,18 @@ mod tests {
         assert_eq!(big.times(Quantity::parse(2).unwrap()), None);
         assert_eq!(big.plus(Cents::parse(1).unwrap()), None);
         assert_eq!(Cents::parse(1999).unwrap().to_string(), "19.99");
+    }
+
+    #[test]
+    fn cancel_reasons_are_short_printable_text() {
+        assert_eq!(
+            CancelReason::parse("  changed my mind ").unwrap().as_str(),
+            "changed my mind"
+        );
+        assert!(CancelReason::parse("   ").is_err());
+        assert!(CancelReason::parse("line\nbreak").is_err());
+        assert!(CancelReason::parse(&"é".repeat(MAX_REASON_LEN)).is_ok());
+        assert!(CancelReason::parse(&"x".repeat(MAX_REASON_LEN + 1)).is_err());
     }
 
     #[test]

@@ -571,12 +571,7 @@ impl Infra {
         let (kafka, kafka_bootstrap, topics, group_suffix) =
             match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
                 Ok(bootstrap) => {
-                    let defaults = Topics::default();
-                    let topics = Topics {
-                        order_created: format!("{id}.{}", defaults.order_created),
-                        inventory_reserved: format!("{id}.{}", defaults.inventory_reserved),
-                        payment_processed: format!("{id}.{}", defaults.payment_processed),
-                    };
+                    let topics = Topics::default().prefixed(&id);
                     (None, bootstrap, topics, format!("-{id}"))
                 }
                 Err(_) => {
@@ -607,9 +602,7 @@ impl Infra {
         c.database_max_connections = 5;
         c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
         c.kafka_group_id = format!("{name}{}", self.group_suffix);
-        c.topic_order_created = self.topics.order_created.clone();
-        c.topic_inventory_reserved = self.topics.inventory_reserved.clone();
-        c.topic_payment_processed = self.topics.payment_processed.clone();
+        c.set_topics(&self.topics);
         c.consumer_retry_max_ms = 500;
         c
     }
@@ -624,6 +617,7 @@ impl Infra {
             ("TOPIC_ORDER_CREATED", c.topic_order_created),
             ("TOPIC_INVENTORY_RESERVED", c.topic_inventory_reserved),
             ("TOPIC_PAYMENT_PROCESSED", c.topic_payment_processed),
+            ("TOPIC_ORDER_CANCELLED", c.topic_order_cancelled),
             (
                 "DATABASE_MAX_CONNECTIONS",
                 c.database_max_connections.to_string(),
