@@ -1,9 +1,15 @@
-//! Builds and runs inventory-service: HTTP API, outbox relay, and a consumer of
-//! `order-created` and `payment-processed`.
+//! Builds and runs inventory-service: HTTP API, outbox relay, a consumer of
+//! `order-created`, `payment-processed` and `order-cancelled`, and the
+//! reservation expiry.
 
 use anyhow::Context;
 use service_kit::{Infrastructure, ServiceHost};
+use shared_events::{
+    CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderId, Topics, UserId,
+};
 use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::consumer::InventoryEvents;
@@ -41,10 +47,75 @@ impl Application {
         });
         let handler = InventoryEvents {
             service_name: config.common.service_name.clone(),
+            reservation_ttl_secs: config.inventory_reservation_ttl_secs,
         };
-        ServiceHost::bind(infra, routes)
+        let expiry = ReservationExpiry {
+            pool: infra.pool.clone(),
+            topics: topics.clone(),
+            service_name: config.common.service_name.clone(),
+        };
+        Ok(ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
-            .with_consumer(&[&topics.order_created, &topics.payment_processed], handler)
+            .with_consumer(
+                &[
+                    &topics.order_created,
+                    &topics.payment_processed,
+                    &topics.order_cancelled,
+                ],
+                handler,
+            )?
+            .with_periodic(
+                "reservation expiry",
+                config.expiry_check_interval(),
+                move || {
+                    let expiry = expiry.clone();
+                    async move { expiry.release_expired().await }
+                },
+            ))
+    }
+}
+
+/// Most expired reservations released in one transaction.
+const EXPIRY_BATCH: i64 = 100;
+
+/// Gives back stock held for sagas that never finished, and calls those sagas
+/// off so that no one charges or confirms them later.
+#[derive(Clone)]
+struct ReservationExpiry {
+    pool: PgPool,
+    topics: Topics,
+    service_name: String,
+}
+
+impl ReservationExpiry {
+    async fn release_expired(&self) -> anyhow::Result<u64> {
+        let mut released = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let expired = db::release_expired(&mut tx, EXPIRY_BATCH).await?;
+            for reservation in &expired {
+                let event = Envelope::in_saga(
+                    OrderId::parse(&reservation.order_id)?,
+                    reservation.correlation_id.unwrap_or_else(Uuid::now_v7),
+                    Event::OrderCancelled(OrderCancelled {
+                        user_id: UserId::parse(&reservation.user_id)?,
+                        initiator: CancelInitiator::ReservationExpiry,
+                        reason: CancelReason::timeout(),
+                    }),
+                    &self.service_name,
+                );
+                service_kit::outbox::enqueue(&mut tx, &self.topics, &event).await?;
+                tracing::warn!(
+                    order_id = %reservation.order_id,
+                    "reservation expired; stock released and order cancelled"
+                );
+            }
+            tx.commit().await?;
+            released += expired.len() as u64;
+            if (expired.len() as i64) < EXPIRY_BATCH {
+                return Ok(released);
+            }
+        }
     }
 }

@@ -1,17 +1,28 @@
-//! What events do to stock: OrderCreated reserves (all lines or none) and
-//! answers with InventoryReserved; PaymentProcessed turns the reservation into
-//! a sale (APPROVED) or releases it (DECLINED).
+//! What events do to stock:
+//! - OrderCreated reserves (all lines or none) and answers with InventoryReserved,
+//!   unless the order was cancelled or is past its saga deadline;
+//! - PaymentProcessed turns the reservation into a sale (APPROVED) or releases
+//!   it (DECLINED);
+//! - OrderCancelled releases a held reservation, returns sold units to stock,
+//!   or, when nothing was reserved yet, makes sure nothing will be.
+//!
+//! The three arrive on different topics, in any order; a per-order lock
+//! ([`service_kit::db::lock_key`]) makes each order's events apply one at a time.
 
 use service_kit::{EventHandler, HandlerError};
-use shared_events::{Envelope, Event, InventoryReserved, OrderCreated, Payment, Reservation};
+use shared_events::{
+    Envelope, Event, InventoryReserved, OrderCancelled, OrderCreated, Payment, Reservation,
+};
 use sqlx::PgConnection;
 
-use crate::db::{self, Settlement};
+use crate::db::{self, Hold, Settlement};
 use crate::domain;
 
 pub struct InventoryEvents {
     /// Written as the `producer` of InventoryReserved.
     pub service_name: String,
+    /// How long a reservation is held without a payment outcome.
+    pub reservation_ttl_secs: u64,
 }
 
 impl EventHandler for InventoryEvents {
@@ -20,28 +31,35 @@ impl EventHandler for InventoryEvents {
         tx: &mut PgConnection,
         event: &Envelope,
     ) -> Result<Vec<Envelope>, HandlerError> {
+        let order_id = event.order_id.as_str();
         match &event.event {
-            Event::OrderCreated(created) => self.reserve(tx, event, created).await,
+            Event::OrderCreated(created) => {
+                service_kit::db::lock_key(tx, order_id).await?;
+                self.reserve(tx, event, created).await
+            }
             Event::PaymentProcessed(payment) => {
-                let how = match payment.outcome {
-                    Payment::Approved => Settlement::Sell,
-                    Payment::Declined { .. } => Settlement::Release,
+                service_kit::db::lock_key(tx, order_id).await?;
+                let (how, ended_by) = match payment.outcome {
+                    Payment::Approved => (Settlement::Sell, "PAYMENT_APPROVED"),
+                    Payment::Declined { .. } => (Settlement::Release, "PAYMENT_DECLINED"),
                 };
-                match db::settle(tx, event.order_id.as_str(), how).await? {
+                match db::settle(tx, order_id, how, ended_by).await? {
                     Some(true) => tracing::info!(settlement = ?how, "reservation settled"),
-                    Some(false) => tracing::info!("reservation already settled"),
+                    Some(false) => tracing::info!("reservation already settled or cancelled"),
                     None => {
                         return Err(HandlerError::Permanent(format!(
-                            "payment outcome for order {} which has no reservation",
-                            event.order_id
+                            "payment outcome for order {order_id} which has no reservation"
                         )))
                     }
                 }
                 Ok(vec![])
             }
-            Event::InventoryReserved(_) | Event::PaymentRefunded(_) | Event::OrderCancelled(_) => {
+            Event::OrderCancelled(cancelled) => {
+                service_kit::db::lock_key(tx, order_id).await?;
+                cancel(tx, order_id, cancelled).await?;
                 Ok(vec![])
             }
+            Event::InventoryReserved(_) | Event::PaymentRefunded(_) => Ok(vec![]),
         }
     }
 }
@@ -55,7 +73,13 @@ impl InventoryEvents {
     ) -> Result<Vec<Envelope>, HandlerError> {
         let order_id = event.order_id.as_str();
         if db::reservation_exists(tx, order_id).await? {
-            tracing::info!("order already has a reservation");
+            tracing::info!("order already has a reservation, or was cancelled");
+            return Ok(vec![]);
+        }
+        if event.past_deadline(chrono::Utc::now()) {
+            // order-service cancels the order; holding stock for it would only
+            // delay that stock's return.
+            tracing::warn!("order is past its saga deadline; reserving nothing");
             return Ok(vec![]);
         }
         let skus: Vec<&str> = created.items.iter().map(|l| l.sku.as_str()).collect();
@@ -63,7 +87,15 @@ impl InventoryEvents {
         let outcome = domain::reserve(&created.items, &stock);
         match &outcome {
             Reservation::Reserved { lines, total_cents } => {
-                db::hold(tx, order_id, created.user_id.as_str(), lines, *total_cents).await?;
+                let hold = Hold {
+                    order_id,
+                    user_id: created.user_id.as_str(),
+                    correlation_id: event.correlation_id,
+                    lines,
+                    total: *total_cents,
+                    ttl_secs: self.reservation_ttl_secs,
+                };
+                db::hold(tx, &hold).await?;
                 tracing::info!(total_cents = total_cents.get(), "stock reserved");
             }
             Reservation::Rejected { reason, detail } => {
@@ -76,4 +108,28 @@ impl InventoryEvents {
         });
         Ok(vec![event.follow_up(reply, &self.service_name)])
     }
+}
+
+/// Undoes whatever this service did for a cancelled order.
+async fn cancel(
+    tx: &mut PgConnection,
+    order_id: &str,
+    cancelled: &OrderCancelled,
+) -> Result<(), sqlx::Error> {
+    let how = match db::lock_reservation(tx, order_id).await?.as_deref() {
+        None => {
+            db::mark_cancelled(tx, order_id, cancelled.user_id.as_str()).await?;
+            tracing::info!("order cancelled before its reservation; nothing will be reserved");
+            return Ok(());
+        }
+        Some("HELD") => Settlement::Release,
+        Some("SOLD") => Settlement::Return,
+        Some(status) => {
+            tracing::info!(status, "cancelled order has nothing held or sold");
+            return Ok(());
+        }
+    };
+    db::settle(tx, order_id, how, "ORDER_CANCELLED").await?;
+    tracing::info!(settlement = ?how, "stock of cancelled order back in stock");
+    Ok(())
 }

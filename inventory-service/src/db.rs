@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use shared_events::{Cents, PricedLine, Sku};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::domain::Stock;
 
@@ -110,7 +111,7 @@ pub async fn seed_if_empty(
     Ok(true)
 }
 
-/// Has this order been handled already (reserved, sold or released)?
+/// Has this order been handled already (reserved, settled or cancelled)?
 pub async fn reservation_exists(
     tx: &mut PgConnection,
     order_id: &str,
@@ -119,6 +120,34 @@ pub async fn reservation_exists(
         .bind(order_id)
         .fetch_one(tx)
         .await
+}
+
+/// The reservation's status (`HELD`, `SOLD`, ...), locked for the rest of the transaction.
+pub async fn lock_reservation(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Records that the order was cancelled before anything was reserved for it.
+pub async fn mark_cancelled(
+    tx: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reservations (order_id, user_id, status, total_cents, ended_by)
+         VALUES ($1, $2, 'CANCELLED', 0, 'ORDER_CANCELLED')",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Locks the catalog rows of `skus` for the rest of the transaction, in SKU
@@ -149,14 +178,27 @@ pub async fn lock_stock(
         .collect()
 }
 
+/// A reservation about to be made.
+pub struct Hold<'a> {
+    pub order_id: &'a str,
+    pub user_id: &'a str,
+    pub correlation_id: Uuid,
+    pub lines: &'a [PricedLine],
+    pub total: Cents,
+    /// How long the units stay held without a payment outcome.
+    pub ttl_secs: u64,
+}
+
 /// Moves the lines' units from available to reserved and records the reservation.
-pub async fn hold(
-    tx: &mut PgConnection,
-    order_id: &str,
-    user_id: &str,
-    lines: &[PricedLine],
-    total: Cents,
-) -> Result<(), sqlx::Error> {
+pub async fn hold(tx: &mut PgConnection, hold: &Hold<'_>) -> Result<(), sqlx::Error> {
+    let Hold {
+        order_id,
+        user_id,
+        correlation_id,
+        lines,
+        total,
+        ttl_secs,
+    } = *hold;
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents.get()).collect();
@@ -171,12 +213,17 @@ pub async fn hold(
     .bind(&quantities)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO reservations (order_id, user_id, status, total_cents) VALUES ($1, $2, 'HELD', $3)")
-        .bind(order_id)
-        .bind(user_id)
-        .bind(total.get())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO reservations (order_id, user_id, status, total_cents, correlation_id, expires_at)
+         VALUES ($1, $2, 'HELD', $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(total.get())
+    .bind(correlation_id)
+    .bind(ttl_secs as f64)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO reservation_lines (order_id, sku, quantity, unit_price_cents)
          SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])",
@@ -190,48 +237,127 @@ pub async fn hold(
     Ok(())
 }
 
-/// How a held reservation ends.
+/// How a reservation ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
     /// Paid: reserved units become sold.
     Sell,
-    /// Not paid: reserved units go back to available (compensation).
+    /// Not paid, cancelled or expired while held: reserved units go back to
+    /// available (compensation).
     Release,
+    /// Cancelled after the sale: sold units go back to available.
+    Return,
 }
 
-/// Settles the order's reservation if it is still held. Returns `None` when
-/// there is no reservation, `Some(false)` when it was already settled.
+impl Settlement {
+    /// The status a reservation must have for this settlement, and the one it gets.
+    fn statuses(self) -> (&'static str, &'static str) {
+        match self {
+            Settlement::Sell => ("HELD", "SOLD"),
+            Settlement::Release => ("HELD", "RELEASED"),
+            Settlement::Return => ("SOLD", "RETURNED"),
+        }
+    }
+
+    fn stock_update(self) -> &'static str {
+        match self {
+            Settlement::Sell => "reserved = p.reserved - l.quantity, sold = p.sold + l.quantity",
+            Settlement::Release => {
+                "reserved = p.reserved - l.quantity, available = p.available + l.quantity"
+            }
+            Settlement::Return => {
+                "sold = p.sold - l.quantity, available = p.available + l.quantity"
+            }
+        }
+    }
+}
+
+/// Settles the order's reservation if it is in the status `how` applies to
+/// (locking it first). Returns `None` when there is no reservation,
+/// `Some(false)` when it was not in that status (already settled).
 pub async fn settle(
     tx: &mut PgConnection,
     order_id: &str,
     how: Settlement,
+    ended_by: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match status.as_deref() {
+    let (from, to) = how.statuses();
+    match lock_reservation(tx, order_id).await?.as_deref() {
         None => return Ok(None),
-        Some("HELD") => {}
+        Some(status) if status == from => {}
         Some(_) => return Ok(Some(false)),
     }
-    let (stock_update, new_status) = match how {
-        Settlement::Sell => ("sold = p.sold + l.quantity", "SOLD"),
-        Settlement::Release => ("available = p.available + l.quantity", "RELEASED"),
-    };
+    apply_settlement(tx, order_id, how, to, ended_by).await?;
+    Ok(Some(true))
+}
+
+async fn apply_settlement(
+    tx: &mut PgConnection,
+    order_id: &str,
+    how: Settlement,
+    new_status: &str,
+    ended_by: &str,
+) -> Result<(), sqlx::Error> {
+    // Product rows in SKU order, as reservations lock them, so the two never deadlock.
+    sqlx::query(
+        "SELECT 1 FROM products WHERE sku IN (SELECT sku FROM reservation_lines WHERE order_id = $1)
+         ORDER BY sku FOR UPDATE",
+    )
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(&format!(
-        "UPDATE products p SET reserved = p.reserved - l.quantity, {stock_update}, updated_at = now()
+        "UPDATE products p SET {}, updated_at = now()
          FROM reservation_lines l
-         WHERE l.order_id = $1 AND p.sku = l.sku"
+         WHERE l.order_id = $1 AND p.sku = l.sku",
+        how.stock_update()
     ))
     .bind(order_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(new_status)
-        .execute(&mut *tx)
-        .await?;
-    Ok(Some(true))
+    sqlx::query(
+        "UPDATE reservations SET status = $2, ended_by = $3, updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(new_status)
+    .bind(ended_by)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A held reservation whose time is up.
+pub struct Expired {
+    pub order_id: String,
+    pub user_id: String,
+    pub correlation_id: Option<Uuid>,
+}
+
+/// Releases up to `limit` held reservations past their expiry (skipping any
+/// another instance is handling) and returns them.
+pub async fn release_expired(
+    tx: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Expired>, sqlx::Error> {
+    let expired: Vec<(String, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT order_id, user_id, correlation_id FROM reservations
+         WHERE status = 'HELD' AND expires_at < now()
+         ORDER BY expires_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (order_id, ..) in &expired {
+        apply_settlement(tx, order_id, Settlement::Release, "RELEASED", "EXPIRED").await?;
+    }
+    Ok(expired
+        .into_iter()
+        .map(|(order_id, user_id, correlation_id)| Expired {
+            order_id,
+            user_id,
+            correlation_id,
+        })
+        .collect())
 }

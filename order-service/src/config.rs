@@ -1,4 +1,7 @@
-//! order-service configuration: only the common settings (see `service_kit::config`).
+//! order-service configuration: the common settings (see `service_kit::config`)
+//! plus the saga deadline and the cancellation window.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::{CommonConfig, ServiceConfig};
@@ -11,17 +14,33 @@ pub const SCHEMA: &str = "orders";
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
+    /// An order still PENDING or RESERVED this long after it was placed is
+    /// cancelled with reason TIMEOUT.
+    pub order_saga_deadline_secs: u64,
+    /// How often overdue orders are looked for.
+    pub order_deadline_check_interval_ms: u64,
+    /// How long after confirmation a customer may still cancel; unset: always.
+    pub order_cancel_window_secs: Option<u64>,
 }
 
 impl ServiceConfig for Config {
     fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
+            order_saga_deadline_secs: 30,
+            order_deadline_check_interval_ms: 1_000,
+            order_cancel_window_secs: None,
         }
     }
 
     /// Defaults → `CONFIG_FILE` → environment.
     fn common(&self) -> &CommonConfig {
         &self.common
+    }
+}
+
+impl Config {
+    pub fn deadline_check_interval(&self) -> Duration {
+        Duration::from_millis(self.order_deadline_check_interval_ms.max(1))
     }
 }

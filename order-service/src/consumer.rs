@@ -1,5 +1,6 @@
-//! What the saga's results do to an order: InventoryReserved and
-//! PaymentProcessed move it along the state machine in [`crate::domain`].
+//! What the saga's events do to an order: InventoryReserved, PaymentProcessed
+//! and OrderCancelled move it along the state machine in [`crate::domain`];
+//! every event, PaymentRefunded included, goes on the order's timeline.
 
 use service_kit::{EventHandler, HandlerError};
 use shared_events::{Envelope, Event, Payment, Reservation};
@@ -17,6 +18,11 @@ impl EventHandler for OrderEvents {
         event: &Envelope,
     ) -> Result<Vec<Envelope>, HandlerError> {
         let order_id = event.order_id.as_str();
+        let Some(status) = db::lock_status(tx, order_id).await? else {
+            return Err(HandlerError::Permanent(format!("no order {order_id}")));
+        };
+        db::record_event(tx, event).await?;
+
         let (fact, reason, detail) = match &event.event {
             Event::InventoryReserved(reserved) => match &reserved.outcome {
                 Reservation::Reserved { .. } => (Fact::StockReserved, None, None),
@@ -34,13 +40,9 @@ impl EventHandler for OrderEvents {
                     Some("the order total exceeds the customer's credit"),
                 ),
             },
-            Event::OrderCreated(_) | Event::PaymentRefunded(_) | Event::OrderCancelled(_) => {
-                return Ok(vec![])
-            }
-        };
-
-        let Some(status) = db::lock_status(tx, order_id).await? else {
-            return Err(HandlerError::Permanent(format!("no order {order_id}")));
+            Event::OrderCancelled(_) => (Fact::SagaCancelled, None, None),
+            // Timeline only: the order is already CANCELLED, or was announced by us.
+            Event::OrderCreated(_) | Event::PaymentRefunded(_) => return Ok(vec![]),
         };
         let transition = status
             .apply(fact)
@@ -61,7 +63,14 @@ impl EventHandler for OrderEvents {
         }
 
         if let Transition::Moved(next) = transition {
-            db::set_status(tx, order_id, next, reason, detail).await?;
+            match &event.event {
+                // Another service called the saga off (a reservation expired).
+                Event::OrderCancelled(cancelled) => {
+                    db::mark_cancelled(tx, order_id, cancelled.initiator, &cancelled.reason)
+                        .await?;
+                }
+                _ => db::set_status(tx, order_id, next, reason, detail).await?,
+            }
             tracing::info!(from = %status, to = %next, "order status changed");
         }
         Ok(vec![])

@@ -5,10 +5,14 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, OrderLine, PricedLine, Topics};
+use shared_events::{
+    CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderCreated, OrderId,
+    OrderLine, PricedLine, Topics, UserId,
+};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
-use crate::domain::OrderStatus;
+use crate::domain::{self, CancelTarget, OrderStatus};
 
 /// An order as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -21,11 +25,17 @@ pub struct Order {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_detail: Option<String>,
+    /// Who cancelled a CANCELLED order: CUSTOMER, SAGA_DEADLINE or RESERVATION_EXPIRY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
     pub items: Vec<Item>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_cents: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the order reached its (latest) terminal status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -44,9 +54,11 @@ struct OrderRow {
     status: String,
     reason: Option<String>,
     reason_detail: Option<String>,
+    cancelled_by: Option<String>,
     total_cents: Option<i64>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -69,16 +81,18 @@ impl OrderRow {
             status,
             reason: self.reason,
             reason_detail: self.reason_detail,
+            cancelled_by: self.cancelled_by,
             items,
             total_cents: self.total_cents,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            completed_at: self.completed_at,
         })
     }
 }
 
-const ORDER_COLUMNS: &str =
-    "order_id, user_id, status, reason, reason_detail, total_cents, created_at, updated_at";
+const ORDER_COLUMNS: &str = "order_id, user_id, status, reason, reason_detail, cancelled_by, \
+     total_cents, created_at, updated_at, completed_at";
 
 /// An order as the client placed it.
 #[derive(Debug, Clone)]
@@ -97,20 +111,31 @@ pub enum Placement {
 
 /// Stores a new PENDING order and its OrderCreated event in one transaction.
 /// If the id is taken, returns the stored order instead and writes nothing.
+/// The saga must be over within `saga_deadline`.
 pub async fn place(
     pool: &PgPool,
     topics: &Topics,
     producer: &str,
     new: &NewOrder,
+    saga_deadline: std::time::Duration,
 ) -> Result<Placement, sqlx::Error> {
+    let deadline =
+        Utc::now() + chrono::Duration::from_std(saga_deadline).unwrap_or(chrono::Duration::MAX);
+    let event = Envelope::new(
+        new.order_id.clone(),
+        Event::OrderCreated(new.created.clone()),
+        producer,
+    )
+    .with_deadline(deadline);
     let mut tx = pool.begin().await?;
     let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO orders (order_id, user_id, status) VALUES ($1, $2, 'PENDING')
+        "INSERT INTO orders (order_id, user_id, status, correlation_id) VALUES ($1, $2, 'PENDING', $3)
          ON CONFLICT (order_id) DO NOTHING
          RETURNING created_at, updated_at",
     )
     .bind(new.order_id.as_str())
     .bind(new.created.user_id.as_str())
+    .bind(event.correlation_id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((created_at, updated_at)) = inserted else {
@@ -138,12 +163,8 @@ pub async fn place(
         .await?;
     }
 
-    let event = Envelope::new(
-        new.order_id.clone(),
-        Event::OrderCreated(new.created.clone()),
-        producer,
-    );
     service_kit::outbox::enqueue(&mut tx, topics, &event).await?;
+    record_event(&mut tx, &event).await?;
     tx.commit().await?;
     // Everything about the new order is known; no need to read it back.
     Ok(Placement::Created(Order {
@@ -152,6 +173,7 @@ pub async fn place(
         status: OrderStatus::Pending,
         reason: None,
         reason_detail: None,
+        cancelled_by: None,
         items: lines
             .iter()
             .map(|line| Item {
@@ -163,6 +185,7 @@ pub async fn place(
         total_cents: None,
         created_at,
         updated_at,
+        completed_at: None,
     }))
 }
 
@@ -182,7 +205,7 @@ pub async fn find(pool: &PgPool, order_id: &str) -> Result<Option<Order>, sqlx::
     load(&mut conn, order_id).await
 }
 
-async fn load(conn: &mut PgConnection, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
+pub async fn load(conn: &mut PgConnection, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
     let row: Option<OrderRow> = sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
     ))
@@ -270,16 +293,202 @@ pub async fn set_status(
     reason_detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now()
+        "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now(),
+                           completed_at = CASE WHEN $5 THEN now() ELSE completed_at END
          WHERE order_id = $1",
     )
     .bind(order_id)
     .bind(status.as_str())
     .bind(reason)
     .bind(reason_detail)
+    .bind(status.is_terminal())
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// What the cancellation of one order needs to know, read under a row lock.
+pub struct CancelCandidate {
+    pub target: CancelTarget,
+    pub user_id: String,
+    pub correlation_id: Option<Uuid>,
+}
+
+/// Locks the order for the rest of `tx` and returns what decides whether it
+/// may be cancelled.
+pub async fn lock_for_cancel(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<CancelCandidate>, sqlx::Error> {
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<f64>,
+        Option<Uuid>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT status, user_id, cancelled_by, reason,
+                EXTRACT(EPOCH FROM now() - completed_at)::float8, correlation_id
+         FROM orders WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await?;
+    row.map(
+        |(status, user_id, cancelled_by, reason, since_completed, correlation_id)| {
+            Ok(CancelCandidate {
+                target: CancelTarget {
+                    status: status
+                        .parse()
+                        .map_err(|err: String| sqlx::Error::Decode(err.into()))?,
+                    cancelled_by,
+                    reason,
+                    since_completed: since_completed
+                        .map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0))),
+                },
+                user_id,
+                correlation_id,
+            })
+        },
+    )
+    .transpose()
+}
+
+/// Moves a locked order to CANCELLED and announces it, in the caller's
+/// transaction: the status, the OrderCancelled in the outbox and the timeline
+/// entry are committed together or not at all.
+pub async fn cancel(
+    tx: &mut PgConnection,
+    topics: &Topics,
+    producer: &str,
+    order_id: &OrderId,
+    candidate: &CancelCandidate,
+    initiator: CancelInitiator,
+    reason: &CancelReason,
+) -> Result<(), sqlx::Error> {
+    let user_id = UserId::parse(&candidate.user_id).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
+    let event = Envelope::in_saga(
+        order_id.clone(),
+        candidate.correlation_id.unwrap_or_else(Uuid::now_v7),
+        Event::OrderCancelled(OrderCancelled {
+            user_id,
+            initiator,
+            reason: reason.clone(),
+        }),
+        producer,
+    );
+    mark_cancelled(tx, order_id.as_str(), initiator, reason).await?;
+    service_kit::outbox::enqueue(tx, topics, &event).await?;
+    record_event(tx, &event).await?;
+    Ok(())
+}
+
+/// Sets CANCELLED with who did it and why.
+pub async fn mark_cancelled(
+    tx: &mut PgConnection,
+    order_id: &str,
+    initiator: CancelInitiator,
+    reason: &CancelReason,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET status = 'CANCELLED', reason = $2, reason_detail = NULL,
+                           cancelled_by = $3, updated_at = now(), completed_at = now()
+         WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(reason.as_str())
+    .bind(initiator.as_str())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Orders still in progress `deadline_secs` after they were placed, oldest
+/// first, locked for the rest of `tx`; rows another instance is cancelling are skipped.
+pub async fn lock_overdue(
+    tx: &mut PgConnection,
+    deadline_secs: u64,
+    limit: i64,
+) -> Result<Vec<(OrderId, CancelCandidate)>, sqlx::Error> {
+    let rows: Vec<(String, String, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT order_id, status, user_id, correlation_id FROM orders
+         WHERE status IN ('PENDING', 'RESERVED')
+           AND created_at < now() - make_interval(secs => $1)
+         ORDER BY created_at
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(deadline_secs as f64)
+    .bind(limit)
+    .fetch_all(tx)
+    .await?;
+    rows.into_iter()
+        .map(|(order_id, status, user_id, correlation_id)| {
+            let decode = |err: String| sqlx::Error::Decode(err.into());
+            Ok((
+                OrderId::parse(&order_id).map_err(|e| decode(e.0))?,
+                CancelCandidate {
+                    target: CancelTarget {
+                        status: status.parse().map_err(decode)?,
+                        cancelled_by: None,
+                        reason: None,
+                        since_completed: None,
+                    },
+                    user_id,
+                    correlation_id,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One line of an order's timeline.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// The service that produced the event.
+    pub service: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Adds `event` to its order's timeline; a redelivered event is recorded once.
+pub async fn record_event(tx: &mut PgConnection, event: &Envelope) -> Result<(), sqlx::Error> {
+    let (outcome, detail) = domain::summarise(&event.event);
+    sqlx::query(
+        "INSERT INTO order_events (event_id, order_id, event_type, producer, outcome, detail, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.event_id)
+    .bind(event.order_id.as_str())
+    .bind(event.event_type().as_str())
+    .bind(&event.producer)
+    .bind(outcome)
+    .bind(detail)
+    .bind(event.occurred_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The order's events in the order they happened (by their producers' clocks,
+/// then by when order-service recorded them).
+pub async fn timeline(pool: &PgPool, order_id: &str) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id, event_type, producer AS service, outcome, detail, occurred_at
+         FROM order_events WHERE order_id = $1 ORDER BY occurred_at, seq",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// Records the prices inventory-service charged.

@@ -1,25 +1,32 @@
 //! The order's state machine: which status an order moves to when the saga
-//! reports a fact. Pure, no I/O.
+//! reports a fact, and when a customer may cancel. Pure, no I/O.
 //!
 //! ```text
 //!             InventoryReserved(RESERVED)          PaymentProcessed(APPROVED)
 //!   PENDING ─────────────────────────────▶ RESERVED ─────────────────────────▶ CONFIRMED
-//!      │                                       │
-//!      │ InventoryReserved(REJECTED)           │ PaymentProcessed(DECLINED)
-//!      ▼                                       ▼
-//!   REJECTED                              PAYMENT_FAILED
+//!      │  │                                 │    │                                │
+//!      │  │ InventoryReserved(REJECTED)     │    │ PaymentProcessed(DECLINED)     │ OrderCancelled
+//!      │  ▼                                 │    ▼                                │ (customer, within the
+//!      │ REJECTED                           │  PAYMENT_FAILED                     │  window; or a system
+//!      │                                    │                                     │  cancellation)
+//!      │ OrderCancelled                     │ OrderCancelled                      ▼
+//!      └──────────────────────────────────▶ CANCELLED ◀──────────────────────────┘
+//!        (customer, saga deadline: TIMEOUT, reservation expiry)
 //! ```
 //!
-//! The two result topics are independent, so order-service may hear of the
+//! The result topics are independent, so order-service may hear of the
 //! payment before the reservation. A payment outcome implies the reservation
 //! succeeded, so it is accepted from PENDING too, and a reservation arriving
-//! after the payment changes nothing. The final status is therefore the same
-//! whatever the arrival order.
+//! after the payment changes nothing. A cancellation wins over any news that
+//! arrives after it (the other services undo or refuse that work). The final
+//! status is therefore the same whatever the arrival order.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
+use shared_events::{Event, Payment, Reservation};
 use thiserror::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,15 +37,17 @@ pub enum OrderStatus {
     Confirmed,
     Rejected,
     PaymentFailed,
+    Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
+    pub const ALL: [OrderStatus; 6] = [
         OrderStatus::Pending,
         OrderStatus::Reserved,
         OrderStatus::Confirmed,
         OrderStatus::Rejected,
         OrderStatus::PaymentFailed,
+        OrderStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,14 +57,19 @@ impl OrderStatus {
             OrderStatus::Confirmed => "CONFIRMED",
             OrderStatus::Rejected => "REJECTED",
             OrderStatus::PaymentFailed => "PAYMENT_FAILED",
+            OrderStatus::Cancelled => "CANCELLED",
         }
     }
 
-    /// No event can move an order out of a terminal status.
+    /// The saga is over: nothing but a cancellation (of a CONFIRMED order)
+    /// moves an order out of a terminal status.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            OrderStatus::Confirmed | OrderStatus::Rejected | OrderStatus::PaymentFailed
+            OrderStatus::Confirmed
+                | OrderStatus::Rejected
+                | OrderStatus::PaymentFailed
+                | OrderStatus::Cancelled
         )
     }
 
@@ -68,11 +82,17 @@ impl OrderStatus {
             (Pending, StockRejected) => Rejected,
             (Pending | Reserved, PaymentApproved) => Confirmed,
             (Pending | Reserved, PaymentDeclined) => PaymentFailed,
+            // A cancellation undoes a confirmed order too (refund, restock).
+            (Pending | Reserved | Confirmed, SagaCancelled) => Cancelled,
             // Late or repeated news of something already reflected.
             (Reserved | Confirmed | PaymentFailed, StockReserved)
             | (Rejected, StockRejected)
             | (Confirmed, PaymentApproved)
-            | (PaymentFailed, PaymentDeclined) => return Ok(Transition::Unchanged),
+            | (PaymentFailed, PaymentDeclined)
+            // A failed saga has nothing left to cancel.
+            | (Rejected | PaymentFailed, SagaCancelled)
+            // After a cancellation, news of work the other services undo or refuse.
+            | (Cancelled, _) => return Ok(Transition::Unchanged),
             (from, fact) => return Err(InvalidTransition { from, fact }),
         };
         Ok(Transition::Moved(next))
@@ -92,7 +112,7 @@ impl FromStr for OrderStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| {
-                format!("status must be one of PENDING, RESERVED, CONFIRMED, REJECTED, PAYMENT_FAILED, got {s:?}")
+                format!("status must be one of PENDING, RESERVED, CONFIRMED, REJECTED, PAYMENT_FAILED, CANCELLED, got {s:?}")
             })
     }
 }
@@ -104,6 +124,8 @@ pub enum Fact {
     StockRejected,
     PaymentApproved,
     PaymentDeclined,
+    /// The saga was called off (customer, deadline or reservation expiry).
+    SagaCancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +141,112 @@ pub struct InvalidTransition {
     pub from: OrderStatus,
     pub fact: Fact,
 }
+
+/// What a customer's cancellation request does to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelDecision {
+    /// Cancel it now.
+    Cancel,
+    /// The customer already cancelled it: answer as the first time, do nothing.
+    AlreadyCancelled,
+}
+
+/// Why a customer cannot cancel an order.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CancelRefused {
+    #[error("order is already {0}; there is nothing to cancel")]
+    Final(OrderStatus),
+    #[error("order was already cancelled ({reason})")]
+    CancelledBySystem { reason: String },
+    #[error("a confirmed order can only be cancelled within {window_secs} s of its confirmation")]
+    WindowClosed { window_secs: f64 },
+}
+
+/// The order as far as a cancellation request is concerned.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub status: OrderStatus,
+    /// Who cancelled it, for a CANCELLED order (`CUSTOMER`, `SAGA_DEADLINE`, ...).
+    pub cancelled_by: Option<String>,
+    pub reason: Option<String>,
+    /// Time since the order reached its terminal status, if it has.
+    pub since_completed: Option<Duration>,
+}
+
+/// The cancellation rule: an order in progress may always be cancelled, a
+/// CONFIRMED one within `window` of confirmation (`None`: always), and
+/// failed ones never. Repeating a customer's cancellation changes nothing.
+pub fn customer_cancel(
+    target: &CancelTarget,
+    window: Option<Duration>,
+) -> Result<CancelDecision, CancelRefused> {
+    match target.status {
+        OrderStatus::Pending | OrderStatus::Reserved => Ok(CancelDecision::Cancel),
+        OrderStatus::Confirmed => match window {
+            Some(window) if target.since_completed.unwrap_or_default() > window => {
+                Err(CancelRefused::WindowClosed {
+                    window_secs: window.as_secs_f64(),
+                })
+            }
+            _ => Ok(CancelDecision::Cancel),
+        },
+        OrderStatus::Cancelled if target.cancelled_by.as_deref() == Some(CUSTOMER) => {
+            Ok(CancelDecision::AlreadyCancelled)
+        }
+        OrderStatus::Cancelled => Err(CancelRefused::CancelledBySystem {
+            reason: target.reason.clone().unwrap_or_default(),
+        }),
+        status @ (OrderStatus::Rejected | OrderStatus::PaymentFailed) => {
+            Err(CancelRefused::Final(status))
+        }
+    }
+}
+
+/// How an event reads in an order's timeline: its outcome (e.g. `RESERVED`,
+/// `DECLINED`, `REFUNDED`) and a detail for people.
+pub fn summarise(event: &Event) -> (Option<String>, Option<String>) {
+    match event {
+        Event::OrderCreated(created) => (
+            Some("PLACED".into()),
+            Some(format!(
+                "{} line(s) for {}",
+                created.items.len(),
+                created.user_id
+            )),
+        ),
+        Event::InventoryReserved(reserved) => match &reserved.outcome {
+            Reservation::Reserved { total_cents, .. } => (
+                Some("RESERVED".into()),
+                Some(format!("total {total_cents}")),
+            ),
+            Reservation::Rejected { reason, detail } => (
+                Some(format!("REJECTED: {}", reason.as_str())),
+                Some(detail.clone()),
+            ),
+        },
+        Event::PaymentProcessed(payment) => match &payment.outcome {
+            Payment::Approved => (
+                Some("APPROVED".into()),
+                Some(format!("charged {}", payment.amount_cents)),
+            ),
+            Payment::Declined { reason } => (
+                Some(format!("DECLINED: {}", reason.as_str())),
+                Some(format!("could not charge {}", payment.amount_cents)),
+            ),
+        },
+        Event::PaymentRefunded(refund) => (
+            Some("REFUNDED".into()),
+            Some(format!("refunded {}", refund.amount_cents)),
+        ),
+        Event::OrderCancelled(cancelled) => (
+            Some(format!("CANCELLED: {}", cancelled.initiator.as_str())),
+            Some(cancelled.reason.to_string()),
+        ),
+    }
+}
+
+/// `cancelled_by` of an order the customer cancelled.
+pub const CUSTOMER: &str = "CUSTOMER";
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +312,101 @@ mod tests {
     fn repeated_news_changes_nothing() {
         assert_eq!(Reserved.apply(StockReserved), Ok(Transition::Unchanged));
         assert_eq!(Confirmed.apply(PaymentApproved), Ok(Transition::Unchanged));
+    }
+
+    #[test]
+    fn a_cancellation_wins_whenever_it_arrives() {
+        for before in [
+            &[][..],
+            &[StockReserved],
+            &[StockReserved, PaymentApproved],
+            &[PaymentApproved],
+        ] {
+            let mut facts = before.to_vec();
+            facts.push(SagaCancelled);
+            facts.extend([
+                StockReserved,
+                PaymentApproved,
+                PaymentDeclined,
+                SagaCancelled,
+            ]);
+            assert_eq!(final_status(&facts), Cancelled, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_saga_stays_failed_when_cancelled() {
+        assert_eq!(final_status(&[StockRejected, SagaCancelled]), Rejected);
+        assert_eq!(
+            final_status(&[PaymentDeclined, SagaCancelled]),
+            PaymentFailed
+        );
+    }
+
+    fn target(status: OrderStatus) -> CancelTarget {
+        CancelTarget {
+            status,
+            cancelled_by: None,
+            reason: None,
+            since_completed: None,
+        }
+    }
+
+    #[test]
+    fn customers_cancel_orders_in_progress_and_confirmed_ones_within_the_window() {
+        assert_eq!(
+            customer_cancel(&target(Pending), Some(Duration::from_secs(0))),
+            Ok(CancelDecision::Cancel)
+        );
+        assert_eq!(
+            customer_cancel(&target(Reserved), Some(Duration::from_secs(0))),
+            Ok(CancelDecision::Cancel)
+        );
+        let confirmed = CancelTarget {
+            since_completed: Some(Duration::from_secs(61)),
+            ..target(Confirmed)
+        };
+        assert_eq!(
+            customer_cancel(&confirmed, None),
+            Ok(CancelDecision::Cancel)
+        );
+        assert_eq!(
+            customer_cancel(&confirmed, Some(Duration::from_secs(61))),
+            Ok(CancelDecision::Cancel)
+        );
+        assert_eq!(
+            customer_cancel(&confirmed, Some(Duration::from_secs(60))),
+            Err(CancelRefused::WindowClosed { window_secs: 60.0 })
+        );
+    }
+
+    #[test]
+    fn failed_orders_cannot_be_cancelled_and_a_repeated_cancel_is_harmless() {
+        assert_eq!(
+            customer_cancel(&target(Rejected), None),
+            Err(CancelRefused::Final(Rejected))
+        );
+        assert_eq!(
+            customer_cancel(&target(PaymentFailed), None),
+            Err(CancelRefused::Final(PaymentFailed))
+        );
+        let by_customer = CancelTarget {
+            cancelled_by: Some(CUSTOMER.into()),
+            ..target(Cancelled)
+        };
+        assert_eq!(
+            customer_cancel(&by_customer, None),
+            Ok(CancelDecision::AlreadyCancelled)
+        );
+        let timed_out = CancelTarget {
+            cancelled_by: Some("SAGA_DEADLINE".into()),
+            reason: Some("TIMEOUT".into()),
+            ..target(Cancelled)
+        };
+        assert!(matches!(
+            customer_cancel(&timed_out, None),
+            Err(CancelRefused::CancelledBySystem { .. })
+        ));
     }
 
     #[test]

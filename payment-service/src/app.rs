@@ -1,5 +1,5 @@
 //! Builds and runs payment-service: HTTP API, outbox relay, and a consumer of
-//! `inventory-reserved`.
+//! `inventory-reserved` (charges) and `order-cancelled` (refunds).
 
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::Cents;
@@ -31,6 +31,9 @@ impl Application {
         ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
-            .with_consumer(&[&topics.inventory_reserved], handler)
+            .with_consumer(
+                &[&topics.inventory_reserved, &topics.order_cancelled],
+                handler,
+            )
     }
 }

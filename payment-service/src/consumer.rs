@@ -1,8 +1,18 @@
-//! What events do to accounts: a RESERVED InventoryReserved charges the
-//! customer and answers with PaymentProcessed (APPROVED or DECLINED).
+//! What events do to accounts:
+//! - a RESERVED InventoryReserved charges the customer and answers with
+//!   PaymentProcessed (APPROVED or DECLINED), unless the order is known to be
+//!   cancelled or past its saga deadline, in which case nothing is charged;
+//! - OrderCancelled refunds a captured payment (answering PaymentRefunded) and
+//!   is remembered, so a reservation arriving later is never charged.
+//!
+//! The two arrive on different topics, in any order; a per-order lock makes
+//! each order's events apply one at a time.
 
 use service_kit::{EventHandler, HandlerError};
-use shared_events::{Cents, Envelope, Event, Payment, PaymentProcessed, Reservation};
+use shared_events::{
+    Cents, Envelope, Event, InventoryReserved, OrderCancelled, Payment, PaymentProcessed,
+    PaymentRefunded, Reservation,
+};
 use sqlx::PgConnection;
 
 use crate::{db, domain};
@@ -19,15 +29,37 @@ impl EventHandler for PaymentEvents {
         tx: &mut PgConnection,
         event: &Envelope,
     ) -> Result<Vec<Envelope>, HandlerError> {
-        let Event::InventoryReserved(reserved) = &event.event else {
-            return Ok(vec![]);
-        };
+        match &event.event {
+            Event::InventoryReserved(reserved) => self.charge(tx, event, reserved).await,
+            Event::OrderCancelled(cancelled) => self.refund(tx, event, cancelled).await,
+            _ => Ok(vec![]),
+        }
+    }
+}
+
+impl PaymentEvents {
+    async fn charge(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+        reserved: &InventoryReserved,
+    ) -> Result<Vec<Envelope>, HandlerError> {
         let Reservation::Reserved { total_cents, .. } = reserved.outcome else {
             return Ok(vec![]);
         };
         let order_id = event.order_id.as_str();
+        service_kit::db::lock_key(tx, order_id).await?;
+        if db::is_cancelled(tx, order_id).await? {
+            tracing::info!("order already cancelled; not charging");
+            return Ok(vec![]);
+        }
         if db::payment_exists(tx, order_id).await? {
             tracing::info!("order already charged or declined");
+            return Ok(vec![]);
+        }
+        if event.past_deadline(chrono::Utc::now()) {
+            // The saga is being cancelled: a charge now would only be refunded.
+            tracing::warn!("order is past its saga deadline; not charging");
             return Ok(vec![]);
         }
         let user_id = reserved.user_id.as_str();
@@ -52,6 +84,36 @@ impl EventHandler for PaymentEvents {
             user_id: reserved.user_id.clone(),
             amount_cents: total_cents,
             outcome,
+        });
+        Ok(vec![event.follow_up(reply, &self.service_name)])
+    }
+
+    async fn refund(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope,
+        cancelled: &OrderCancelled,
+    ) -> Result<Vec<Envelope>, HandlerError> {
+        let order_id = event.order_id.as_str();
+        service_kit::db::lock_key(tx, order_id).await?;
+        db::record_cancellation(
+            tx,
+            order_id,
+            cancelled.user_id.as_str(),
+            cancelled.reason.as_str(),
+        )
+        .await?;
+        let Some((user_id, amount)) = db::lock_captured_payment(tx, order_id).await? else {
+            tracing::info!("cancelled order has no captured payment; nothing to refund");
+            return Ok(vec![]);
+        };
+        db::refund(tx, order_id, &user_id, amount).await?;
+        tracing::info!(amount_cents = amount, "payment refunded");
+        let amount_cents =
+            Cents::parse(amount).map_err(|e| HandlerError::Failed(anyhow::anyhow!(e)))?;
+        let reply = Event::PaymentRefunded(PaymentRefunded {
+            user_id: cancelled.user_id.clone(),
+            amount_cents,
         });
         Ok(vec![event.follow_up(reply, &self.service_name)])
     }

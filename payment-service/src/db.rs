@@ -21,6 +21,8 @@ pub struct PaymentRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 pub async fn find_account(pool: &PgPool, user_id: &str) -> Result<Option<Account>, sqlx::Error> {
@@ -51,7 +53,8 @@ pub async fn find_payment(
     order_id: &str,
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT order_id, user_id, amount_cents, status, reason, created_at FROM payments WHERE order_id = $1",
+        "SELECT order_id, user_id, amount_cents, status, reason, created_at, refunded_at
+         FROM payments WHERE order_id = $1",
     )
     .bind(order_id)
     .fetch_optional(pool)
@@ -114,5 +117,67 @@ pub async fn record_payment(
     .bind(reason)
     .execute(tx)
     .await?;
+    Ok(())
+}
+
+/// Remembers that the order was cancelled (once; repeats change nothing).
+pub async fn record_cancellation(
+    tx: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cancelled_orders (order_id, user_id, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(reason)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn is_cancelled(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1)")
+        .bind(order_id)
+        .fetch_one(tx)
+        .await
+}
+
+/// The order's captured payment, locked: `(user_id, amount_cents)` if it is
+/// APPROVED (not declined, not refunded yet).
+pub async fn lock_captured_payment(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, amount_cents FROM payments
+         WHERE order_id = $1 AND status = 'APPROVED' FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Gives a captured payment back: the amount returns to the customer's credit.
+pub async fn refund(
+    tx: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+    amount_cents: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE accounts SET credit_cents = credit_cents + $2, updated_at = now() WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(amount_cents)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE payments SET status = 'REFUNDED', refunded_at = now() WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

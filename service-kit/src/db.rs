@@ -118,3 +118,17 @@ impl<'s> MigrationSource<'s> for Combined {
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
+
+/// Serialises work on one key (an order) for the rest of the transaction.
+///
+/// One order's events travel on several topics, so different instances may
+/// handle two of them at the same moment; a service that decides from "what
+/// have I seen of this order so far" takes this lock first. It is a
+/// transaction-scoped advisory lock: no table, released on commit or rollback.
+pub async fn lock_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(tx)
+        .await?;
+    Ok(())
+}

@@ -127,6 +127,24 @@ impl ServiceHost {
         Ok(self)
     }
 
+    /// Runs `job` every `interval` (see [`crate::periodic`]).
+    pub fn with_periodic<F, Fut>(mut self, name: &'static str, interval: Duration, job: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
+    {
+        self.workers.push((
+            name,
+            Box::new(move |stop| Box::pin(crate::periodic::run_every(name, interval, stop, job))),
+        ));
+        self
+    }
+
+    /// The pool this service's parts share (for periodic jobs).
+    pub fn pool(&self) -> &PgPool {
+        &self.infra.pool
+    }
+
     /// The port actually bound (useful when 0 was asked for).
     pub fn port(&self) -> u16 {
         self.address.port()

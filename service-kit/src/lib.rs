@@ -12,6 +12,7 @@
 //! - [`outbox`] — the transactional outbox and its relay.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
+//! - [`periodic`] — background jobs on a timer (deadline sweeps, expiries).
 //! - [`host`] — runs a service's parts together and shuts them down cleanly.
 
 pub mod config;
@@ -23,9 +24,10 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod periodic;
 pub mod telemetry;
 
 pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};
 pub use host::{run, shutdown_signal, Infrastructure, ServiceConfig, ServiceHost};
-pub use http::{JsonBody, Problem, QueryParams};
+pub use http::{JsonBody, OptionalJsonBody, Problem, QueryParams};

@@ -48,6 +48,10 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
     /// Name of the service that produced the event.
     pub producer: String,
+    /// When the saga must be over. Set by order-service on OrderCreated and
+    /// carried by every follow-up, so that a service catching up on old
+    /// events does no work for a saga that has already been called off.
+    pub deadline: Option<DateTime<Utc>>,
     /// What happened.
     pub event: Event,
 }
@@ -396,6 +400,8 @@ struct Wire<P> {
     correlation_id: Uuid,
     causation_id: Option<Uuid>,
     producer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<DateTime<Utc>>,
     payload: P,
 }
 
@@ -410,6 +416,28 @@ impl Envelope {
             correlation_id: event_id,
             causation_id: None,
             producer: producer.to_owned(),
+            deadline: None,
+            event,
+        }
+    }
+
+    /// An event of an existing saga (`correlation_id`: the eventId of its
+    /// OrderCreated) caused by something other than an event, e.g. a customer's
+    /// request or a deadline.
+    pub fn in_saga(
+        order_id: OrderId,
+        correlation_id: Uuid,
+        event: Event,
+        producer: &str,
+    ) -> Envelope {
+        Envelope {
+            event_id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            order_id,
+            correlation_id,
+            causation_id: None,
+            producer: producer.to_owned(),
+            deadline: None,
             event,
         }
     }
@@ -423,8 +451,21 @@ impl Envelope {
             correlation_id: self.correlation_id,
             causation_id: Some(self.event_id),
             producer: producer.to_owned(),
+            deadline: self.deadline,
             event,
         }
+    }
+
+    /// The same event with the saga's deadline set.
+    pub fn with_deadline(mut self, deadline: DateTime<Utc>) -> Envelope {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Has the saga's deadline passed at `now`? The saga is then being (or has
+    /// been) cancelled, and no new work should be done for it.
+    pub fn past_deadline(&self, now: DateTime<Utc>) -> bool {
+        self.deadline.is_some_and(|deadline| now > deadline)
     }
 
     pub fn event_type(&self) -> EventType {
@@ -442,6 +483,7 @@ impl Envelope {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             producer: self.producer.clone(),
+            deadline: self.deadline,
             payload: &self.event,
         };
         serde_json::to_vec(&wire).expect("events always serialise: no maps with non-string keys")
@@ -458,6 +500,7 @@ impl Envelope {
             correlation_id: wire.correlation_id,
             causation_id: wire.causation_id,
             producer: wire.producer,
+            deadline: wire.deadline,
             event,
         })
     }
@@ -515,6 +558,30 @@ mod tests {
             Topics::default().for_event(EventType::PaymentRefunded),
             "payment-processed",
             "a refund follows its charge on the same topic"
+        );
+    }
+
+    #[test]
+    fn the_deadline_travels_with_the_saga() {
+        let deadline = Utc::now() + chrono::Duration::seconds(30);
+        let created = order_created().with_deadline(deadline);
+        let reserved = created.follow_up(
+            Event::InventoryReserved(InventoryReserved {
+                user_id: UserId::parse("user1").unwrap(),
+                outcome: Reservation::Rejected {
+                    reason: RejectionReason::UnknownSku,
+                    detail: "no such sku".into(),
+                },
+            }),
+            "inventory-service",
+        );
+        let decoded = Envelope::from_json(&reserved.to_json()).unwrap();
+        assert_eq!(decoded.deadline, Some(deadline));
+        assert!(!decoded.past_deadline(deadline));
+        assert!(decoded.past_deadline(deadline + chrono::Duration::milliseconds(1)));
+        assert!(
+            !order_created().past_deadline(Utc::now()),
+            "no deadline, never past"
         );
     }
 

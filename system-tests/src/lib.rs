@@ -39,8 +39,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// Pause between two looks at a state that is expected to change.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Statuses an order cannot leave.
-pub const TERMINAL: [&str; 3] = ["CONFIRMED", "REJECTED", "PAYMENT_FAILED"];
+/// Statuses that end an order's saga.
+pub const TERMINAL: [&str; 4] = ["CONFIRMED", "REJECTED", "PAYMENT_FAILED", "CANCELLED"];
 
 static POSTGRES: OnceLock<PostgresCluster> = OnceLock::new();
 
@@ -125,6 +125,13 @@ pub struct StackOptions {
     /// Give this stack a Postgres cluster of its own, which the test may stop
     /// and start (ignored when `DATABASE_URL` points at an external server).
     pub private_postgres: bool,
+    /// order-service's saga deadline. Generous by default, so that tests of
+    /// other failures (crashes, outages) are not cut short by it.
+    pub saga_deadline_secs: u64,
+    /// inventory-service's reservation expiry; longer than the deadline.
+    pub reservation_ttl_secs: u64,
+    /// How long after confirmation a customer may cancel (`None`: always).
+    pub cancel_window_secs: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -132,8 +139,60 @@ impl Default for StackOptions {
         StackOptions {
             inventory_instances: 1,
             private_postgres: false,
+            saga_deadline_secs: 300,
+            reservation_ttl_secs: 600,
+            cancel_window_secs: None,
         }
     }
+}
+
+/// How often the tests' services look for overdue orders and expired reservations.
+const SWEEP_INTERVAL_MS: u64 = 100;
+
+/// The configuration each service of a stack was started with, to start it again.
+#[derive(Clone)]
+pub struct StackConfigs {
+    pub order: order_service::Config,
+    pub inventory: inventory_service::Config,
+    pub payment: payment_service::Config,
+    pub notification: notification_service::Config,
+}
+
+async fn spawn_order(config: order_service::Config) -> anyhow::Result<RunningService> {
+    let app = order_service::Application::build(config).await?;
+    let port = app.port();
+    Ok(RunningService::spawn("order-service", port, |s| {
+        app.run_until_stopped(until_stopped(s))
+    }))
+}
+
+async fn spawn_inventory(
+    config: inventory_service::Config,
+    name: &str,
+) -> anyhow::Result<RunningService> {
+    let app = inventory_service::Application::build(config).await?;
+    let port = app.port();
+    Ok(RunningService::spawn(name, port, |s| {
+        app.run_until_stopped(until_stopped(s))
+    }))
+}
+
+async fn spawn_payment(config: payment_service::Config) -> anyhow::Result<RunningService> {
+    let app = payment_service::Application::build(config).await?;
+    let port = app.port();
+    Ok(RunningService::spawn("payment-service", port, |s| {
+        app.run_until_stopped(until_stopped(s))
+    }))
+}
+
+async fn spawn_notification(
+    config: notification_service::Config,
+) -> anyhow::Result<RunningService> {
+    let app = notification_service::Application::build(config).await?;
+    let port = app.port();
+    Ok(RunningService::spawn("notification-service", port, |s| {
+        app.run_until_stopped(until_stopped(s))
+    }))
 }
 
 /// The four services, their database and their broker.
@@ -155,6 +214,7 @@ pub struct TestStack {
     kafka: Option<EmbeddedKafka>,
     /// The stack's own cluster, with [`StackOptions::private_postgres`].
     postgres: Option<PostgresCluster>,
+    configs: StackConfigs,
     stopped: bool,
 }
 
@@ -174,50 +234,51 @@ impl TestStack {
         let infra = Infra::start(options.private_postgres).await?;
         let common = |name: &str, schema: &str| infra.common(name, schema);
 
-        let mut groups = HashMap::new();
-        let order = {
-            let mut config = order_service::Config::defaults();
-            config.common = common("order-service", order_service::config::SCHEMA);
-            groups.insert("order-service", config.common.kafka_group_id.clone());
-            let app = order_service::Application::build(config).await?;
-            let port = app.port();
-            RunningService::spawn("order-service", port, |s| {
-                app.run_until_stopped(until_stopped(s))
-            })
+        let mut order_config = order_service::Config::defaults();
+        order_config.common = common("order-service", order_service::config::SCHEMA);
+        order_config.order_saga_deadline_secs = options.saga_deadline_secs;
+        order_config.order_deadline_check_interval_ms = SWEEP_INTERVAL_MS;
+        order_config.order_cancel_window_secs = options.cancel_window_secs;
+        let mut inventory_config = inventory_service::Config::defaults();
+        inventory_config.common = common("inventory-service", inventory_service::config::SCHEMA);
+        inventory_config.inventory_seed_demo_catalog = false;
+        inventory_config.inventory_reservation_ttl_secs = options.reservation_ttl_secs;
+        inventory_config.inventory_expiry_check_interval_ms = SWEEP_INTERVAL_MS;
+        let mut payment_config = payment_service::Config::defaults();
+        payment_config.common = common("payment-service", payment_service::config::SCHEMA);
+        let mut notification_config = notification_service::Config::defaults();
+        notification_config.common =
+            common("notification-service", notification_service::config::SCHEMA);
+        let configs = StackConfigs {
+            order: order_config,
+            inventory: inventory_config,
+            payment: payment_config,
+            notification: notification_config,
         };
+        let groups = HashMap::from([
+            ("order-service", configs.order.common.kafka_group_id.clone()),
+            (
+                "inventory-service",
+                configs.inventory.common.kafka_group_id.clone(),
+            ),
+            (
+                "payment-service",
+                configs.payment.common.kafka_group_id.clone(),
+            ),
+            (
+                "notification-service",
+                configs.notification.common.kafka_group_id.clone(),
+            ),
+        ]);
+
+        let order = spawn_order(configs.order.clone()).await?;
         let mut inventory = Vec::new();
         for instance in 0..options.inventory_instances {
-            let mut config = inventory_service::Config::defaults();
-            config.common = common("inventory-service", inventory_service::config::SCHEMA);
-            config.inventory_seed_demo_catalog = false;
-            groups.insert("inventory-service", config.common.kafka_group_id.clone());
-            let app = inventory_service::Application::build(config).await?;
-            let port = app.port();
             let name = format!("inventory-service#{}", instance + 1);
-            inventory.push(RunningService::spawn(&name, port, |s| {
-                app.run_until_stopped(until_stopped(s))
-            }));
+            inventory.push(spawn_inventory(configs.inventory.clone(), &name).await?);
         }
-        let payment = {
-            let mut config = payment_service::Config::defaults();
-            config.common = common("payment-service", payment_service::config::SCHEMA);
-            groups.insert("payment-service", config.common.kafka_group_id.clone());
-            let app = payment_service::Application::build(config).await?;
-            let port = app.port();
-            RunningService::spawn("payment-service", port, |s| {
-                app.run_until_stopped(until_stopped(s))
-            })
-        };
-        let notification = {
-            let mut config = notification_service::Config::defaults();
-            config.common = common("notification-service", notification_service::config::SCHEMA);
-            groups.insert("notification-service", config.common.kafka_group_id.clone());
-            let app = notification_service::Application::build(config).await?;
-            let port = app.port();
-            RunningService::spawn("notification-service", port, |s| {
-                app.run_until_stopped(until_stopped(s))
-            })
-        };
+        let payment = spawn_payment(configs.payment.clone()).await?;
+        let notification = spawn_notification(configs.notification.clone()).await?;
 
         let Infra {
             postgres,
@@ -246,8 +307,38 @@ impl TestStack {
             api,
             kafka,
             postgres,
+            configs,
             stopped: false,
         })
+    }
+
+    /// Stops payment-service gracefully, as if it were down.
+    pub async fn stop_payment(&mut self) {
+        self.payment.stop().await.expect("stopping payment-service");
+    }
+
+    /// Starts payment-service again with its configuration (on a new port).
+    pub async fn start_payment(&mut self) {
+        self.payment = spawn_payment(self.configs.payment.clone())
+            .await
+            .expect("starting payment-service");
+        self.api.payment_base = self.payment.base_url.clone();
+    }
+
+    /// Stops every inventory-service instance gracefully.
+    pub async fn stop_inventory(&mut self) {
+        for instance in &mut self.inventory {
+            instance.stop().await.expect("stopping inventory-service");
+        }
+    }
+
+    /// Starts one inventory-service instance again, in place of the stopped ones.
+    pub async fn start_inventory(&mut self) {
+        let instance = spawn_inventory(self.configs.inventory.clone(), "inventory-service#1")
+            .await
+            .expect("starting inventory-service");
+        self.api.inventory_base = instance.base_url.clone();
+        self.inventory = vec![instance];
     }
 
     /// Stops every service gracefully; the broker goes last.
@@ -284,6 +375,24 @@ impl TestStack {
         .fetch_all(&self.db)
         .await
         .expect("reading the outbox")
+    }
+
+    /// Polls until `schema`'s service has processed an event of `event_type`
+    /// about `order_id` (it is in that service's inbox).
+    pub async fn wait_until_handled(&self, schema: &str, order_id: &str, event_type: &str) {
+        let what = format!("{schema} to handle {event_type} of order {order_id}");
+        wait_for(&what, || async {
+            let handled: bool = sqlx::query_scalar(&format!(
+                "SELECT EXISTS (SELECT 1 FROM {schema}.inbox WHERE order_id = $1 AND event_type = $2)"
+            ))
+            .bind(order_id)
+            .bind(event_type)
+            .fetch_one(&self.db)
+            .await
+            .expect("reading an inbox");
+            handled.then_some(())
+        })
+        .await
     }
 
     /// Publishes raw bytes to a topic with `key`, as a faulty or repeating
@@ -456,6 +565,50 @@ impl Api {
         .await
     }
 
+    /// Polls the order until it has `status` and returns it.
+    pub async fn wait_for_status(&self, order_id: &str, status: &str) -> Value {
+        wait_for(&format!("order {order_id} to be {status}"), || async {
+            let order = self.order(order_id).await;
+            (order["status"] == status).then_some(order)
+        })
+        .await
+    }
+
+    /// `POST /api/orders/{orderId}/cancel`, with `body` if given.
+    pub async fn cancel_order(&self, order_id: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .post(self.order_url(&format!("/api/orders/{order_id}/cancel")));
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        let response = request.send().await.expect("POST cancel");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /api/orders/{orderId}/timeline`'s events.
+    pub async fn timeline(&self, order_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&self.order_url(&format!("/api/orders/{order_id}/timeline")))
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET timeline {order_id}: {body}");
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /api/payments/{orderId}`: `None` when the order was never charged.
+    pub async fn payment(&self, order_id: &str) -> Option<Value> {
+        let (status, body) = self
+            .get_json(&self.payment_url(&format!("/api/payments/{order_id}")))
+            .await;
+        match status {
+            StatusCode::OK => Some(body),
+            StatusCode::NOT_FOUND => None,
+            other => panic!("GET payment {order_id}: {other} {body}"),
+        }
+    }
+
     /// Creates or restocks a product.
     pub async fn put_product(&self, sku: &str, price_cents: i64, available: i64) {
         let response = self
@@ -624,6 +777,9 @@ impl Infra {
             ),
             ("CONSUMER_RETRY_MAX_MS", c.consumer_retry_max_ms.to_string()),
             ("INVENTORY_SEED_DEMO_CATALOG", "false".to_owned()),
+            // As in-process stacks: crash and outage tests must not be cut short.
+            ("ORDER_SAGA_DEADLINE_SECS", "300".to_owned()),
+            ("INVENTORY_RESERVATION_TTL_SECS", "600".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -91,9 +91,15 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
-    let placement = db::place(&state.pool, &state.topics, &state.service_name, &new)
-        .await
-        .map_err(|err| database_problem(&err))?;
+    let placement = db::place(
+        &state.pool,
+        &state.topics,
+        &state.service_name,
+        &new,
+        state.saga_deadline,
+    )
+    .await
+    .map_err(|err| database_problem(&err))?;
     match placement {
         Placement::Created(order) => {
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");

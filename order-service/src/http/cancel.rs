@@ -1,0 +1,94 @@
+//! `POST /api/orders/{orderId}/cancel`: the customer calls the saga off.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use service_kit::http::database_problem;
+use service_kit::{OptionalJsonBody, Problem};
+use shared_events::{CancelInitiator, CancelReason, OrderId};
+
+use super::AppState;
+use crate::db;
+use crate::domain::{self, CancelDecision, CancelRefused};
+
+/// The optional body: `{"reason": "..."}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelRequest {
+    reason: Option<String>,
+}
+
+/// Cancels the order: 202 with the order (now CANCELLED) while the other
+/// services release its stock and refund its payment; 409 when it is too late.
+/// Repeating a cancellation answers 202 again and changes nothing.
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
+) -> Result<(StatusCode, Json<db::Order>), Problem> {
+    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    let reason = match body.and_then(|b| b.reason) {
+        Some(text) => {
+            CancelReason::parse(&text).map_err(|e| Problem::invalid_field("reason", e.0))?
+        }
+        None => CancelReason::customer_request(),
+    };
+    let order = cancel_in_tx(&state, &order_id, &reason)
+        .await
+        .map_err(|err| match err {
+            CancelError::Database(err) => database_problem(&err),
+            CancelError::NotFound => Problem::not_found(format!("no order {order_id}")),
+            CancelError::Refused(refusal) => {
+                Problem::conflict(format!("order {order_id}: {refusal}"))
+            }
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(order)))
+}
+
+enum CancelError {
+    Database(sqlx::Error),
+    NotFound,
+    Refused(CancelRefused),
+}
+
+impl From<sqlx::Error> for CancelError {
+    fn from(err: sqlx::Error) -> Self {
+        CancelError::Database(err)
+    }
+}
+
+async fn cancel_in_tx(
+    state: &AppState,
+    order_id: &OrderId,
+    reason: &CancelReason,
+) -> Result<db::Order, CancelError> {
+    let mut tx = state.pool.begin().await?;
+    let candidate = db::lock_for_cancel(&mut tx, order_id.as_str())
+        .await?
+        .ok_or(CancelError::NotFound)?;
+    match domain::customer_cancel(&candidate.target, state.cancel_window)
+        .map_err(CancelError::Refused)?
+    {
+        CancelDecision::Cancel => {
+            db::cancel(
+                &mut tx,
+                &state.topics,
+                &state.service_name,
+                order_id,
+                &candidate,
+                CancelInitiator::Customer,
+                reason,
+            )
+            .await?;
+            tracing::info!(from = %candidate.target.status, reason = %reason, "order cancelled by the customer");
+        }
+        CancelDecision::AlreadyCancelled => {}
+    }
+    let order = db::load(&mut tx, order_id.as_str())
+        .await?
+        .ok_or(CancelError::NotFound)?;
+    tx.commit().await?;
+    Ok(order)
+}

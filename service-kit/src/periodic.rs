@@ -1,0 +1,80 @@
+//! Background jobs on a timer: order-service's saga deadline and
+//! inventory-service's reservation expiry.
+//!
+//! A job is one pass over whatever is due ("cancel every order past its
+//! deadline"). It must be safe to run on several instances at once (claim rows
+//! with `FOR UPDATE SKIP LOCKED`) and safe to repeat after a failure, because a
+//! failed pass is simply tried again at the next tick: a database outage delays
+//! the job, it never stops the service.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `job` every `interval` until `stop` is cancelled. `job` returns how
+/// many items it handled, for the log.
+pub async fn run_every<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    stop: CancellationToken,
+    mut job: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        match job().await {
+            Ok(0) => {}
+            Ok(handled) => tracing::info!(job = name, handled, "periodic job done"),
+            Err(err) => tracing::warn!(
+                job = name,
+                error = format!("{err:#}"),
+                "periodic job failed; trying again at the next tick"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_pass_is_retried_at_the_next_tick() {
+        let stop = CancellationToken::new();
+        let passes = Arc::new(AtomicU32::new(0));
+        let counted = passes.clone();
+        let stopper = stop.clone();
+        run_every("test", Duration::from_millis(1), stop, move || {
+            let pass = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            if pass == 3 {
+                stopper.cancel();
+            }
+            async move {
+                match pass {
+                    1 => anyhow::bail!("database down"),
+                    _ => Ok(1),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            3,
+            "the failure did not end the job"
+        );
+    }
+}
