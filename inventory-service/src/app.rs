@@ -3,12 +3,13 @@
 //! reservation expiry.
 
 use anyhow::Context;
+use service_kit::periodic::BatchJob;
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::{
     CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderId, Topics, UserId,
 };
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -50,7 +51,6 @@ impl Application {
             reservation_ttl_secs: config.inventory_reservation_ttl_secs,
         };
         let expiry = ReservationExpiry {
-            pool: infra.pool.clone(),
             topics: topics.clone(),
             service_name: config.common.service_name.clone(),
         };
@@ -65,13 +65,11 @@ impl Application {
                 ],
                 handler,
             )?
-            .with_periodic(
+            .with_batch_job(
                 "reservation expiry",
                 config.expiry_check_interval(),
-                move || {
-                    let expiry = expiry.clone();
-                    async move { expiry.release_expired().await }
-                },
+                EXPIRY_BATCH,
+                expiry,
             ))
     }
 }
@@ -81,41 +79,31 @@ const EXPIRY_BATCH: i64 = 100;
 
 /// Gives back stock held for sagas that never finished, and calls those sagas
 /// off so that no one charges or confirms them later.
-#[derive(Clone)]
 struct ReservationExpiry {
-    pool: PgPool,
     topics: Topics,
     service_name: String,
 }
 
-impl ReservationExpiry {
-    async fn release_expired(&self) -> anyhow::Result<u64> {
-        let mut released = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let expired = db::release_expired(&mut tx, EXPIRY_BATCH).await?;
-            for reservation in &expired {
-                let event = Envelope::in_saga(
-                    OrderId::parse(&reservation.order_id)?,
-                    reservation.correlation_id.unwrap_or_else(Uuid::now_v7),
-                    Event::OrderCancelled(OrderCancelled {
-                        user_id: UserId::parse(&reservation.user_id)?,
-                        initiator: CancelInitiator::ReservationExpiry,
-                        reason: CancelReason::timeout(),
-                    }),
-                    &self.service_name,
-                );
-                service_kit::outbox::enqueue(&mut tx, &self.topics, &event).await?;
-                tracing::warn!(
-                    order_id = %reservation.order_id,
-                    "reservation expired; stock released and order cancelled"
-                );
-            }
-            tx.commit().await?;
-            released += expired.len() as u64;
-            if (expired.len() as i64) < EXPIRY_BATCH {
-                return Ok(released);
-            }
+impl BatchJob for ReservationExpiry {
+    async fn pass(&self, tx: &mut PgConnection, batch: i64) -> anyhow::Result<usize> {
+        let expired = db::release_expired(tx, batch).await?;
+        for reservation in &expired {
+            let event = Envelope::in_saga(
+                OrderId::parse(&reservation.order_id)?,
+                reservation.correlation_id.unwrap_or_else(Uuid::now_v7),
+                Event::OrderCancelled(OrderCancelled {
+                    user_id: UserId::parse(&reservation.user_id)?,
+                    initiator: CancelInitiator::ReservationExpiry,
+                    reason: CancelReason::timeout(),
+                }),
+                &self.service_name,
+            );
+            service_kit::outbox::enqueue(tx, &self.topics, &event).await?;
+            tracing::warn!(
+                order_id = %reservation.order_id,
+                "reservation expired; stock released and order cancelled"
+            );
         }
+        Ok(expired.len())
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use service_kit::periodic::BatchJob;
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::{CancelInitiator, CancelReason, Topics};
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use crate::config::Config;
 use crate::consumer::OrderEvents;
@@ -33,7 +34,6 @@ impl Application {
             saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
         });
         let deadline = SagaDeadline {
-            pool: infra.pool.clone(),
             topics: topics.clone(),
             service_name: config.common.service_name.clone(),
             deadline_secs: config.order_saga_deadline_secs,
@@ -49,57 +49,45 @@ impl Application {
                 ],
                 OrderEvents,
             )?
-            .with_periodic(
+            .with_batch_job(
                 "saga deadline",
                 config.deadline_check_interval(),
-                move || {
-                    let deadline = deadline.clone();
-                    async move { deadline.cancel_overdue().await }
-                },
+                DEADLINE_BATCH,
+                deadline,
             ))
     }
 }
 
 /// Cancels orders that did not finish in time, through the same path as a
 /// customer's cancellation, so every service undoes its part.
-#[derive(Clone)]
 struct SagaDeadline {
-    pool: PgPool,
     topics: Topics,
     service_name: String,
     deadline_secs: u64,
 }
 
-impl SagaDeadline {
-    async fn cancel_overdue(&self) -> anyhow::Result<u64> {
-        let mut cancelled = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let overdue = db::lock_overdue(&mut tx, self.deadline_secs, DEADLINE_BATCH).await?;
-            let reason = CancelReason::timeout();
-            for (order_id, candidate) in &overdue {
-                db::cancel(
-                    &mut tx,
-                    &self.topics,
-                    &self.service_name,
-                    order_id,
-                    candidate,
-                    CancelInitiator::SagaDeadline,
-                    &reason,
-                )
-                .await?;
-                tracing::warn!(
-                    order_id = %order_id,
-                    from = %candidate.target.status,
-                    deadline_secs = self.deadline_secs,
-                    "order timed out; cancelling it"
-                );
-            }
-            tx.commit().await?;
-            cancelled += overdue.len() as u64;
-            if (overdue.len() as i64) < DEADLINE_BATCH {
-                return Ok(cancelled);
-            }
+impl BatchJob for SagaDeadline {
+    async fn pass(&self, tx: &mut PgConnection, batch: i64) -> anyhow::Result<usize> {
+        let reason = CancelReason::timeout();
+        let overdue = db::lock_overdue(tx, self.deadline_secs, batch).await?;
+        for (order_id, candidate) in &overdue {
+            db::cancel(
+                tx,
+                &self.topics,
+                &self.service_name,
+                order_id,
+                candidate,
+                CancelInitiator::SagaDeadline,
+                &reason,
+            )
+            .await?;
+            tracing::warn!(
+                order_id = %order_id,
+                from = %candidate.target.status,
+                deadline_secs = self.deadline_secs,
+                "order timed out; cancelling it"
+            );
         }
+        Ok(overdue.len())
     }
 }

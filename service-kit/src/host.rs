@@ -26,6 +26,7 @@ use crate::config::CommonConfig;
 use crate::consumer::{EventConsumer, EventHandler};
 use crate::http::{finish_router, HealthState};
 use crate::outbox::OutboxRelay;
+use crate::periodic::BatchJob;
 
 /// How long background work may take to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -127,22 +128,32 @@ impl ServiceHost {
         Ok(self)
     }
 
-    /// Runs `job` every `interval` (see [`crate::periodic`]).
-    pub fn with_periodic<F, Fut>(mut self, name: &'static str, interval: Duration, job: F) -> Self
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
-    {
+    /// Runs `job` every `interval`, in batches of at most `batch` items
+    /// (see [`crate::periodic`]).
+    pub fn with_batch_job<J: BatchJob>(
+        mut self,
+        name: &'static str,
+        interval: Duration,
+        batch: i64,
+        job: J,
+    ) -> Self {
+        let pool = self.infra.pool.clone();
+        let job = std::sync::Arc::new(job);
         self.workers.push((
             name,
-            Box::new(move |stop| Box::pin(crate::periodic::run_every(name, interval, stop, job))),
+            Box::new(move |stop| {
+                Box::pin(crate::periodic::run_every(
+                    name,
+                    interval,
+                    stop,
+                    move || {
+                        let (pool, job) = (pool.clone(), job.clone());
+                        async move { crate::periodic::in_batches(&pool, batch, &*job).await }
+                    },
+                ))
+            }),
         ));
         self
-    }
-
-    /// The pool this service's parts share (for periodic jobs).
-    pub fn pool(&self) -> &PgPool {
-        &self.infra.pool
     }
 
     /// The port actually bound (useful when 0 was asked for).

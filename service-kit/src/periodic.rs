@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use sqlx::{PgConnection, PgPool};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,34 @@ where
                 error = format!("{err:#}"),
                 "periodic job failed; trying again at the next tick"
             ),
+        }
+    }
+}
+
+/// A periodic job that works through what is due in batches, one transaction
+/// per batch.
+pub trait BatchJob: Send + Sync + 'static {
+    /// Handles at most `batch` due items inside `tx` and returns how many it
+    /// handled; fewer than `batch` means nothing more is due.
+    fn pass(
+        &self,
+        tx: &mut PgConnection,
+        batch: i64,
+    ) -> impl Future<Output = anyhow::Result<usize>> + Send;
+}
+
+/// Runs `job` one batch per transaction until a pass handles fewer than
+/// `batch`. Each batch commits on its own, so a failure loses at most the batch
+/// in hand, which the next run picks up again. Returns how many were handled.
+pub async fn in_batches<J: BatchJob>(pool: &PgPool, batch: i64, job: &J) -> anyhow::Result<u64> {
+    let mut handled = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let done = job.pass(&mut tx, batch).await?;
+        tx.commit().await?;
+        handled += done as u64;
+        if (done as i64) < batch {
+            return Ok(handled);
         }
     }
 }
