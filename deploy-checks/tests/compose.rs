@@ -557,7 +557,7 @@ async fn each_service_starts_as_its_own_role_and_cannot_read_another_services_sc
         .unwrap();
         assert_eq!(
             owners,
-            [url.user.clone()],
+            std::slice::from_ref(&url.user),
             "{}'s tables belong to its role",
             service.name
         );
