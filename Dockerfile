@@ -22,6 +22,7 @@ FROM ${RUST_IMAGE} AS chef
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential perl pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
+# cargo-chef 0.1.78's own locked dependencies need Rust 1.88 or later.
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /build
 
