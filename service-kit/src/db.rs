@@ -79,6 +79,19 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> anyhow::Resu
     let mut conn = sqlx::PgConnection::connect_with(options)
         .await
         .context("connecting to the database")?;
+    // A deployment may give each service a role that owns its pre-created
+    // schema but may not create schemas in the database (see
+    // deploy/postgres/init.sql). CREATE SCHEMA IF NOT EXISTS checks that
+    // database privilege before it looks for the schema, so look first.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&mut conn)
+            .await
+            .context("looking for the schema")?;
+    if exists {
+        return Ok(());
+    }
     // The schema name was checked to be [a-z_]+ above, so it is safe to splice.
     // Two services starting together may race on CREATE SCHEMA; the loser's
     // unique violation means the schema exists, which is what we want.

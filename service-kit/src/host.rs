@@ -223,6 +223,9 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Send + 'static {
 /// The whole of a service's `main`: load the configuration (defaults →
 /// `CONFIG_FILE` → environment), set up logging, build the service with
 /// `build` and run it until Ctrl-C or SIGTERM.
+///
+/// With the single argument [`HEALTHCHECK_ARG`] the binary serves nothing and
+/// runs [`healthcheck`] instead, for container health checks.
 pub async fn run<C, F, Fut>(build: F) -> anyhow::Result<()>
 where
     C: ServiceConfig,
@@ -230,11 +233,95 @@ where
     Fut: Future<Output = anyhow::Result<ServiceHost>>,
 {
     let config = crate::config::load(&C::defaults())?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some(HEALTHCHECK_ARG) => return healthcheck(config.common()).await,
+        Some(other) => anyhow::bail!(
+            "unknown argument {other:?}: run without arguments to serve, \
+             or with `{HEALTHCHECK_ARG}` to probe a running instance"
+        ),
+    }
     crate::telemetry::init(config.common().log_format);
     build(config)
         .await?
         .run_until_stopped(shutdown_signal())
         .await
+}
+
+/// The argument that turns a service binary into a probe of a running instance.
+pub const HEALTHCHECK_ARG: &str = "healthcheck";
+
+/// What the probe asks: readiness, so an instance counts as healthy only while
+/// its database and Kafka answer.
+pub const READINESS_PATH: &str = "/health/ready";
+
+/// How long the probe may take; a container runtime's own health-check timeout
+/// should be longer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `<service> healthcheck`: asks the instance configured like this process
+/// (same `HOST` and `PORT`) for [`READINESS_PATH`]; `Ok` if it answers 200.
+///
+/// Container images then need no HTTP client of their own (the runtime image
+/// has no curl), and the probe cannot disagree with the port the service
+/// listens on, since both read the same configuration. As a process, it exits
+/// 0 when ready and 1 otherwise: what Docker's `HEALTHCHECK` expects.
+pub async fn healthcheck(config: &CommonConfig) -> anyhow::Result<()> {
+    let host = probe_host(&config.host);
+    let status = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        http_get_status(host, config.port, READINESS_PATH),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "no answer from {host}:{} within {}s",
+            config.port,
+            PROBE_TIMEOUT.as_secs()
+        )
+    })??;
+    anyhow::ensure!(status == 200, "{READINESS_PATH} answered {status}");
+    println!("ready");
+    Ok(())
+}
+
+/// Where to reach a server bound to `host`: a wildcard address is reached on loopback.
+fn probe_host(host: &str) -> &str {
+    match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" | "[::]" => "::1",
+        other => other,
+    }
+}
+
+/// The status code of `GET path`: a minimal HTTP/1.1 client, enough for a health check.
+async fn http_get_status(host: &str, port: u16, path: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let mut stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .context("sending the request")?;
+    let mut status_line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut status_line)
+        .await
+        .context("reading the response")?;
+    // "HTTP/1.1 200 OK"
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {status_line:?}"))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -256,5 +343,54 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Serves `status` on [`READINESS_PATH`] on a free loopback port, and returns a
+    /// configuration pointing at it.
+    async fn instance_answering(status: StatusCode) -> CommonConfig {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = CommonConfig::defaults("probe-test", 0, "unused");
+        config.port = listener.local_addr().unwrap().port();
+        let app = Router::new().route(READINESS_PATH, get(move || async move { status }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        config
+    }
+
+    #[tokio::test]
+    async fn healthcheck_passes_when_the_instance_is_ready() {
+        let config = instance_answering(StatusCode::OK).await;
+        healthcheck(&config).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn healthcheck_fails_when_the_instance_is_not_ready() {
+        let config = instance_answering(StatusCode::SERVICE_UNAVAILABLE).await;
+        let err = healthcheck(&config).await.unwrap_err();
+        assert!(format!("{err:#}").contains("503"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn healthcheck_fails_when_nothing_listens() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = CommonConfig::defaults("probe-test", 0, "unused");
+        config.port = free.local_addr().unwrap().port();
+        drop(free);
+        let err = healthcheck(&config).await.unwrap_err();
+        assert!(format!("{err:#}").contains("connecting"), "{err:#}");
+    }
+
+    #[test]
+    fn a_wildcard_bind_address_is_probed_on_loopback() {
+        assert_eq!(probe_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(probe_host("::"), "::1");
+        assert_eq!(probe_host("10.1.2.3"), "10.1.2.3");
     }
 }

@@ -29,5 +29,7 @@ pub mod telemetry;
 
 pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};
-pub use host::{run, shutdown_signal, Infrastructure, ServiceConfig, ServiceHost};
+pub use host::{
+    healthcheck, run, shutdown_signal, Infrastructure, ServiceConfig, ServiceHost, HEALTHCHECK_ARG,
+};
 pub use http::{JsonBody, OptionalJsonBody, Problem, QueryParams};
