@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
@@ -116,7 +117,7 @@ impl Topics {
 }
 
 /// A customer placed an order. Published by order-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     pub user_id: UserId,
@@ -125,7 +126,7 @@ pub struct OrderCreated {
 }
 
 /// One line of an order as the customer asked for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
     pub sku: Sku,
@@ -133,7 +134,7 @@ pub struct OrderLine {
 }
 
 /// The outcome of trying to reserve stock for an order. Published by inventory-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryReserved {
     /// Carried along so payment-service knows whom to charge without asking order-service.
@@ -142,7 +143,7 @@ pub struct InventoryReserved {
     pub outcome: Reservation,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     tag = "outcome",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -163,7 +164,7 @@ pub enum Reservation {
 }
 
 /// A reserved line with the unit price inventory-service charged for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PricedLine {
     pub sku: Sku,
@@ -171,7 +172,7 @@ pub struct PricedLine {
     pub unit_price_cents: Cents,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RejectionReason {
     OutOfStock,
@@ -188,7 +189,7 @@ impl RejectionReason {
 }
 
 /// The outcome of charging the customer. Published by payment-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentProcessed {
     pub user_id: UserId,
@@ -198,7 +199,7 @@ pub struct PaymentProcessed {
     pub outcome: Payment,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     tag = "outcome",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -209,7 +210,7 @@ pub enum Payment {
     Declined { reason: DeclineReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeclineReason {
     InsufficientCredit,
@@ -225,7 +226,7 @@ impl DeclineReason {
 
 /// A captured payment was given back because its order was cancelled.
 /// Published by payment-service, on the payment topic, after the charge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRefunded {
     pub user_id: UserId,
@@ -235,7 +236,7 @@ pub struct PaymentRefunded {
 
 /// The saga of an order is called off. Every service undoes what it did for
 /// the order and refuses to do anything more for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
     pub user_id: UserId,
@@ -245,7 +246,7 @@ pub struct OrderCancelled {
     pub reason: CancelReason,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CancelInitiator {
     /// The customer, through order-service's API.
