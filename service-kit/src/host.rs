@@ -89,7 +89,7 @@ impl ServiceHost {
             producer: infra.producer.clone(),
         };
         Ok(ServiceHost {
-            router: finish_router(routes, health),
+            router: finish_router(routes, health, &infra.config.service_name),
             infra,
             listener,
             address,
@@ -201,11 +201,13 @@ where
     Fut: Future<Output = anyhow::Result<ServiceHost>>,
 {
     let config = crate::config::load(&C::defaults())?;
-    crate::telemetry::init(config.common().log_format);
-    build(config)
+    crate::telemetry::init(config.common())?;
+    let ran = build(config)
         .await?
         .run_until_stopped(shutdown_signal())
-        .await
+        .await;
+    crate::telemetry::shutdown().await;
+    ran
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
