@@ -60,6 +60,9 @@ pub struct CommonConfig {
     pub kafka_session_timeout_ms: u64,
     /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
     pub kafka_message_timeout_ms: u64,
+    /// How often the consumer's client reports statistics, from which the
+    /// `kafka_consumer_lag` gauges are updated.
+    pub kafka_statistics_interval_ms: u64,
     pub topic_order_created: String,
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
@@ -79,6 +82,10 @@ pub struct CommonConfig {
     pub consumer_max_attempts: u32,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP endpoint (e.g.
+    /// `http://localhost:4318`); spans are posted to `<url>/v1/traces`.
+    /// Empty (the default): no export; trace context is still propagated.
+    pub otel_exporter_otlp_endpoint: String,
 }
 
 impl CommonConfig {
@@ -99,6 +106,7 @@ impl CommonConfig {
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
             kafka_message_timeout_ms: 30_000,
+            kafka_statistics_interval_ms: 5_000,
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
             topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
@@ -110,6 +118,7 @@ impl CommonConfig {
             consumer_retry_max_ms: 5_000,
             consumer_max_attempts: 5,
             log_format: LogFormat::Text,
+            otel_exporter_otlp_endpoint: String::new(),
         }
     }
 
@@ -199,6 +208,10 @@ mod tests {
         assert_eq!(config.common.kafka_topic_partitions, 6);
         assert_eq!(config.common.topics(), Topics::default());
         assert_eq!(config.payment_default_credit_cents, 100_000);
+        assert_eq!(
+            config.common.otel_exporter_otlp_endpoint, "",
+            "no trace export unless asked for"
+        );
     }
 
     #[test]
@@ -212,6 +225,7 @@ mod tests {
                 ("TOPIC_ORDER_CREATED", "orders.created"),
                 ("PAYMENT_DEFAULT_CREDIT_CENTS", "5"),
                 ("LOG_FORMAT", "json"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ],
         )
         .unwrap();
@@ -221,6 +235,10 @@ mod tests {
         assert_eq!(config.common.topics().order_created, "orders.created");
         assert_eq!(config.payment_default_credit_cents, 5);
         assert_eq!(config.common.log_format, LogFormat::Json);
+        assert_eq!(
+            config.common.otel_exporter_otlp_endpoint,
+            "http://collector:4318"
+        );
     }
 
     #[test]

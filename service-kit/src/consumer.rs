@@ -10,12 +10,17 @@
 //!
 //! A service supplies only an [`EventHandler`]: "what does this event do to my
 //! state, and what does it cause".
+//!
+//! Each event is handled inside an `event` span carrying its `order_id`, and
+//! that span continues the trace named by the message's `traceparent` header,
+//! so the events it causes (written to the outbox with the span's context)
+//! belong to the same trace.
 
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use shared_events::{Envelope, Topics};
@@ -25,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
-use crate::{dlq, metrics, outbox};
+use crate::{dlq, metrics, outbox, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
 #[derive(Debug, Error)]
@@ -78,6 +83,15 @@ fn is_transient(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The message's `traceparent` header, if it has one in UTF-8.
+fn traceparent<'m>(message: &'m BorrowedMessage<'_>) -> Option<&'m str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == trace_context::TRACEPARENT)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
 /// What a service does with one event.
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx` and returns the events it causes; they are
@@ -101,7 +115,7 @@ enum Outcome {
 
 /// Runs one consumer group member for a service.
 pub struct EventConsumer<H> {
-    consumer: StreamConsumer,
+    consumer: crate::kafka::EventStreamConsumer,
     pool: PgPool,
     handler: H,
     topics: Topics,
@@ -193,7 +207,9 @@ impl<H: EventHandler> EventConsumer<H> {
             order_id = %event.order_id,
             event_type = event.event_type().as_str(),
             event_id = %event.event_id,
+            trace_id = tracing::field::Empty,
         );
+        trace_context::continue_trace(&span, traceparent(message));
         self.apply_with_retries(message, &event, shutdown)
             .instrument(span)
             .await

@@ -90,7 +90,7 @@ impl ServiceHost {
             producer: infra.producer.clone(),
         };
         Ok(ServiceHost {
-            router: finish_router(routes, health),
+            router: finish_router(routes, health, &infra.config.service_name),
             infra,
             listener,
             address,
@@ -241,11 +241,13 @@ where
              or with `{HEALTHCHECK_ARG}` to probe a running instance"
         ),
     }
-    crate::telemetry::init(config.common().log_format);
-    build(config)
+    crate::telemetry::init(config.common())?;
+    let ran = build(config)
         .await?
         .run_until_stopped(shutdown_signal())
-        .await
+        .await;
+    crate::telemetry::shutdown().await;
+    ran
 }
 
 /// The argument that turns a service binary into a probe of a running instance.

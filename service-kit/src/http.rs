@@ -1,7 +1,9 @@
 //! HTTP plumbing shared by every service: RFC 9457 problem responses, JSON and
 //! query extractors that answer bad input with a problem naming the field, the
-//! common middleware stack, and health endpoints.
+//! common middleware stack (request span with trace context, metrics, body
+//! limit, timeout), and health endpoints.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -354,9 +356,52 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
+/// The span of one HTTP request. It continues the caller's trace when the
+/// request has a valid `traceparent` header (else starts one), and names the
+/// route template and, when the path or query names one, the order
+/// (`order_id`), so every log line while handling it says both.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = crate::metrics::route_of(request);
+    let order_id = order_id_of(&route, request.uri());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        order_id,
+        trace_id = tracing::field::Empty,
+    );
+    let traceparent = request
+        .headers()
+        .get(crate::trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    crate::trace_context::continue_trace(&span, traceparent);
+    span
+}
+
+/// Route placeholders that hold an order's id.
+const ORDER_ID_PLACEHOLDERS: [&str; 2] = ["{order_id}", "{orderId}"];
+/// The query parameter that names an order in listings.
+const ORDER_ID_QUERY: &str = "orderId";
+
+/// The order a request is about: the `{order_id}` (or `{orderId}`) segment
+/// of its route, or else its `orderId` query parameter.
+fn order_id_of(route: &str, uri: &axum::http::Uri) -> Option<String> {
+    let from_path = route
+        .split('/')
+        .zip(uri.path().split('/'))
+        .find(|(template, _)| ORDER_ID_PLACEHOLDERS.contains(template))
+        .map(|(_, segment)| segment.to_owned());
+    from_path.or_else(|| {
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .find(|(name, _)| name == ORDER_ID_QUERY)
+            .map(|(_, value)| value.into_owned())
+    })
+}
+
 /// Adds the health and metrics endpoints, a problem+json 404 for unknown routes, and the
-/// common middleware (tracing, body limit, timeout) to a service's routes.
-pub fn finish_router(routes: Router, health: HealthState) -> Router {
+/// common middleware (request span, metrics, body limit, timeout) to a service's routes.
+/// `service` labels the HTTP metrics.
+pub fn finish_router(routes: Router, health: HealthState, service: &str) -> Router {
     let health_routes = Router::new()
         .route("/health", get(ready))
         .route("/health/ready", get(ready))
@@ -372,7 +417,11 @@ pub fn finish_router(routes: Router, health: HealthState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(service),
+            crate::metrics::track_http,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 #[cfg(test)]
@@ -390,5 +439,35 @@ mod tests {
             Some("userId")
         );
         assert_eq!(named_field("invalid type: string"), None);
+    }
+
+    #[test]
+    fn finds_the_order_in_the_path_or_the_query() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(
+            order_id_of("/api/orders/{order_id}", &uri("/api/orders/o-1")).as_deref(),
+            Some("o-1")
+        );
+        assert_eq!(
+            order_id_of(
+                "/api/orders/{orderId}/events",
+                &uri("/api/orders/o-2/events")
+            )
+            .as_deref(),
+            Some("o-2")
+        );
+        assert_eq!(
+            order_id_of(
+                "/api/notifications",
+                &uri("/api/notifications?userId=u&orderId=o-3")
+            )
+            .as_deref(),
+            Some("o-3")
+        );
+        assert_eq!(
+            order_id_of("/api/inventory/{sku}", &uri("/api/inventory/widget")),
+            None
+        );
+        assert_eq!(order_id_of("unmatched", &uri("/nowhere")), None);
     }
 }

@@ -6,13 +6,16 @@
 //!   the consumer loop does so after the event's transaction has committed, and
 //!   the background auto-commit then commits only what was stored.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -45,8 +48,68 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
         .context("creating the Kafka producer")
 }
 
-pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = base_config(config)
+/// The consumer's client context: turns librdkafka's periodic statistics
+/// into the `kafka_consumer_lag` gauges.
+pub struct LagReporter {
+    /// The `service` label.
+    service: String,
+    /// Partitions a lag was reported for, so that one this instance no longer
+    /// owns is set back to 0 (its new owner reports it) instead of keeping a
+    /// stale value.
+    reported: Mutex<HashSet<(String, i32)>>,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, stats) in &statistics.topics {
+            // Partition -1 is librdkafka's internal "unassigned" queue.
+            for partition in stats.partitions.values().filter(|p| p.partition >= 0) {
+                let key = (topic.clone(), partition.partition);
+                match partition_lag(partition) {
+                    Some(lag) => {
+                        crate::metrics::consumer_lag(
+                            &self.service,
+                            topic,
+                            partition.partition,
+                            lag,
+                        );
+                        reported.insert(key);
+                    }
+                    None if reported.remove(&key) => {
+                        crate::metrics::consumer_lag(&self.service, topic, partition.partition, 0);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// The lag of a partition this consumer owns: the high watermark minus the
+/// position it has processed up to (the offset it stored; before it stored
+/// one, the group's committed offset). `None` when it does not own the
+/// partition or neither offset is known yet.
+fn partition_lag(partition: &rdkafka::statistics::Partition) -> Option<i64> {
+    if !partition.desired {
+        return None;
+    }
+    [partition.consumer_lag_stored, partition.consumer_lag]
+        .into_iter()
+        .find(|lag| *lag >= 0)
+}
+
+/// A consumer that stores offsets only when told to, and reports its lag.
+pub type EventStreamConsumer = StreamConsumer<LagReporter>;
+
+pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventStreamConsumer> {
+    let context = LagReporter {
+        service: config.service_name.clone(),
+        reported: Mutex::default(),
+    };
+    let consumer: EventStreamConsumer = base_config(config)
         .set("group.id", &config.kafka_group_id)
         .set(
             "session.timeout.ms",
@@ -57,7 +120,11 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<Stream
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create()
+        .set(
+            "statistics.interval.ms",
+            config.kafka_statistics_interval_ms.to_string(),
+        )
+        .create_with_context(context)
         .context("creating the Kafka consumer")?;
     consumer
         .subscribe(topics)

@@ -4,11 +4,12 @@
 //! everything else lives here:
 //!
 //! - [`config`] — layered configuration (defaults → file → environment).
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logging and tracing (OTLP export when configured).
+//! - [`trace_context`] — W3C `traceparent` handed on through HTTP and Kafka headers.
 //! - [`db`] — connection pool pinned to the service's schema; migrations.
 //! - [`kafka`] — idempotent producer, manual-offset-store consumer, topic creation.
 //! - [`dlq`] — dead-letter topics: writing, listing, replaying.
-//! - [`metrics`] — Prometheus counters and `GET /metrics`.
+//! - [`metrics`] — Prometheus series (HTTP, events, consumer lag, outbox backlog) and `GET /metrics`.
 //! - [`outbox`] — the transactional outbox and its relay.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod periodic;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};

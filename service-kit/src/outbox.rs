@@ -10,6 +10,11 @@
 //!
 //! Several instances may relay from one schema: rows are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so each row is published by one instance at a time.
+//!
+//! A row keeps the trace context of the transaction that wrote it
+//! (`traceparent`), and the relay publishes it as a Kafka header, so the
+//! event's consumers continue the same trace. After each round the relay
+//! reports the backlog (`outbox_unsent_events`, `outbox_oldest_unsent_age_seconds`).
 
 use std::time::Duration;
 
@@ -25,8 +30,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
+use crate::trace_context::{self, TRACEPARENT};
 
-/// Writes `event` to the outbox as part of the caller's transaction.
+/// Writes `event` to the outbox as part of the caller's transaction, with the
+/// trace context of the current span.
 pub async fn enqueue(
     tx: &mut PgConnection,
     topics: &Topics,
@@ -34,14 +41,15 @@ pub async fn enqueue(
 ) -> Result<(), sqlx::Error> {
     let event_type = event.event_type();
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(event.event_id)
     .bind(topics.for_event(event_type))
     .bind(event.order_id.as_str())
     .bind(event_type.as_str())
     .bind(event.to_json())
+    .bind(trace_context::current_traceparent())
     .execute(tx)
     .await?;
     Ok(())
@@ -81,7 +89,8 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::
              ORDER BY id LIMIT $1
              FOR UPDATE SKIP LOCKED
          )
-         SELECT o.id, o.event_id, o.topic, o.message_key, o.event_type, o.payload
+         SELECT o.id, o.event_id, o.topic, o.message_key, o.event_type, o.payload,
+                o.traceparent
          FROM outbox o JOIN claimed c ON c.id = o.id
          WHERE NOT EXISTS (
              SELECT 1 FROM outbox earlier
@@ -106,6 +115,8 @@ pub struct Row {
     pub message_key: String,
     pub event_type: String,
     pub payload: Vec<u8>,
+    /// W3C trace context of the transaction that wrote the row.
+    pub traceparent: Option<String>,
 }
 
 impl OutboxRelay {
@@ -135,7 +146,11 @@ impl OutboxRelay {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            let wait = match self.publish_batch().await {
+            let published = self.publish_batch().await;
+            if let Err(err) = self.report_backlog().await {
+                tracing::debug!(error = %err, "measuring the outbox backlog failed");
+            }
+            let wait = match published {
                 Ok(published) if published as i64 >= self.batch_size => continue,
                 Ok(_) => self.poll_interval,
                 Err(err) => {
@@ -214,20 +229,25 @@ impl OutboxRelay {
         // producer keeps per-partition order.
         let deliveries = rows.iter().map(|row| {
             let event_id = row.event_id.to_string();
+            let mut kafka_headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: headers::EVENT_ID,
+                    value: Some(event_id.as_str()),
+                })
+                .insert(Header {
+                    key: headers::EVENT_TYPE,
+                    value: Some(row.event_type.as_str()),
+                });
+            if let Some(traceparent) = &row.traceparent {
+                kafka_headers = kafka_headers.insert(Header {
+                    key: TRACEPARENT,
+                    value: Some(traceparent.as_str()),
+                });
+            }
             let record = FutureRecord::to(&row.topic)
                 .key(&row.message_key)
                 .payload(&row.payload)
-                .headers(
-                    OwnedHeaders::new()
-                        .insert(Header {
-                            key: headers::EVENT_ID,
-                            value: Some(event_id.as_str()),
-                        })
-                        .insert(Header {
-                            key: headers::EVENT_TYPE,
-                            value: Some(row.event_type.as_str()),
-                        }),
-                );
+                .headers(kafka_headers);
             self.producer.send(record, Timeout::Never)
         });
         let results = join_all(deliveries).await;
@@ -256,6 +276,23 @@ impl OutboxRelay {
             None => Ok(sent.len()),
             Some(err) => Err(anyhow::Error::new(err).context("publishing outbox rows")),
         }
+    }
+
+    /// Updates the backlog gauges: unsent rows and the age of the oldest.
+    async fn report_backlog(&self) -> Result<(), sqlx::Error> {
+        let (unsent, oldest_age_secs): (i64, f64) = sqlx::query_as(
+            "SELECT count(*),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+             FROM outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        crate::metrics::outbox_backlog(
+            &self.config.service_name,
+            unsent,
+            Duration::from_secs_f64(oldest_age_secs.max(0.0)),
+        );
+        Ok(())
     }
 
     async fn prune(&self) -> Result<(), sqlx::Error> {

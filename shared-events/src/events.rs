@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
@@ -120,7 +121,7 @@ impl Topics {
 }
 
 /// A customer placed an order. Published by order-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     pub user_id: UserId,
@@ -129,7 +130,7 @@ pub struct OrderCreated {
 }
 
 /// One line of an order as the customer asked for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
     pub sku: Sku,
@@ -137,7 +138,7 @@ pub struct OrderLine {
 }
 
 /// The outcome of trying to reserve stock for an order. Published by inventory-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryReserved {
     /// Carried along so payment-service knows whom to charge without asking order-service.
@@ -146,7 +147,7 @@ pub struct InventoryReserved {
     pub outcome: Reservation,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     tag = "outcome",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -167,7 +168,7 @@ pub enum Reservation {
 }
 
 /// A reserved line with the unit price inventory-service charged for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PricedLine {
     pub sku: Sku,
@@ -175,7 +176,7 @@ pub struct PricedLine {
     pub unit_price_cents: Cents,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RejectionReason {
     OutOfStock,
@@ -192,7 +193,7 @@ impl RejectionReason {
 }
 
 /// The outcome of charging the customer. Published by payment-service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentProcessed {
     pub user_id: UserId,
@@ -202,7 +203,7 @@ pub struct PaymentProcessed {
     pub outcome: Payment,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     tag = "outcome",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -213,7 +214,7 @@ pub enum Payment {
     Declined { reason: DeclineReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeclineReason {
     InsufficientCredit,
@@ -229,7 +230,7 @@ impl DeclineReason {
 
 /// A captured payment was given back because its order was cancelled.
 /// Published by payment-service, on the payment topic, after the charge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRefunded {
     pub user_id: UserId,
@@ -239,7 +240,7 @@ pub struct PaymentRefunded {
 
 /// The saga of an order is called off. Every service undoes what it did for
 /// the order and refuses to do anything more for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
     pub user_id: UserId,
@@ -249,7 +250,7 @@ pub struct OrderCancelled {
     pub reason: CancelReason,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CancelInitiator {
     /// The customer, through order-service's API.
@@ -388,21 +389,32 @@ fn validate_lines<'a>(skus: impl ExactSizeIterator<Item = &'a Sku>) -> Result<()
 }
 
 /// The JSON shape of an envelope; `payload` is decoded once `eventType` and
-/// `version` are known.
-#[derive(Serialize, Deserialize)]
+/// `version` are known. Its schema, with a concrete payload, is the published
+/// schema of each event ([`crate::schema`]).
+#[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct Wire<P> {
-    event_id: Uuid,
-    event_type: String,
-    version: u16,
-    occurred_at: DateTime<Utc>,
-    order_id: OrderId,
-    correlation_id: Uuid,
-    causation_id: Option<Uuid>,
-    producer: String,
+pub(crate) struct Wire<P> {
+    /// Unique per event; consumers record it to ignore redeliveries.
+    pub(crate) event_id: Uuid,
+    /// The event's type; decides the payload's shape.
+    pub(crate) event_type: String,
+    /// Version of the payload's shape.
+    pub(crate) version: u16,
+    /// When the producer decided the fact this event reports.
+    pub(crate) occurred_at: DateTime<Utc>,
+    /// The order the event is about; also the Kafka message key.
+    pub(crate) order_id: OrderId,
+    /// The eventId of the OrderCreated that started the saga; shared by all its events.
+    pub(crate) correlation_id: Uuid,
+    /// The eventId of the event that caused this one; null for the first.
+    pub(crate) causation_id: Option<Uuid>,
+    /// Name of the service that produced the event.
+    pub(crate) producer: String,
+    /// When the saga must be over (set on OrderCreated, copied to every follow-up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    deadline: Option<DateTime<Utc>>,
-    payload: P,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    /// What happened.
+    pub(crate) payload: P,
 }
 
 impl Envelope {

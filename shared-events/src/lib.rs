@@ -10,6 +10,7 @@
 //! in the contract.
 
 pub mod events;
+pub mod schema;
 pub mod topics;
 pub mod values;
 

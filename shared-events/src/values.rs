@@ -2,10 +2,13 @@
 //!
 //! Each type can only be built through `parse`, so a value that exists is valid:
 //! an event that decodes carries a well-formed order id, a positive quantity and
-//! so on. Deserialisation goes through the same `parse`.
+//! so on. Deserialisation goes through the same `parse`, and each type's JSON
+//! Schema states the same rules (tests check the two agree).
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -16,6 +19,10 @@ pub struct InvalidValue(pub String);
 
 /// Longest identifier (order id, user id, SKU) the system accepts.
 pub const MAX_ID_LEN: usize = 64;
+
+/// The identifier alphabet as a JSON Schema (ECMA-262) pattern; keep in step
+/// with [`is_id_char`].
+const ID_PATTERN: &str = "^[A-Za-z0-9._-]+$";
 
 fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
@@ -65,6 +72,21 @@ macro_rules! identifier {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LEN,
+                    "pattern": ID_PATTERN,
+                })
             }
         }
     };
@@ -117,6 +139,21 @@ impl TryFrom<i64> for Quantity {
     }
 }
 
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A number of units.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_QUANTITY,
+        })
+    }
+}
+
 impl From<Quantity> for u32 {
     fn from(q: Quantity) -> u32 {
         q.0
@@ -160,6 +197,22 @@ impl TryFrom<i64> for Cents {
     type Error = InvalidValue;
     fn try_from(raw: i64) -> Result<Self, Self::Error> {
         Self::parse(raw)
+    }
+}
+
+impl JsonSchema for Cents {
+    fn schema_name() -> Cow<'static, str> {
+        "Cents".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An amount of money in minor units (cents); never negative.",
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "maximum": i64::MAX,
+        })
     }
 }
 
@@ -220,6 +273,24 @@ impl TryFrom<String> for CancelReason {
     type Error = InvalidValue;
     fn try_from(raw: String) -> Result<Self, Self::Error> {
         Self::parse(&raw)
+    }
+}
+
+impl JsonSchema for CancelReason {
+    fn schema_name() -> Cow<'static, str> {
+        "CancelReason".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Surrounding whitespace is trimmed before the length is checked,
+        // which a schema cannot say; producers send the trimmed text.
+        json_schema!({
+            "description": "Why an order was cancelled: the customer's words, or TIMEOUT.",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_REASON_LEN,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
+        })
     }
 }
 

@@ -65,14 +65,10 @@ where
 }
 
 /// Logs go through the test harness (shown for failing tests only); warnings
-/// and errors by default, `RUST_LOG` for more.
+/// and errors by default, `RUST_LOG` for more. Trace context propagates as in
+/// a service.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _already_set = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    service_kit::telemetry::init_for_tests("warn");
 }
 
 /// One service running inside the test process.
@@ -757,6 +753,7 @@ impl Infra {
         c.kafka_group_id = format!("{name}{}", self.group_suffix);
         c.set_topics(&self.topics);
         c.consumer_retry_max_ms = 500;
+        c.kafka_statistics_interval_ms = 500;
         c
     }
 
