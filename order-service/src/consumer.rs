@@ -61,7 +61,8 @@ impl EventHandler for OrderEvents {
         }
 
         if let Transition::Moved(next) = transition {
-            db::set_status(tx, order_id, next, reason, detail).await?;
+            let created_at = db::set_status(tx, order_id, next, reason, detail).await?;
+            crate::metrics::status_changed(status, next, created_at);
             tracing::info!(from = %status, to = %next, "order status changed");
         }
         Ok(vec![])

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::domain::OrderStatus;
 
 /// An order as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub order_id: String,
@@ -28,7 +28,8 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     pub sku: String,
@@ -262,24 +263,26 @@ pub async fn lock_status(
         .transpose()
 }
 
+/// Sets the order's status; returns when the order was created (for
+/// [`crate::metrics::status_changed`]).
 pub async fn set_status(
     tx: &mut PgConnection,
     order_id: &str,
     status: OrderStatus,
     reason: Option<&str>,
     reason_detail: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now()
-         WHERE order_id = $1",
+         WHERE order_id = $1
+         RETURNING created_at",
     )
     .bind(order_id)
     .bind(status.as_str())
     .bind(reason)
     .bind(reason_detail)
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_one(tx)
+    .await
 }
 
 /// Records the prices inventory-service charged.
