@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::domain::Stock;
 
 /// A catalog entry as the API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
     pub sku: String,
