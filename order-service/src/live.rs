@@ -346,7 +346,8 @@ mod tests {
     async fn an_unknown_status_or_payload_means_read_again() {
         let feed = feed(10);
         let mut watching = feed.subscribe("o-1").unwrap();
-        feed.inner.dispatch(r#"{"orderId":"o-1","status":"SHIPPED"}"#);
+        feed.inner
+            .dispatch(r#"{"orderId":"o-1","status":"SHIPPED"}"#);
         assert_eq!(watching.next().await, Some(Change::Resync));
         feed.inner.dispatch("not json");
         assert_eq!(watching.next().await, Some(Change::Resync));

@@ -178,10 +178,19 @@ pub async fn get_order(
     let deadline = Instant::now() + wait.timeout;
     let mut subscription = state.feed.subscribe(order_id.as_str()).map_err(busy)?;
     let order = current(&state.pool, order_id.as_str()).await?;
-    let (order, result) =
-        wait_for_status(&state.pool, &mut subscription, order, &wait.statuses, deadline).await?;
+    let (order, result) = wait_for_status(
+        &state.pool,
+        &mut subscription,
+        order,
+        &wait.statuses,
+        deadline,
+    )
+    .await?;
     Ok((
-        [(WAIT_RESULT_HEADER, HeaderValue::from_static(result.as_str()))],
+        [(
+            WAIT_RESULT_HEADER,
+            HeaderValue::from_static(result.as_str()),
+        )],
         Json(order),
     )
         .into_response())
@@ -349,7 +358,9 @@ mod tests {
     #[test]
     fn parses_statuses_and_timeouts() {
         assert_eq!(
-            query(Some("CONFIRMED, REJECTED"), Some("5s")).validate(MAX).unwrap(),
+            query(Some("CONFIRMED, REJECTED"), Some("5s"))
+                .validate(MAX)
+                .unwrap(),
             Some(Wait {
                 statuses: vec![OrderStatus::Confirmed, OrderStatus::Rejected],
                 timeout: Duration::from_secs(5),
@@ -359,7 +370,11 @@ mod tests {
         assert_eq!(parse_timeout("7", MAX), Ok(Duration::from_secs(7)));
         assert_eq!(parse_timeout("0s", MAX), Ok(Duration::ZERO));
         assert_eq!(
-            query(Some("CONFIRMED"), None).validate(MAX).unwrap().unwrap().timeout,
+            query(Some("CONFIRMED"), None)
+                .validate(MAX)
+                .unwrap()
+                .unwrap()
+                .timeout,
             MAX
         );
         assert_eq!(query(None, None).validate(MAX).unwrap(), None);
@@ -369,10 +384,24 @@ mod tests {
     fn names_the_parameter_at_fault() {
         let timeout = Some("timeout".to_owned());
         let wait_for = Some("waitFor".to_owned());
-        assert_eq!(field_of(query(Some("SHIPPED"), None).validate(MAX)), wait_for);
+        assert_eq!(
+            field_of(query(Some("SHIPPED"), None).validate(MAX)),
+            wait_for
+        );
         assert_eq!(field_of(query(Some(""), None).validate(MAX)), wait_for);
-        assert_eq!(field_of(query(Some("CONFIRMED,"), None).validate(MAX)), wait_for);
-        for bad in ["26s", "soon", "-1s", "1.5s", "s", "", "99999999999999999999"] {
+        assert_eq!(
+            field_of(query(Some("CONFIRMED,"), None).validate(MAX)),
+            wait_for
+        );
+        for bad in [
+            "26s",
+            "soon",
+            "-1s",
+            "1.5s",
+            "s",
+            "",
+            "99999999999999999999",
+        ] {
             assert_eq!(
                 field_of(query(Some("CONFIRMED"), Some(bad)).validate(MAX)),
                 timeout,
