@@ -386,6 +386,24 @@ mod tests {
     }
 
     #[test]
+    fn live_settings_come_from_the_environment() {
+        use service_kit::ServiceConfig;
+        let env = [
+            ("ORDER_LIVE_KEEPALIVE_SECS", "3"),
+            ("ORDER_LIVE_MAX_WAIT_SECS", "10"),
+            ("ORDER_LIVE_MAX_SUBSCRIBERS", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config: crate::Config =
+            service_kit::config::load_from(&crate::Config::defaults(), None, Some(env)).unwrap();
+        assert_eq!(config.live.keepalive(), Duration::from_secs(3));
+        assert_eq!(config.live.max_wait(), Duration::from_secs(10));
+        assert_eq!(config.live.order_live_max_subscribers, 7);
+    }
+
+    #[test]
     fn refuses_a_wait_cap_at_or_above_the_request_timeout() {
         let mut config = LiveConfig::default();
         assert!(config.validate().is_ok());

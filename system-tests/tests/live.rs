@@ -273,6 +273,30 @@ async fn a_long_poll_answers_with_the_current_state_at_the_timeout_and_as_soon_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_open_streams() {
+    let mut stack = TestStack::start().await;
+    // Without payment-service the order never gets past RESERVED.
+    stack.payment.stop().await.expect("payment-service stops");
+    stack
+        .post_order(&json!({"orderId": "live-stuck", "userId": "dave"}))
+        .await;
+    let mut events = SseReader::open(&stack, "live-stuck").await;
+    let first = events.next().await.expect("the current status");
+    assert!(
+        ["PENDING", "RESERVED"].contains(&first.id.as_str()),
+        "{first:?}"
+    );
+
+    // A stream that would never end by itself must not keep the server up.
+    tokio::time::timeout(DEADLINE, stack.shutdown())
+        .await
+        .expect("shutdown completes with a stream open");
+    while let Some(event) = events.next().await {
+        assert_eq!(event.id, "RESERVED", "{event:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_orders_and_bad_parameters_get_problems() {
     let stack = TestStack::start().await;
     stack
