@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::Stock;
 
 /// A catalog entry as the API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
     pub sku: String,

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::consumer::OrderEvents;
 use crate::db;
 use crate::http::{self, AppState};
+use crate::live::StatusFeed;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -24,21 +25,29 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
+        config.live.validate()?;
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
         let topics = config.common.topics();
+        let feed = StatusFeed::new(
+            infra.pool.clone(),
+            &config.common.database_schema,
+            config.live.order_live_max_subscribers,
+        );
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
             topics: topics.clone(),
             service_name: config.common.service_name.clone(),
             cancel_window: config.order_cancel_window_secs.map(Duration::from_secs),
             saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
+            feed: feed.clone(),
+            live: config.live.clone(),
         });
         let deadline = SagaDeadline {
             topics: topics.clone(),
             service_name: config.common.service_name.clone(),
             deadline_secs: config.order_saga_deadline_secs,
         };
-        Ok(ServiceHost::bind(infra, routes)
+        let host = ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
             .with_consumer(
@@ -54,7 +63,10 @@ impl Application {
                 config.deadline_check_interval(),
                 DEADLINE_BATCH,
                 deadline,
-            ))
+            )
+            .cancel_on_shutdown(feed.closing())
+            .with_worker("live status feed", move |stop| feed.run(stop));
+        Ok(host)
     }
 }
 

@@ -1,10 +1,13 @@
 //! order-service configuration: the common settings (see `service_kit::config`)
-//! plus the saga deadline and the cancellation window.
+//! plus the saga deadline, the cancellation window and `ORDER_LIVE_*`
+//! ([`LiveConfig`]).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::{CommonConfig, ServiceConfig};
+
+use crate::live::LiveConfig;
 
 pub const SERVICE_NAME: &str = "order-service";
 pub const DEFAULT_PORT: u16 = 8081;
@@ -21,6 +24,9 @@ pub struct Config {
     pub order_deadline_check_interval_ms: u64,
     /// How long after confirmation a customer may still cancel; unset: always.
     pub order_cancel_window_secs: Option<u64>,
+    /// `ORDER_LIVE_*`: event streams and long polls.
+    #[serde(flatten)]
+    pub live: LiveConfig,
 }
 
 impl ServiceConfig for Config {
@@ -30,6 +36,7 @@ impl ServiceConfig for Config {
             order_saga_deadline_secs: 30,
             order_deadline_check_interval_ms: 1_000,
             order_cancel_window_secs: None,
+            live: LiveConfig::default(),
         }
     }
 

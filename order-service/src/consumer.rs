@@ -63,14 +63,14 @@ impl EventHandler for OrderEvents {
         }
 
         if let Transition::Moved(next) = transition {
-            match &event.event {
+            let created_at = match &event.event {
                 // Another service called the saga off (a reservation expired).
                 Event::OrderCancelled(cancelled) => {
-                    db::mark_cancelled(tx, order_id, cancelled.initiator, &cancelled.reason)
-                        .await?;
+                    db::mark_cancelled(tx, order_id, cancelled.initiator, &cancelled.reason).await?
                 }
                 _ => db::set_status(tx, order_id, next, reason, detail).await?,
-            }
+            };
+            crate::metrics::status_changed(status, next, created_at);
             tracing::info!(from = %status, to = %next, "order status changed");
         }
         Ok(vec![])

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::domain::{self, CancelTarget, OrderStatus};
 
 /// An order as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub order_id: String,
@@ -38,7 +38,8 @@ pub struct Order {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     pub sku: String,
@@ -285,26 +286,28 @@ pub async fn lock_status(
         .transpose()
 }
 
+/// Sets the order's status; returns when the order was created (for
+/// [`crate::metrics::status_changed`]).
 pub async fn set_status(
     tx: &mut PgConnection,
     order_id: &str,
     status: OrderStatus,
     reason: Option<&str>,
     reason_detail: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now(),
                            completed_at = CASE WHEN $5 THEN now() ELSE completed_at END
-         WHERE order_id = $1",
+         WHERE order_id = $1
+         RETURNING created_at",
     )
     .bind(order_id)
     .bind(status.as_str())
     .bind(reason)
     .bind(reason_detail)
     .bind(status.is_terminal())
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_one(tx)
+    .await
 }
 
 /// What the cancellation of one order needs to know, read under a row lock.
@@ -379,30 +382,31 @@ pub async fn cancel(
         }),
         producer,
     );
-    mark_cancelled(tx, order_id.as_str(), initiator, reason).await?;
+    let created_at = mark_cancelled(tx, order_id.as_str(), initiator, reason).await?;
+    crate::metrics::status_changed(candidate.target.status, OrderStatus::Cancelled, created_at);
     service_kit::outbox::enqueue(tx, topics, &event).await?;
     record_event(tx, &event).await?;
     Ok(())
 }
 
-/// Sets CANCELLED with who did it and why.
+/// Sets CANCELLED with who did it and why; returns when the order was placed.
 pub async fn mark_cancelled(
     tx: &mut PgConnection,
     order_id: &str,
     initiator: CancelInitiator,
     reason: &CancelReason,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE orders SET status = 'CANCELLED', reason = $2, reason_detail = NULL,
                            cancelled_by = $3, updated_at = now(), completed_at = now()
-         WHERE order_id = $1",
+         WHERE order_id = $1
+         RETURNING created_at",
     )
     .bind(order_id)
     .bind(reason.as_str())
     .bind(initiator.as_str())
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_one(tx)
+    .await
 }
 
 /// Orders still in progress `deadline_secs` after they were placed, oldest
@@ -445,7 +449,7 @@ pub async fn lock_overdue(
 }
 
 /// One line of an order's timeline.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
     pub event_id: Uuid,

@@ -4,7 +4,8 @@
 //! `OrderCreated` event in the outbox ([`db::place`]); the relay publishes it.
 //! The consumer ([`consumer`]) applies `InventoryReserved` and
 //! `PaymentProcessed` to the order's state machine ([`domain`]) until the order
-//! is CONFIRMED, REJECTED or PAYMENT_FAILED.
+//! is CONFIRMED, REJECTED or PAYMENT_FAILED. [`live`] tells waiting clients
+//! (event streams, long polls) of each change, through Postgres `LISTEN/NOTIFY`.
 //!
 //! Layout, the same in every service: [`config`], [`app`] (build/run),
 //! [`http`] (routes), [`consumer`] (event effects), [`domain`] (pure rules),
@@ -16,6 +17,8 @@ pub mod consumer;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod live;
+pub mod metrics;
 
 pub use app::Application;
 pub use config::Config;

@@ -74,6 +74,9 @@ pub struct ServiceHost {
     address: SocketAddr,
     router: Router,
     workers: Vec<(&'static str, Worker)>,
+    /// Cancelled as soon as shutdown begins, so long-lived responses (event
+    /// streams, long polls) end and the HTTP server can drain.
+    on_shutdown: Vec<CancellationToken>,
 }
 
 impl ServiceHost {
@@ -95,6 +98,7 @@ impl ServiceHost {
             listener,
             address,
             workers: Vec::new(),
+            on_shutdown: Vec::new(),
         })
     }
 
@@ -156,6 +160,31 @@ impl ServiceHost {
         self
     }
 
+    /// Runs `work` beside the HTTP server until the token it is given is
+    /// cancelled; like the consumer, if it stops by itself the service stops.
+    pub fn with_worker<F, Fut>(mut self, name: &'static str, work: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.workers
+            .push((name, Box::new(move |stop| Box::pin(work(stop)))));
+        self
+    }
+
+    /// Cancels `token` when shutdown begins, before the HTTP server waits for
+    /// open responses: responses that would otherwise never end (an event
+    /// stream) watch it and finish.
+    pub fn cancel_on_shutdown(mut self, token: CancellationToken) -> Self {
+        self.on_shutdown.push(token);
+        self
+    }
+
+    /// The complete router: the service's routes, health, metrics and middleware.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// The port actually bound (useful when 0 was asked for).
     pub fn port(&self) -> u16 {
         self.address.port()
@@ -176,11 +205,13 @@ impl ServiceHost {
         }
 
         let stop_http = stop.clone();
+        let on_shutdown = self.on_shutdown;
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown => {},
                 _ = stop_http.cancelled() => {},
             }
+            on_shutdown.iter().for_each(CancellationToken::cancel);
         });
         // A worker that fails brings the service down rather than leaving it half-working.
         let stop_on_failure = stop.clone();

@@ -23,8 +23,9 @@ use tower_http::trace::TraceLayer;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A request taking longer than this is answered 408 and abandoned.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request taking longer than this is answered 408 and abandoned. Long
+/// polls must answer before it; streaming bodies are not limited by it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An RFC 9457 problem detail. Every error response of every service is one.
 #[derive(Debug, Clone, Serialize)]

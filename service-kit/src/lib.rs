@@ -13,6 +13,7 @@
 //! - [`outbox`] — the transactional outbox and its relay.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
+//! - [`openapi`] — the parts of every OpenAPI document that are the same, and its page.
 //! - [`periodic`] — background jobs on a timer (deadline sweeps, expiries).
 //! - [`host`] — runs a service's parts together and shuts them down cleanly.
 
@@ -24,6 +25,7 @@ pub mod host;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 pub mod periodic;
 pub mod telemetry;

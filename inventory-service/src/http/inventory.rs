@@ -15,6 +15,12 @@ use crate::domain::MAX_PRICE_CENTS;
 /// Longest product name accepted.
 const MAX_NAME_LEN: usize = 200;
 
+/// The whole catalog with stock levels.
+#[utoipa::path(get, path = "/api/inventory", tag = "inventory",
+    responses(
+        (status = 200, description = "Every product", body = Vec<Product>),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, Problem> {
     db::list_products(&state.pool)
         .await
@@ -26,6 +32,15 @@ fn parse_sku(raw: &str) -> Result<Sku, Problem> {
     Sku::parse(raw).map_err(|e| Problem::invalid_field("sku", e.0))
 }
 
+/// One product with its stock levels.
+#[utoipa::path(get, path = "/api/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "The product's SKU")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 400, description = "An invalid SKU", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -38,16 +53,31 @@ pub async fn get(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /api/inventory/{sku}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutProduct {
+    /// 1-200 characters; a new product without one is named after its SKU.
     name: Option<String>,
+    #[schema(minimum = 0)]
     price_cents: i64,
     /// Units available for new orders from now on (reserved and sold units are separate).
+    #[schema(minimum = 0, maximum = 2147483647)]
     available: i64,
 }
 
 /// Creates a product (201) or sets its price and available stock (200).
+#[utoipa::path(put, path = "/api/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "The product's SKU")),
+    request_body = PutProduct,
+    responses(
+        (status = 201, description = "The product was created", body = Product),
+        (status = 200, description = "The product's price and available units were set", body = Product),
+        (status = 400, description = "Malformed JSON, an invalid SKU or field; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn put(
     State(state): State<AppState>,
     Path(sku): Path<String>,

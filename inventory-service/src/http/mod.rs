@@ -1,6 +1,7 @@
 //! inventory-service's HTTP API: the catalog and its stock levels.
 
 mod inventory;
+pub mod openapi;
 
 use axum::routing::get;
 use axum::Router;
@@ -19,4 +20,5 @@ pub fn router(state: AppState) -> Router {
             get(inventory::get).put(inventory::put),
         )
         .with_state(state)
+        .merge(service_kit::openapi::routes(&openapi::document()))
 }

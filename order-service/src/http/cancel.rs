@@ -9,25 +9,36 @@ use service_kit::{OptionalJsonBody, Problem};
 use shared_events::{CancelInitiator, CancelReason, OrderId};
 
 use super::AppState;
-use crate::db;
+use crate::db::{self, Order};
 use crate::domain::{self, CancelDecision, CancelRefused};
 
 /// The optional body: `{"reason": "..."}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CancelRequest {
+    /// Why, in the customer's words (1-200 characters); `CUSTOMER_REQUEST` if left out.
     reason: Option<String>,
 }
 
 /// Cancels the order: 202 with the order (now CANCELLED) while the other
 /// services release its stock and refund its payment; 409 when it is too late.
 /// Repeating a cancellation answers 202 again and changes nothing.
+#[utoipa::path(post, path = "/api/orders/{order_id}/cancel", tag = "orders",
+    params(("order_id" = String, Path, description = "The order's id")),
+    request_body(content = Option<CancelRequest>, description = "Optional; the body may be empty"),
+    responses(
+        (status = 202, description = "Cancelled (or already cancelled by the customer): the order, now CANCELLED; stock and payment are given back asynchronously", body = Order),
+        (status = 400, description = "Invalid orderId or reason; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late: the order is REJECTED or PAYMENT_FAILED, was cancelled by a deadline, or was confirmed longer ago than the cancellation window", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
-) -> Result<(StatusCode, Json<db::Order>), Problem> {
+) -> Result<(StatusCode, Json<Order>), Problem> {
     let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
     let reason = match body.and_then(|b| b.reason) {
         Some(text) => {

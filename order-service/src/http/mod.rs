@@ -1,6 +1,8 @@
 //! order-service's HTTP API.
 
 mod cancel;
+mod live;
+pub mod openapi;
 mod orders;
 mod timeline;
 
@@ -8,6 +10,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use shared_events::Topics;
 use sqlx::PgPool;
+
+use crate::live::{LiveConfig, StatusFeed};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -20,13 +24,18 @@ pub struct AppState {
     pub cancel_window: Option<std::time::Duration>,
     /// How long a new order's saga may take before it is cancelled.
     pub saga_deadline: std::time::Duration,
+    /// Wakes event streams and long polls when an order changes.
+    pub feed: StatusFeed,
+    pub live: LiveConfig,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/orders", post(orders::create).get(orders::list))
-        .route("/api/orders/{order_id}", get(orders::get))
+        .route("/api/orders/{order_id}", get(live::get_order))
+        .route("/api/orders/{order_id}/events", get(live::events))
         .route("/api/orders/{order_id}/cancel", post(cancel::cancel))
         .route("/api/orders/{order_id}/timeline", get(timeline::timeline))
         .with_state(state)
+        .merge(service_kit::openapi::routes(&openapi::document()))
 }

@@ -12,25 +12,30 @@ use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::db::{self, ListFilter, NewOrder, Placement};
+use crate::db::{self, ListFilter, NewOrder, Order, Placement};
 use crate::domain::OrderStatus;
 
 /// The body of `POST /api/orders`, as received. Validated into a [`NewOrder`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
+    /// Yours (1-64 characters of `A-Z a-z 0-9 . _ -`), or a generated UUID.
     order_id: Option<String>,
+    /// The customer.
+    #[schema(required = true, value_type = String)]
     user_id: Option<String>,
+    /// At most 100 lines, each SKU once; none is a valid (free) order.
     items: Option<Vec<CreateOrderItem>>,
     /// Accepted for compatibility with clients that send it; the server owns
     /// the status, so only `PENDING` makes sense.
     status: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrderItem {
     sku: String,
+    #[schema(minimum = 1, maximum = 10000)]
     quantity: i64,
 }
 
@@ -84,6 +89,18 @@ impl CreateOrder {
 
 /// Stores the order and announces it. The same orderId with the same body is
 /// answered 200 with the stored order (a safe retry); with a different body, 409.
+#[utoipa::path(post, path = "/api/orders", tag = "orders",
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "Stored as PENDING and announced; `Location` names it", body = Order,
+            headers(("Location" = String, description = "/api/orders/{orderId}"))),
+        (status = 200, description = "The same orderId with the same body was placed before: the stored order", body = Order),
+        (status = 400, description = "Malformed JSON or an invalid field; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The orderId exists with a different userId or items", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(order_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -145,6 +162,18 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+/// Orders, newest first.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(
+        ("userId" = Option<String>, Query, description = "Only this customer's orders"),
+        ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
+        ("limit" = Option<i64>, Query, description = "At most this many, 1-500 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "Matching orders, newest first", body = Vec<Order>),
+        (status = 400, description = "An invalid status or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,

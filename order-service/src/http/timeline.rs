@@ -10,7 +10,8 @@ use shared_events::OrderId;
 use super::AppState;
 use crate::db::{self, TimelineEntry};
 
-#[derive(Debug, Serialize)]
+/// An order's story: every event that touched it, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeline {
     pub order_id: String,
@@ -18,6 +19,14 @@ pub struct Timeline {
     pub events: Vec<TimelineEntry>,
 }
 
+#[utoipa::path(get, path = "/api/orders/{order_id}/timeline", tag = "orders",
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "Every event that touched the order, in the order they happened", body = Timeline),
+        (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn timeline(
     State(state): State<AppState>,
     Path(order_id): Path<String>,

@@ -1,0 +1,413 @@
+//! The live API: `GET /api/orders/{orderId}/events` (Server-Sent Events) and
+//! `GET /api/orders/{orderId}?waitFor=…&timeout=…` (long poll), both fed by
+//! the process's [`StatusFeed`](crate::live::StatusFeed).
+//!
+//! A stream or long poll holds no database connection while it waits: it
+//! reads the order once at the start and again only when told it changed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use serde::Deserialize;
+use service_kit::http::database_problem;
+use service_kit::{Problem, QueryParams};
+use shared_events::OrderId;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use super::{orders, AppState};
+use crate::db::{self, Order};
+use crate::domain::OrderStatus;
+use crate::live::{Busy, Change, Subscription};
+
+/// Response header of a long poll: did the order reach a `waitFor` status?
+pub const WAIT_RESULT_HEADER: HeaderName = HeaderName::from_static("wait-result");
+/// The SSE event name of a status change.
+const STATUS_EVENT: &str = "status";
+
+/// How a long poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitResult {
+    /// The order is in one of the statuses waited for.
+    Reached,
+    /// The order is in a terminal status that is not one of them: it never will be.
+    Unreachable,
+    /// The timeout ran out first.
+    Timeout,
+}
+
+impl WaitResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitResult::Reached => "reached",
+            WaitResult::Unreachable => "unreachable",
+            WaitResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// Query parameters of `GET /api/orders/{orderId}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitQuery {
+    wait_for: Option<String>,
+    timeout: Option<String>,
+}
+
+/// A validated long poll.
+#[derive(Debug, PartialEq)]
+struct Wait {
+    statuses: Vec<OrderStatus>,
+    timeout: Duration,
+}
+
+impl WaitQuery {
+    /// `None` for a plain read. Without `timeout`, a long poll waits up to `max`.
+    fn validate(self, max: Duration) -> Result<Option<Wait>, Problem> {
+        let Some(raw_statuses) = self.wait_for else {
+            return match self.timeout {
+                Some(_) => Err(Problem::invalid_field(
+                    "timeout",
+                    "timeout applies only together with waitFor",
+                )),
+                None => Ok(None),
+            };
+        };
+        let statuses = raw_statuses
+            .split(',')
+            .map(|s| s.trim().parse::<OrderStatus>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Problem::invalid_field("waitFor", e))?;
+        let timeout = match self.timeout {
+            Some(raw) => {
+                parse_timeout(&raw, max).map_err(|e| Problem::invalid_field("timeout", e))?
+            }
+            None => max,
+        };
+        Ok(Some(Wait { statuses, timeout }))
+    }
+}
+
+/// `5s`, `500ms` or `5` (seconds), from zero to `max`.
+fn parse_timeout(raw: &str, max: Duration) -> Result<Duration, String> {
+    let (digits, unit_ms) = if let Some(ms) = raw.strip_suffix("ms") {
+        (ms, 1)
+    } else if let Some(s) = raw.strip_suffix('s') {
+        (s, 1_000)
+    } else {
+        (raw, 1_000)
+    };
+    let amount: u64 = digits
+        .parse()
+        .ok()
+        .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!("timeout must be a whole number of seconds or milliseconds, e.g. 5s or 500ms, got {raw:?}")
+        })?;
+    let timeout = amount
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .filter(|t| *t <= max)
+        .ok_or_else(|| format!("timeout must not exceed {}s", max.as_secs()))?;
+    Ok(timeout)
+}
+
+fn busy(err: Busy) -> Problem {
+    tracing::warn!(error = %err, "refusing a live subscriber");
+    Problem {
+        kind: "/problems/too-many-subscribers",
+        title: "Too many live subscribers",
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        detail: err.to_string(),
+        field: None,
+    }
+}
+
+fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
+    OrderId::parse(raw).map_err(|e| Problem::invalid_field("orderId", e.0))
+}
+
+/// The order as stored now, or 404.
+async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
+    match db::find(pool, order_id).await {
+        Ok(Some(order)) => Ok(order),
+        Ok(None) => Err(Problem::not_found(format!("no order {order_id}"))),
+        Err(err) => Err(database_problem(&err)),
+    }
+}
+
+/// The order. With `waitFor`, answers as soon as the order is in one of the
+/// listed statuses, or with its current state when `timeout` runs out; the
+/// `Wait-Result` header says which.
+#[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
+    params(
+        ("order_id" = String, Path, description = "The order's id"),
+        ("waitFor" = Option<String>, Query,
+            description = "Comma-separated statuses, e.g. `CONFIRMED,REJECTED,PAYMENT_FAILED`: wait until the order is in one of them (a long poll)",
+            example = "CONFIRMED,REJECTED,PAYMENT_FAILED"),
+        ("timeout" = Option<String>, Query,
+            description = "With `waitFor`: how long to wait, `5s`, `500ms` or `5` (seconds), at most ORDER_LIVE_MAX_WAIT_SECS (default 25 s), which is also the default",
+            example = "5s"),
+    ),
+    responses(
+        (status = 200, description = "The order. After a long poll, whether it reached a `waitFor` status or the timeout ran out",
+            body = Order,
+            headers(("Wait-Result" = String,
+                description = "Only with `waitFor`: `reached`, `timeout`, or `unreachable` (the order ended in a status not waited for)"))),
+        (status = 400, description = "Invalid orderId, waitFor or timeout; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or too many long polls are open", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    QueryParams(query): QueryParams<WaitQuery>,
+) -> Result<Response, Problem> {
+    let Some(wait) = query.validate(state.live.max_wait())? else {
+        return orders::get(State(state), Path(raw_id))
+            .await
+            .map(IntoResponse::into_response);
+    };
+    let order_id = parse_order_id(&raw_id)?;
+    let deadline = Instant::now() + wait.timeout;
+    let mut subscription = state.feed.subscribe(order_id.as_str()).map_err(busy)?;
+    let order = current(&state.pool, order_id.as_str()).await?;
+    let (order, result) = wait_for_status(
+        &state.pool,
+        &mut subscription,
+        order,
+        &wait.statuses,
+        deadline,
+    )
+    .await?;
+    Ok((
+        [(
+            WAIT_RESULT_HEADER,
+            HeaderValue::from_static(result.as_str()),
+        )],
+        Json(order),
+    )
+        .into_response())
+}
+
+async fn wait_for_status(
+    pool: &PgPool,
+    subscription: &mut Subscription,
+    mut order: Order,
+    wanted: &[OrderStatus],
+    deadline: Instant,
+) -> Result<(Order, WaitResult), Problem> {
+    loop {
+        if wanted.contains(&order.status) {
+            return Ok((order, WaitResult::Reached));
+        }
+        if order.status.is_terminal() {
+            return Ok((order, WaitResult::Unreachable));
+        }
+        let change = tokio::select! {
+            change = subscription.next() => change,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        match change {
+            // A step that decides nothing: no need to read the order for it.
+            Some(Change::Status(status)) if !wanted.contains(&status) && !status.is_terminal() => {}
+            Some(_) => order = current(pool, &order.order_id).await?,
+            // Out of time, or shutting down: answer with the order as it is now.
+            None => {
+                let order = current(pool, &order.order_id).await?;
+                let result = if wanted.contains(&order.status) {
+                    WaitResult::Reached
+                } else {
+                    WaitResult::Timeout
+                };
+                return Ok((order, result));
+            }
+        }
+    }
+}
+
+/// The order's status as Server-Sent Events: the current state at once, then
+/// each change, and the stream ends after a terminal status.
+///
+/// Each event is `event: status`, `id: <status>` and the order as
+/// `GET /api/orders/{orderId}` returns it. A client reconnecting with
+/// `Last-Event-ID` is not sent the status it already has; if that status is
+/// terminal it is answered 204, which tells an `EventSource` to stop
+/// reconnecting. A status overtaken by the next before this instance read the
+/// order is skipped; the terminal status is always sent.
+#[utoipa::path(get, path = "/api/orders/{order_id}/events", tag = "orders",
+    params(
+        ("order_id" = String, Path, description = "The order's id"),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Sent by a reconnecting EventSource: the last status it received"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `event: status`, `id: <status>`, `data: <the order as JSON>`; comments as keep-alives; ends after a terminal status",
+            body = Order, content_type = "text/event-stream"),
+        (status = 204, description = "Last-Event-ID is the order's terminal status: nothing more will come"),
+        (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or too many streams are open", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let order_id = parse_order_id(&raw_id)?;
+    let subscription = state.feed.subscribe(order_id.as_str()).map_err(busy)?;
+    let order = current(&state.pool, order_id.as_str()).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    let already_seen = last_event_id == Some(order.status.as_str());
+    if already_seen && order.status.is_terminal() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let stream = StatusStream {
+        pool: state.pool.clone(),
+        subscription,
+        last: order.status,
+        ended: false,
+        first: (!already_seen).then_some(order),
+    };
+    Ok(Sse::new(stream.into_stream())
+        .keep_alive(KeepAlive::new().interval(state.live.keepalive()))
+        .into_response())
+}
+
+/// One client's event stream.
+struct StatusStream {
+    pool: PgPool,
+    subscription: Subscription,
+    /// The status last sent (or known to the client).
+    last: OrderStatus,
+    /// A terminal status was sent.
+    ended: bool,
+    /// The current state, still to be sent.
+    first: Option<Order>,
+}
+
+impl StatusStream {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((Ok(event), stream))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        if let Some(order) = self.first.take() {
+            return Some(self.send(order));
+        }
+        while !self.ended {
+            match self.subscription.next().await? {
+                Change::Status(status) if status == self.last => continue,
+                Change::Status(_) | Change::Resync => {}
+            }
+            let order_id = self.subscription.order_id().to_owned();
+            match db::find(&self.pool, &order_id).await {
+                Ok(Some(order)) if order.status != self.last => return Some(self.send(order)),
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(err) => {
+                    // The client reconnects (an EventSource does so by itself)
+                    // and is sent the state as it is then.
+                    tracing::warn!(%order_id, error = %err, "ending an order event stream: cannot read the order");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, order: Order) -> Event {
+        self.last = order.status;
+        self.ended = order.status.is_terminal();
+        Event::default()
+            .event(STATUS_EVENT)
+            .id(order.status.as_str())
+            .json_data(&order)
+            .expect("an order serialises to JSON")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(25);
+
+    fn query(wait_for: Option<&str>, timeout: Option<&str>) -> WaitQuery {
+        WaitQuery {
+            wait_for: wait_for.map(str::to_owned),
+            timeout: timeout.map(str::to_owned),
+        }
+    }
+
+    fn field_of(result: Result<Option<Wait>, Problem>) -> Option<String> {
+        result.err().and_then(|problem| problem.field)
+    }
+
+    #[test]
+    fn parses_statuses_and_timeouts() {
+        assert_eq!(
+            query(Some("CONFIRMED, REJECTED"), Some("5s"))
+                .validate(MAX)
+                .unwrap(),
+            Some(Wait {
+                statuses: vec![OrderStatus::Confirmed, OrderStatus::Rejected],
+                timeout: Duration::from_secs(5),
+            })
+        );
+        assert_eq!(parse_timeout("250ms", MAX), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("7", MAX), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_timeout("0s", MAX), Ok(Duration::ZERO));
+        assert_eq!(
+            query(Some("CONFIRMED"), None)
+                .validate(MAX)
+                .unwrap()
+                .unwrap()
+                .timeout,
+            MAX
+        );
+        assert_eq!(query(None, None).validate(MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn names_the_parameter_at_fault() {
+        let timeout = Some("timeout".to_owned());
+        let wait_for = Some("waitFor".to_owned());
+        assert_eq!(
+            field_of(query(Some("SHIPPED"), None).validate(MAX)),
+            wait_for
+        );
+        assert_eq!(field_of(query(Some(""), None).validate(MAX)), wait_for);
+        assert_eq!(
+            field_of(query(Some("CONFIRMED,"), None).validate(MAX)),
+            wait_for
+        );
+        for bad in [
+            "26s",
+            "soon",
+            "-1s",
+            "1.5s",
+            "s",
+            "",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                field_of(query(Some("CONFIRMED"), Some(bad)).validate(MAX)),
+                timeout,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(field_of(query(None, Some("5s")).validate(MAX)), timeout);
+    }
+}

@@ -1,0 +1,29 @@
+//! order-service's OpenAPI document, generated from the handlers'
+//! `#[utoipa::path]` attributes and the types' `ToSchema` derives.
+
+use utoipa::OpenApi;
+
+use super::{cancel, live, orders, timeline};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "order-service",
+        description = "Accepts orders and follows each through the saga (inventory, payment) to CONFIRMED, REJECTED or PAYMENT_FAILED, or cancels it (by the customer or a deadline). Errors are application/problem+json."
+    ),
+    paths(
+        orders::create,
+        orders::list,
+        live::get_order,
+        live::events,
+        cancel::cancel,
+        timeline::timeline
+    ),
+    tags((name = "orders", description = "Placing orders and following them"))
+)]
+struct ApiDoc;
+
+/// The whole document: these routes plus those every service has.
+pub fn document() -> utoipa::openapi::OpenApi {
+    service_kit::openapi::document(ApiDoc::openapi())
+}
