@@ -10,6 +10,7 @@
 //!
 //! Layout:
 //! - `cli`: flags;
+//! - `bench`: `devstack bench`, the benchmark against this stack or a URL;
 //! - `dlq`: the `dlq list|replay` tools;
 //! - `catalog`: the services, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
@@ -20,6 +21,7 @@
 //!
 //! Every failure ends in a single `devstack: ...` line saying what to do.
 
+mod bench;
 mod binaries;
 mod catalog;
 mod cli;
@@ -95,6 +97,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::Dlq(command)) = &cli.command {
         return dlq::run(&cli, command).await;
     }
+    if let Some(cli::Command::Bench(args)) = &cli.command {
+        if let Some(url) = &args.url {
+            return bench::run_remote(&cli, args, url).await;
+        }
+    }
     let instances = catalog::plan(&cli.scale, cli.port_offset)?;
     let state = StateDir::open(&cli.dir)?;
     catalog::ensure_ports_free(&instances)?;
@@ -149,8 +156,9 @@ struct Stack {
 
 impl Stack {
     /// Starts Kafka, PostgreSQL and the services, waits for health, publishes
-    /// `stack.json`, then waits for a stop signal. Returns `Ok` when stopped by
-    /// a signal, an error if start-up failed.
+    /// `stack.json`, then waits for a stop signal (or, for `bench`, runs the
+    /// benchmark). Returns `Ok` when stopped by a signal or the benchmark
+    /// finished, an error if start-up or the benchmark failed.
     async fn bring_up_and_run(
         &mut self,
         cli: &Cli,
@@ -179,7 +187,14 @@ impl Stack {
         };
         let database = self.database.insert(database);
 
-        let env = service_env(kafka, database);
+        let mut env = service_env(kafka, database);
+        let bench = match &cli.command {
+            Some(cli::Command::Bench(args)) => Some(args),
+            _ => None,
+        };
+        if bench.is_some() && !env.contains_key("RUST_LOG") {
+            env.insert("RUST_LOG".to_owned(), bench::BENCH_SERVICE_LOG.to_owned());
+        }
         let supervisor = self
             .supervisor
             .insert(Supervisor::start(instances, programs, &env));
@@ -206,6 +221,15 @@ impl Stack {
         state.write_stack_file(&description)?;
         print_banner(kafka, database, instances, state);
 
+        if let Some(args) = bench {
+            let pids = supervisor.pids();
+            let measured =
+                bench::run_local(args, instances, pids, &database.url, &kafka.bootstrap);
+            return tokio::select! {
+                result = measured => result,
+                _ = stop_requested(stop) => Ok(()),
+            };
+        }
         stop_requested(stop).await;
         Ok(())
     }

@@ -26,6 +26,10 @@ pub struct Order {
     pub total_cents: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the order reached its terminal status (`updated_at` may move later,
+    /// when prices arrive after the payment outcome).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -47,6 +51,7 @@ struct OrderRow {
     total_cents: Option<i64>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -73,12 +78,13 @@ impl OrderRow {
             total_cents: self.total_cents,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            completed_at: self.completed_at,
         })
     }
 }
 
 const ORDER_COLUMNS: &str =
-    "order_id, user_id, status, reason, reason_detail, total_cents, created_at, updated_at";
+    "order_id, user_id, status, reason, reason_detail, total_cents, created_at, updated_at, completed_at";
 
 /// An order as the client placed it.
 #[derive(Debug, Clone)]
@@ -163,6 +169,7 @@ pub async fn place(
         total_cents: None,
         created_at,
         updated_at,
+        completed_at: None,
     }))
 }
 
@@ -270,13 +277,15 @@ pub async fn set_status(
     reason_detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now()
+        "UPDATE orders SET status = $2, reason = $3, reason_detail = $4, updated_at = now(),
+             completed_at = CASE WHEN $5 THEN now() ELSE completed_at END
          WHERE order_id = $1",
     )
     .bind(order_id)
     .bind(status.as_str())
     .bind(reason)
     .bind(reason_detail)
+    .bind(status.is_terminal())
     .execute(tx)
     .await?;
     Ok(())

@@ -305,30 +305,61 @@ impl<H: EventHandler> EventConsumer<H> {
         message: &BorrowedMessage<'_>,
         event: &Envelope,
     ) -> Result<bool, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.event_id)
-        .bind(event.event_type().as_str())
-        .bind(event.order_id.as_str())
-        .bind(message.topic())
-        .bind(message.partition())
-        .bind(message.offset())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(false);
-        }
-        let caused = self.handler.handle(&mut tx, event).await?;
-        for follow_up in &caused {
-            outbox::enqueue(&mut tx, &self.topics, follow_up).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let source = Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let applied = apply(&self.pool, &self.handler, &self.topics, &source, event).await?;
+        Ok(applied.is_some())
     }
+}
+
+/// Where a consumed event came from, as the inbox records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The unit of work the consumer loop commits for one event, in one
+/// transaction: the inbox row, the handler's effect, and the caused events in
+/// the outbox. Returns the caused events, or `None` for a duplicate (nothing
+/// was written).
+///
+/// Public so that tools can run exactly what a service commits per event
+/// without a broker (the benchmark's database-bound limit does).
+pub async fn apply<H: EventHandler>(
+    pool: &PgPool,
+    handler: &H,
+    topics: &Topics,
+    source: &Source<'_>,
+    event: &Envelope,
+) -> Result<Option<Vec<Envelope>>, HandlerError> {
+    let mut tx = pool.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.event_id)
+    .bind(event.event_type().as_str())
+    .bind(event.order_id.as_str())
+    .bind(source.topic)
+    .bind(source.partition)
+    .bind(source.offset)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(None);
+    }
+    let caused = handler.handle(&mut tx, event).await?;
+    for follow_up in &caused {
+        outbox::enqueue(&mut tx, topics, follow_up).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(caused))
 }
