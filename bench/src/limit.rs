@@ -450,10 +450,10 @@ pub async fn broker(bootstrap: &str, run_id: &str) -> anyhow::Result<BrokerLimit
     config.kafka_bootstrap_servers = bootstrap.to_owned();
     config.kafka_group_id = format!("{run_id}-round-trip");
     let producer: FutureProducer = service_kit::kafka::producer(&config)?;
-    let consumer: StreamConsumer = service_kit::kafka::consumer(&config, &[&topic])?;
-
-    // The first message waits for the topic and the group: not timed.
+    // The first message creates the topic (on brokers that create on first
+    // use) and waits for the group: not timed.
     send(&producer, &topic, "warm-up").await?;
+    let consumer: StreamConsumer = service_kit::kafka::consumer(&config, &[&topic])?;
     tokio::time::timeout(BROKER_WARM_UP_TIMEOUT, receive(&consumer, "warm-up"))
         .await
         .context("the broker did not deliver the first message in time")??;
@@ -484,12 +484,15 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// Consumes until the message with `key` arrives.
+/// Consumes until the message with `key` arrives. Errors are skipped: until
+/// the first message creates the scratch topic, the consumer reports it
+/// missing; the caller's timeout bounds the wait.
 async fn receive(consumer: &StreamConsumer, key: &str) -> anyhow::Result<()> {
     loop {
-        let message = consumer.recv().await?;
-        if message.key() == Some(key.as_bytes()) {
-            return Ok(());
+        if let Ok(message) = consumer.recv().await {
+            if message.key() == Some(key.as_bytes()) {
+                return Ok(());
+            }
         }
     }
 }
