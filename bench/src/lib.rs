@@ -66,8 +66,12 @@ pub struct Options {
     pub rate_fractions: Vec<f64>,
     /// Length of the DB-bound limit run, per concurrency.
     pub limit_duration: Duration,
-    /// Orders in flight in the DB-bound limit run; the best is reported.
+    /// Groups of orders in flight in the DB-bound limit run.
     pub limit_concurrency: Vec<usize>,
+    /// Orders per group: a service applies a group's events in one
+    /// transaction, as its consumer does with waiting messages. Every
+    /// combination with `limit_concurrency` runs; the best is reported.
+    pub limit_groups: Vec<usize>,
     /// A long open-loop run at half the maximum throughput, if set.
     pub soak: Option<Duration>,
     /// Window of the long run's time series.
@@ -93,7 +97,8 @@ impl Default for Options {
             clients: vec![1, 8, 32],
             rate_fractions: vec![0.25, 0.5, 0.75, 0.9],
             limit_duration: Duration::from_secs(8),
-            limit_concurrency: vec![8, 32],
+            limit_concurrency: vec![4, 16],
+            limit_groups: vec![1, 8],
             soak: None,
             soak_window: Duration::from_secs(30),
             products: 200,
@@ -125,13 +130,14 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         options.products, options.customers
     ));
     client.set_up().await?;
-    let mut next_order = 0u64;
+    // Numbers each stream of orders, so ids never repeat within the run.
+    let mut stream = 0;
 
     if !options.warm_up.is_zero() {
         progress("warming up");
-        let sent = client.closed_loop(4, options.warm_up, next_order).await;
-        next_order += sent.placed.len() as u64 + sent.errors.len() as u64 + 4;
+        let sent = client.closed_loop(4, options.warm_up, stream).await;
         client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
     }
 
     let mut steps = Vec::new();
@@ -140,9 +146,10 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             "closed loop, {clients} clients, {}s",
             options.step.as_secs_f64()
         ));
-        let sent = client.closed_loop(clients, options.step, next_order).await;
-        next_order += (sent.placed.len() + sent.errors.len() + clients) as u64;
+        stream += 1;
+        let sent = client.closed_loop(clients, options.step, stream).await;
         let finished = client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
         let step = summarise("closed", Some(clients), None, &sent.errors, &finished);
         progress(&format!(
             "  {:.1} orders/s, POST→CONFIRMED p99 {:.1} ms",
@@ -162,9 +169,10 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             "open loop, {rate:.1} orders/s, {}s",
             options.step.as_secs_f64()
         ));
-        let sent = client.open_loop(rate, options.step, 1, next_order).await;
-        next_order += (sent.placed.len() + sent.errors.len()) as u64;
+        stream += 1;
+        let sent = client.open_loop(rate, options.step, 1, stream).await;
         let finished = client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
         let step = summarise("open", None, Some(rate), &sent.errors, &finished);
         progress(&format!(
             "  POST p99 {:.1} ms, POST→CONFIRMED p50 {:.1} ms, p99 {:.1} ms",
@@ -176,28 +184,37 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
 
     let soak = match options.soak {
         Some(duration) if max > 0.0 => {
-            let soak = run_soak(&client, target, options, duration, max / 2.0, next_order).await?;
-            next_order += soak.windows.iter().map(|w| w.orders as u64).sum::<u64>();
+            let soak = run_soak(&client, target, options, duration, max / 2.0, stream + 1).await?;
             Some(soak)
         }
         _ => None,
     };
-    let _ = next_order;
     let after = rss_mb(&target.processes);
     track_peak(&mut peak, &target.processes);
 
     let db_limit = match &target.database_url {
         Some(url) => {
             let mut best: Option<limit::DbLimit> = None;
-            for &concurrency in &options.limit_concurrency {
+            let grid = options.limit_concurrency.iter().flat_map(|&concurrency| {
+                options
+                    .limit_groups
+                    .iter()
+                    .map(move |&group| (concurrency, group))
+            });
+            for (concurrency, group) in grid {
                 progress(&format!(
-                    "DB-bound limit, {concurrency} orders in flight, {}s",
+                    "DB-bound limit, {concurrency} groups of {group} orders in flight, {}s",
                     options.limit_duration.as_secs_f64()
                 ));
-                let measured =
-                    limit::database(url, client.workload(), concurrency, options.limit_duration)
-                        .await
-                        .context("measuring the DB-bound limit")?;
+                let measured = limit::database(
+                    url,
+                    client.workload(),
+                    concurrency,
+                    group,
+                    options.limit_duration,
+                )
+                .await
+                .context("measuring the DB-bound limit")?;
                 progress(&format!("  {:.1} orders/s", measured.orders_per_second));
                 if best
                     .as_ref()
@@ -251,8 +268,11 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         command: options.command.clone(),
         machine,
         target: format!(
-            "order-service {}, inventory-service {}, payment-service {}",
-            target.endpoints.order, target.endpoints.inventory, target.endpoints.payment
+            "order-service {}, inventory-service {}, payment-service {}, notification-service {}",
+            target.endpoints.order,
+            target.endpoints.inventory,
+            target.endpoints.payment,
+            target.endpoints.notification
         ),
         steps,
         max_orders_per_second: max,
@@ -295,7 +315,7 @@ async fn run_soak(
     options: &Options,
     duration: Duration,
     rate: f64,
-    first: u64,
+    stream: usize,
 ) -> anyhow::Result<Soak> {
     let windows = (duration.as_secs_f64() / options.soak_window.as_secs_f64())
         .round()
@@ -315,7 +335,7 @@ async fn run_soak(
         }
         samples
     });
-    let sent = client.open_loop(rate, duration, windows, first).await;
+    let sent = client.open_loop(rate, duration, windows, stream).await;
     let finished = client.collect(&sent.placed, options.drain_timeout).await?;
     let samples = sampler.await.context("the memory sampler panicked")?;
     let windows = (0..windows)

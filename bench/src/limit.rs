@@ -23,7 +23,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde::Serialize;
-use service_kit::consumer::{apply, Source};
+use service_kit::consumer::{apply_batch, Source};
 use service_kit::{CommonConfig, EventHandler};
 use shared_events::{
     Cents, Envelope, Event, OrderCreated, OrderId, OrderLine, Quantity, Sku, Topics, UserId,
@@ -52,15 +52,16 @@ const BROKER_WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DbLimit {
-    /// Orders in flight at once (each runs its transactions one after another).
+    /// Groups of orders in flight at once (each runs its transactions one
+    /// after another).
     pub concurrency: usize,
+    /// Orders whose events a service applies in one transaction, as a
+    /// consumer does with the messages waiting for it (1: one per event).
+    pub group: usize,
     pub orders: u64,
     pub seconds: f64,
     pub orders_per_second: f64,
-    /// Transactions committed per order: placing it and the eight events
-    /// applied, plus the relays' rounds shared by a batch of orders.
-    pub transactions_per_order: u32,
-    /// Duration of one order's transactions, one after another.
+    /// Duration of one group's transactions, one after another.
     pub order_latency_ms: Summary,
 }
 
@@ -153,10 +154,12 @@ pub async fn database(
     database_url: &str,
     workload: &Workload,
     concurrency: usize,
+    group: usize,
     duration: Duration,
 ) -> anyhow::Result<DbLimit> {
     drop_schemas(database_url).await?;
-    let result = database_in_scratch_schemas(database_url, workload, concurrency, duration).await;
+    let result =
+        database_in_scratch_schemas(database_url, workload, concurrency, group, duration).await;
     drop_schemas(database_url).await?;
     result
 }
@@ -165,8 +168,10 @@ async fn database_in_scratch_schemas(
     database_url: &str,
     workload: &Workload,
     concurrency: usize,
+    group: usize,
     duration: Duration,
 ) -> anyhow::Result<DbLimit> {
+    let group = group.max(1);
     // A connection per order in flight and one for each relay, per service.
     let pools = Arc::new(connect(database_url, concurrency as u32 + 2).await?);
     for (i, sku) in workload.skus.iter().enumerate() {
@@ -218,12 +223,13 @@ async fn database_in_scratch_schemas(
         let workload = workload.clone();
         workers.spawn(async move {
             let mut latencies = Vec::new();
-            let mut n = worker;
+            let mut next = worker * group as u64;
             while Instant::now() < deadline {
+                let numbers: Vec<u64> = (next..next + group as u64).collect();
                 let began = Instant::now();
-                one_order(&pools, &handlers, &workload, n, &offsets).await?;
-                latencies.push(began.elapsed());
-                n += concurrency as u64;
+                order_group(&pools, &handlers, &workload, &numbers, &offsets).await?;
+                latencies.extend(std::iter::repeat_n(began.elapsed(), group));
+                next += (concurrency * group) as u64;
             }
             anyhow::Ok(latencies)
         });
@@ -254,54 +260,64 @@ async fn database_in_scratch_schemas(
     let orders = latencies.len() as u64;
     Ok(DbLimit {
         concurrency,
+        group,
         orders,
         seconds,
         orders_per_second: orders as f64 / seconds,
-        transactions_per_order: 9,
         order_latency_ms: Summary::of(&latencies),
     })
 }
 
-/// Every transaction the services commit for one confirmed order, in saga
-/// order: place it (order-service), then each event applied by each service
-/// that consumes it, the caused events feeding the next step.
-async fn one_order(
+/// Every transaction the services commit for a group of confirmed orders, in
+/// saga order: place each (order-service, one transaction per order, as
+/// POSTs are), then each event applied by each service that consumes it, the
+/// group's events together in one transaction as a consumer batches the
+/// messages waiting for it (a group of one: one transaction per event), the
+/// caused events feeding the next step.
+async fn order_group(
     pools: &Pools,
     handlers: &Handlers,
     workload: &Workload,
-    n: u64,
+    numbers: &[u64],
     offsets: &AtomicU64,
 ) -> anyhow::Result<()> {
     let topics = Topics::default();
-    let (user, lines) = workload.order_lines(n);
-    let order_id = OrderId::parse(&format!("{}-limit-{n}", workload.run_id))?;
-    let created = OrderCreated {
-        user_id: UserId::parse(&workload.users[user])?,
-        items: lines
-            .iter()
-            .map(|(sku, quantity)| {
-                Ok(OrderLine {
-                    sku: Sku::parse(&workload.skus[*sku])?,
-                    quantity: Quantity::parse(*quantity as i64)?,
+    let mut created_events = Vec::with_capacity(numbers.len());
+    for &n in numbers {
+        let (user, lines) = workload.order_lines(n);
+        let order_id = OrderId::parse(&format!("{}-limit-{n}", workload.run_id))?;
+        let created = OrderCreated {
+            user_id: UserId::parse(&workload.users[user])?,
+            items: lines
+                .iter()
+                .map(|(sku, quantity)| {
+                    Ok(OrderLine {
+                        sku: Sku::parse(&workload.skus[*sku])?,
+                        quantity: Quantity::parse(*quantity as i64)?,
+                    })
                 })
-            })
-            .collect::<Result<_, shared_events::InvalidValue>>()?,
-    };
-    let new = order_service::db::NewOrder {
-        order_id: order_id.clone(),
-        created: created.clone(),
-    };
-    order_service::db::place(&pools.orders, &topics, "order-service", &new)
-        .await
-        .context("placing an order")?;
-    // The event place() wrote, as consumers receive it.
-    let order_created = Envelope::new(order_id, Event::OrderCreated(created), "order-service");
+                .collect::<Result<_, shared_events::InvalidValue>>()?,
+        };
+        let new = order_service::db::NewOrder {
+            order_id: order_id.clone(),
+            created: created.clone(),
+        };
+        order_service::db::place(&pools.orders, &topics, "order-service", &new)
+            .await
+            .context("placing an order")?;
+        // The event place() wrote, as consumers receive it.
+        created_events.push(Envelope::new(
+            order_id,
+            Event::OrderCreated(created),
+            "order-service",
+        ));
+    }
 
     let reserved = step(
         &pools.inventory,
         &handlers.inventory,
         &topics.order_created,
-        &order_created,
+        &created_events,
         offsets,
     )
     .await?;
@@ -309,11 +325,10 @@ async fn one_order(
         &pools.notifications,
         &handlers.notifications,
         &topics.order_created,
-        &order_created,
+        &created_events,
         offsets,
     )
     .await?;
-    let reserved = only(reserved, "InventoryReserved")?;
 
     let processed = step(
         &pools.payments,
@@ -339,7 +354,12 @@ async fn one_order(
         offsets,
     )
     .await?;
-    let processed = only(processed, "PaymentProcessed")?;
+    anyhow::ensure!(
+        processed.len() == numbers.len(),
+        "expected a PaymentProcessed per order, got {} for {}",
+        processed.len(),
+        numbers.len()
+    );
 
     for (pool, handler) in [
         (&pools.inventory, &handlers.inventory as &dyn Apply),
@@ -353,13 +373,13 @@ async fn one_order(
     Ok(())
 }
 
-/// [`apply`] for any handler, so the last fan-out can loop.
+/// [`step`] for any handler, so the last fan-out can loop.
 trait Apply: Sync {
     fn apply_to<'a>(
         &'a self,
         pool: &'a PgPool,
         topic: &'a str,
-        event: &'a Envelope,
+        events: &'a [Envelope],
         offsets: &'a AtomicU64,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<Envelope>>>;
 }
@@ -369,44 +389,41 @@ impl<H: EventHandler> Apply for H {
         &'a self,
         pool: &'a PgPool,
         topic: &'a str,
-        event: &'a Envelope,
+        events: &'a [Envelope],
         offsets: &'a AtomicU64,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<Envelope>>> {
-        Box::pin(step(pool, self, topic, event, offsets))
+        Box::pin(step(pool, self, topic, events, offsets))
     }
 }
 
-/// One event applied by one service, exactly as its consumer commits it.
+/// Events applied by one service in one transaction, exactly as its consumer
+/// commits them; returns every event they caused.
 async fn step<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
     topic: &str,
-    event: &Envelope,
+    events: &[Envelope],
     offsets: &AtomicU64,
 ) -> anyhow::Result<Vec<Envelope>> {
-    let source = Source {
-        topic,
-        partition: 0,
-        offset: offsets.fetch_add(1, Ordering::Relaxed) as i64,
-    };
-    match apply(pool, handler, &Topics::default(), &source, event).await {
-        Ok(Some(caused)) => Ok(caused),
-        Ok(None) => anyhow::bail!("event {} applied twice", event.event_id),
-        Err(error) => Err(anyhow::anyhow!(
-            "applying {} in the limit run: {error:#}",
-            event.event_type().as_str()
-        )),
+    let sourced: Vec<(Source<'_>, &Envelope)> = events
+        .iter()
+        .map(|event| {
+            let source = Source {
+                topic,
+                partition: 0,
+                offset: offsets.fetch_add(1, Ordering::Relaxed) as i64,
+            };
+            (source, event)
+        })
+        .collect();
+    let applied = apply_batch(pool, handler, &Topics::default(), &sourced)
+        .await
+        .map_err(|error| anyhow::anyhow!("applying events in the limit run: {error:#}"))?;
+    let mut caused = Vec::new();
+    for events in applied {
+        caused.extend(events.context("an event was applied twice")?);
     }
-}
-
-/// The one event a step must have caused.
-fn only(mut caused: Vec<Envelope>, what: &str) -> anyhow::Result<Envelope> {
-    anyhow::ensure!(
-        caused.len() == 1,
-        "expected one {what}, got {} events",
-        caused.len()
-    );
-    Ok(caused.remove(0))
+    Ok(caused)
 }
 
 /// The outbox relay's database work without the broker: woken by the outbox

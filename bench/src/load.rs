@@ -40,6 +40,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const SIDE_CONCURRENCY: usize = 16;
 /// Pause before looking again at an order that is not terminal yet.
 const COLLECT_POLL: Duration = Duration::from_millis(20);
+/// The system counts as idle once its event counters stood still this long.
+const QUIET_FOR: Duration = Duration::from_secs(1);
+/// Pause between two readings of the event counters.
+const QUIET_POLL: Duration = Duration::from_millis(250);
+/// Counters of `GET /metrics` that move while any service has work in hand.
+const ACTIVITY_COUNTERS: [&str; 2] = ["events_consumed_total", "events_published_total"];
 
 /// Base URLs of the services the benchmark talks to.
 #[derive(Debug, Clone)]
@@ -47,6 +53,7 @@ pub struct Endpoints {
     pub order: String,
     pub inventory: String,
     pub payment: String,
+    pub notification: String,
 }
 
 /// The products and customers of one run, and its order bodies.
@@ -238,10 +245,18 @@ impl Client {
         results.into_iter().collect()
     }
 
-    /// POSTs order number `n` and times it from `since`.
-    async fn place(&self, n: u64, since: Instant, window: usize) -> Result<Placed, String> {
-        let order_id = format!("{}-{n}", self.workload.run_id);
-        let body = self.workload.order_body(&order_id, n);
+    /// POSTs order number `n` of step `step` and times it from `since`.
+    async fn place(
+        &self,
+        step: usize,
+        n: u64,
+        since: Instant,
+        window: usize,
+    ) -> Result<Placed, String> {
+        let order_id = format!("{}-{step}-{n}", self.workload.run_id);
+        let body = self
+            .workload
+            .order_body(&order_id, n ^ ((step as u64) << 40));
         let response = self
             .http
             .post(format!("{}/api/orders", self.endpoints.order))
@@ -262,9 +277,9 @@ impl Client {
     }
 
     /// Closed loop: `clients` clients, each sending its next order as soon as
-    /// the previous POST is answered, for `duration`. Order numbers start at
-    /// `first` and are spaced so clients never share one.
-    pub async fn closed_loop(&self, clients: usize, duration: Duration, first: u64) -> Sent {
+    /// the previous POST is answered, for `duration`. `step` numbers the
+    /// stream, so order ids never repeat within a run.
+    pub async fn closed_loop(&self, clients: usize, duration: Duration, step: usize) -> Sent {
         let started = Instant::now();
         let deadline = started + duration;
         let mut tasks = JoinSet::new();
@@ -272,9 +287,9 @@ impl Client {
             let this = self.clone();
             tasks.spawn(async move {
                 let mut sent = Sent::default();
-                let mut n = first + client;
+                let mut n = client;
                 while Instant::now() < deadline {
-                    sent.absorb(this.place(n, Instant::now(), 0).await);
+                    sent.absorb(this.place(step, n, Instant::now(), 0).await);
                     n += clients as u64;
                 }
                 sent
@@ -293,13 +308,13 @@ impl Client {
     /// Open loop: orders sent at a fixed `rate` per second for `duration`,
     /// each on its own schedule whatever happened to the earlier ones; POST
     /// latency counts from the intended send time. `windows` splits a long run
-    /// into equal windows (1 for a plain step). Order numbers start at `first`.
+    /// into equal windows (1 for a plain step). `step` numbers the stream.
     pub async fn open_loop(
         &self,
         rate: f64,
         duration: Duration,
         windows: usize,
-        first: u64,
+        step: usize,
     ) -> Sent {
         let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
         let per_window = count.div_ceil(windows.max(1) as u64);
@@ -311,7 +326,7 @@ impl Client {
             tokio::time::sleep_until(intended).await;
             let this = self.clone();
             let window = (i / per_window) as usize;
-            tasks.spawn(async move { this.place(first + i, intended, window).await });
+            tasks.spawn(async move { this.place(step, i, intended, window).await });
         }
         let mut all = Sent::default();
         while let Some(done) = tasks.join_next().await {
@@ -358,6 +373,58 @@ impl Client {
             );
         }
         Ok(finished)
+    }
+
+    /// Waits until no service has consumed or published an event for
+    /// [`QUIET_FOR`]: the work an order causes after it is terminal
+    /// (notifications, settling stock) is done, so the next step starts on an
+    /// idle system. Fails after `timeout`.
+    pub async fn wait_until_idle(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        let mut still_since = Instant::now();
+        loop {
+            let now = self.activity().await;
+            if now.is_some() && now == last {
+                if still_since.elapsed() >= QUIET_FOR {
+                    return Ok(());
+                }
+            } else {
+                still_since = Instant::now();
+                last = now;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the services were still busy {}s after the last order was terminal",
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(QUIET_POLL).await;
+        }
+    }
+
+    /// The sum of every service's event counters, or `None` if one does not
+    /// answer.
+    async fn activity(&self) -> Option<f64> {
+        let e = &self.endpoints;
+        let mut total = 0.0;
+        for base in [&e.order, &e.inventory, &e.payment, &e.notification] {
+            let text = self
+                .http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            total += text
+                .lines()
+                .filter(|line| ACTIVITY_COUNTERS.iter().any(|c| line.starts_with(c)))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        Some(total)
     }
 
     async fn wait_terminal(&self, order: &Placed, deadline: Instant) -> Result<Finished, String> {

@@ -230,8 +230,8 @@ impl Report {
         if let Some(limit) = &self.db_limit {
             let _ = writeln!(
                 out,
-                "DB-bound limit: {:.1} orders/s ({} orders in flight, {} orders, one order's transactions p50 {:.1} ms)",
-                limit.orders_per_second, limit.concurrency, limit.orders, limit.order_latency_ms.p50
+                "DB-bound limit: {:.1} orders/s ({} groups of {} orders in flight, {} orders)",
+                limit.orders_per_second, limit.concurrency, limit.group, limit.orders
             );
         }
         if let Some(fraction) = self.fraction_of_db_limit {
@@ -287,12 +287,11 @@ impl Report {
         if let Some(limit) = &self.db_limit {
             let _ = writeln!(
                 out,
-                "| DB-bound limit (same run) | {:.1} orders/s ({} orders in flight; one order's {} transactions in sequence: p50 {:.1} ms, p99 {:.1} ms) |",
+                "| DB-bound limit (same run) | {:.1} orders/s ({} groups of {} orders in flight; a group's transactions in sequence: p50 {:.1} ms) |",
                 limit.orders_per_second,
                 limit.concurrency,
-                limit.transactions_per_order,
-                limit.order_latency_ms.p50,
-                limit.order_latency_ms.p99
+                limit.group,
+                limit.order_latency_ms.p50
             );
         }
         if let Some(fraction) = self.fraction_of_db_limit {

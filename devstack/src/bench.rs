@@ -37,6 +37,10 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
                 .payment_url
                 .clone()
                 .unwrap_or_else(|| with_port(&order, 8083)),
+            notification: args
+                .notification_url
+                .clone()
+                .unwrap_or_else(|| with_port(&order, 8084)),
             order,
         },
         database_url: cli.database_url.clone(),
@@ -66,6 +70,7 @@ pub async fn run_local(
             order: url_of(catalog::ORDER_SERVICE)?,
             inventory: url_of("inventory-service")?,
             payment: url_of("payment-service")?,
+            notification: url_of("notification-service")?,
         },
         database_url: Some(database_url.to_owned()),
         kafka_bootstrap: Some(kafka_bootstrap.to_owned()),
@@ -108,6 +113,7 @@ fn options(args: &BenchArgs, markdown: Option<PathBuf>) -> Options {
         rate_fractions: args.rates.clone(),
         limit_duration: secs(args.limit_secs),
         limit_concurrency: args.limit_concurrency.clone(),
+        limit_groups: args.limit_groups.clone(),
         soak: args.soak_secs.map(secs),
         soak_window: secs(args.soak_window_secs),
         products: args.products,

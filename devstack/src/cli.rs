@@ -81,6 +81,9 @@ pub struct BenchArgs {
     /// payment-service's base URL with `--url` (default: its host, port 8083).
     #[arg(long, value_name = "URL", requires = "url")]
     pub payment_url: Option<String>,
+    /// notification-service's base URL with `--url` (default: its host, port 8084).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub notification_url: Option<String>,
     /// Length of each load step.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub step_secs: f64,
@@ -96,9 +99,14 @@ pub struct BenchArgs {
     /// Length of the DB-bound limit run, per concurrency.
     #[arg(long, value_name = "SECS", default_value_t = 8.0)]
     pub limit_secs: f64,
-    /// Orders in flight in the DB-bound limit run; the best is reported.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [8, 32])]
+    /// Groups of orders in flight in the DB-bound limit run.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [4, 16])]
     pub limit_concurrency: Vec<usize>,
+    /// Orders per group in the limit run: each service applies a group's
+    /// events in one transaction, as a consumer batches waiting messages.
+    /// Every combination runs; the best is reported.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 8])]
+    pub limit_groups: Vec<usize>,
     /// Adds a long open-loop run at half the maximum throughput (e.g. 600).
     #[arg(long, value_name = "SECS")]
     pub soak_secs: Option<f64>,
