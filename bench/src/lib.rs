@@ -240,7 +240,9 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             )
         }
         None => {
-            notes.push("no Kafka bootstrap given: the broker round trip was not measured".to_owned());
+            notes.push(
+                "no Kafka bootstrap given: the broker round trip was not measured".to_owned(),
+            );
             None
         }
     };
@@ -260,9 +262,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             after_mb: after.get(&process.service).copied().unwrap_or_default(),
         })
         .collect();
-    let fraction_of_db_limit = db_limit
-        .as_ref()
-        .map(|limit| max / limit.orders_per_second);
+    let fraction_of_db_limit = db_limit.as_ref().map(|limit| max / limit.orders_per_second);
     let mut report = Report {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: options.command.clone(),

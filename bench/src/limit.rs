@@ -98,7 +98,11 @@ fn services() -> [(&'static str, &'static str, &'static Migrator); 4] {
             "inventory",
             &inventory_service::app::MIGRATIONS,
         ),
-        ("payment-service", "payments", &payment_service::app::MIGRATIONS),
+        (
+            "payment-service",
+            "payments",
+            &payment_service::app::MIGRATIONS,
+        ),
         (
             "notification-service",
             "notifications",

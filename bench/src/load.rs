@@ -87,13 +87,13 @@ impl Workload {
     /// pseudo-random, the same for the same `n`.
     pub fn order_lines(&self, n: u64) -> (usize, Vec<(usize, u32)>) {
         let mut rng = SplitMix(n ^ 0x5eed);
-        let user = (rng.next() % self.users.len() as u64) as usize;
-        let lines = 1 + rng.next() % MAX_LINES.min(self.skus.len() as u64);
+        let user = (rng.next_u64() % self.users.len() as u64) as usize;
+        let lines = 1 + rng.next_u64() % MAX_LINES.min(self.skus.len() as u64);
         let mut chosen: Vec<(usize, u32)> = Vec::new();
         while (chosen.len() as u64) < lines {
-            let sku = (rng.next() % self.skus.len() as u64) as usize;
+            let sku = (rng.next_u64() % self.skus.len() as u64) as usize;
             if chosen.iter().all(|(s, _)| *s != sku) {
-                chosen.push((sku, 1 + (rng.next() % MAX_QUANTITY) as u32));
+                chosen.push((sku, 1 + (rng.next_u64() % MAX_QUANTITY) as u32));
             }
         }
         (user, chosen)
@@ -113,7 +113,7 @@ impl Workload {
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -133,8 +133,7 @@ pub struct Goal {
 impl Report {
     /// Judges the run against the goals.
     pub fn judge(&mut self) {
-        let mut goals = Vec::new();
-        goals.push(Goal {
+        let mut goals = vec![Goal {
             goal: format!(
                 "end-to-end throughput ≥ {:.0}% of the DB-bound limit",
                 GOAL_FRACTION_OF_LIMIT * 100.0
@@ -151,12 +150,18 @@ impl Report {
             met: self
                 .fraction_of_db_limit
                 .map(|fraction| fraction >= GOAL_FRACTION_OF_LIMIT),
-        });
+        }];
         let half = self.half_load_step();
         goals.push(Goal {
-            goal: format!("p99 POST→CONFIRMED ≤ {GOAL_CONFIRMED_P99_MS:.0} ms at half the maximum throughput"),
+            goal: format!(
+                "p99 POST→CONFIRMED ≤ {GOAL_CONFIRMED_P99_MS:.0} ms at half the maximum throughput"
+            ),
             measured: half.map_or("no open-loop step at half load".to_owned(), |step| {
-                format!("{:.1} ms at {:.0}/s", step.confirmed_ms.p99, step.offered_per_second.unwrap_or_default())
+                format!(
+                    "{:.1} ms at {:.0}/s",
+                    step.confirmed_ms.p99,
+                    step.offered_per_second.unwrap_or_default()
+                )
             }),
             met: half.map(|step| step.confirmed_ms.p99 <= GOAL_CONFIRMED_P99_MS),
         });
@@ -171,7 +176,9 @@ impl Report {
             .memory
             .iter()
             .map(|service| service.idle_mb)
-            .fold(None, |max: Option<f64>, mb| Some(max.map_or(mb, |m| m.max(mb))));
+            .fold(None, |max: Option<f64>, mb| {
+                Some(max.map_or(mb, |m| m.max(mb)))
+            });
         goals.push(Goal {
             goal: format!("each service ≤ {GOAL_IDLE_RSS_MB:.0} MB resident when idle"),
             measured: largest_idle.map_or("not measured (remote target)".to_owned(), |mb| {
@@ -295,7 +302,11 @@ impl Report {
             );
         }
         if let Some(fraction) = self.fraction_of_db_limit {
-            let _ = writeln!(out, "| achieved / DB-bound limit | {:.0}% |", fraction * 100.0);
+            let _ = writeln!(
+                out,
+                "| achieved / DB-bound limit | {:.0}% |",
+                fraction * 100.0
+            );
         }
         if let Some(broker) = &self.broker {
             let b = &broker.round_trip_ms;
@@ -319,7 +330,11 @@ impl Report {
                 soak.offered_per_second, soak.window_seconds
             );
             for (i, window) in soak.windows.iter().enumerate() {
-                let rss: Vec<String> = window.rss_mb.values().map(|mb| format!("{mb:.1}")).collect();
+                let rss: Vec<String> = window
+                    .rss_mb
+                    .values()
+                    .map(|mb| format!("{mb:.1}"))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
@@ -483,8 +498,18 @@ enum TableStyle {
 
 fn steps_table(steps: &[Step], style: TableStyle) -> String {
     let header = [
-        "step", "orders", "errors", "orders/s", "POST p50", "p90", "p99", "max", "→CONFIRMED p50",
-        "p90", "p99", "max",
+        "step",
+        "orders",
+        "errors",
+        "orders/s",
+        "POST p50",
+        "p90",
+        "p99",
+        "max",
+        "→CONFIRMED p50",
+        "p90",
+        "p99",
+        "max",
     ];
     let rows: Vec<[String; 12]> = steps
         .iter()
@@ -541,7 +566,11 @@ fn steps_table(steps: &[Step], style: TableStyle) -> String {
                     .collect::<Vec<_>>()
                     .join("  ")
             };
-            let _ = writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect()));
+            let _ = writeln!(
+                out,
+                "{}",
+                line(header.iter().map(|h| h.to_string()).collect())
+            );
             for row in rows {
                 let _ = writeln!(out, "{}", line(row.to_vec()));
             }

@@ -149,7 +149,13 @@ mod tests {
 
     #[test]
     fn sibling_services_are_found_on_the_same_host() {
-        assert_eq!(with_port("http://example.org:8081", 8082), "http://example.org:8082");
-        assert_eq!(with_port("https://shop.test", 8083), "https://shop.test:8083");
+        assert_eq!(
+            with_port("http://example.org:8081", 8082),
+            "http://example.org:8082"
+        );
+        assert_eq!(
+            with_port("https://shop.test", 8083),
+            "https://shop.test:8083"
+        );
     }
 }

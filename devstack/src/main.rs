@@ -231,8 +231,7 @@ impl Stack {
 
         if let Some(args) = bench {
             let pids = supervisor.pids();
-            let measured =
-                bench::run_local(args, instances, pids, &database.url, &kafka.bootstrap);
+            let measured = bench::run_local(args, instances, pids, &database.url, &kafka.bootstrap);
             return tokio::select! {
                 result = measured => result,
                 _ = stop_requested(stop) => Ok(()),

@@ -154,7 +154,10 @@ impl Supervisor {
 
     /// Instance name → pid of its running process.
     pub fn pids(&self) -> BTreeMap<String, u32> {
-        self.pids.lock().expect("the pid map is never poisoned").clone()
+        self.pids
+            .lock()
+            .expect("the pid map is never poisoned")
+            .clone()
     }
 
     /// Resolves when an instance fails during start-up; never otherwise.

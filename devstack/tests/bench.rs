@@ -34,7 +34,7 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     let markdown = dir.path().join("BENCHMARKS.md");
     std::fs::write(
         &markdown,
-        "# Figures\n<!-- bench:results:begin -->\nold\n<!-- bench:results:end -->\nafter\n",
+        "# Figures\n<!-- bench:results:begin -->\nPLACEHOLDER\n<!-- bench:results:end -->\nafter\n",
     )
     .unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));
@@ -58,6 +58,13 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read concurrently, so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut table = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut table).unwrap();
+        table
+    });
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -69,9 +76,11 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         }
         std::thread::sleep(POLL_INTERVAL);
     };
-    let mut table = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut table).unwrap();
-    assert!(status.success(), "devstack bench failed ({status}):\n{table}");
+    let table = reader.join().unwrap();
+    assert!(
+        status.success(),
+        "devstack bench failed ({status}):\n{table}"
+    );
     assert!(table.contains("DB-bound limit"), "{table}");
     assert!(table.contains("→CONFIRMED p50"), "{table}");
 
@@ -96,6 +105,8 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
 
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let markdown = std::fs::read_to_string(&markdown).unwrap();
-    assert!(!markdown.contains("old"), "{markdown}");
-    assert!(markdown.contains("| step |") && markdown.ends_with("<!-- bench:results:end -->\nafter\n"));
+    assert!(!markdown.contains("PLACEHOLDER"), "{markdown}");
+    assert!(
+        markdown.contains("| step |") && markdown.ends_with("<!-- bench:results:end -->\nafter\n")
+    );
 }
