@@ -206,7 +206,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
                     "DB-bound limit, {concurrency} groups of {group} orders in flight, {}s",
                     options.limit_duration.as_secs_f64()
                 ));
-                let measured = limit::database(
+                let measured = match limit::database(
                     url,
                     client.workload(),
                     concurrency,
@@ -214,7 +214,18 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
                     options.limit_duration,
                 )
                 .await
-                .context("measuring the DB-bound limit")?;
+                {
+                    Ok(measured) => measured,
+                    // Keep what the run measured so far; say what failed.
+                    Err(error) => {
+                        let note = format!(
+                            "the DB-bound limit with {concurrency} groups of {group} failed: {error:#}"
+                        );
+                        progress(&note);
+                        notes.push(note);
+                        continue;
+                    }
+                };
                 progress(&format!("  {:.1} orders/s", measured.orders_per_second));
                 if best
                     .as_ref()
@@ -233,11 +244,15 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
     let broker = match &target.kafka_bootstrap {
         Some(bootstrap) => {
             progress("broker round trip");
-            Some(
-                limit::broker(bootstrap, &run_id)
-                    .await
-                    .context("measuring the broker round trip")?,
-            )
+            match limit::broker(bootstrap, &run_id).await {
+                Ok(broker) => Some(broker),
+                Err(error) => {
+                    let note = format!("the broker round trip failed: {error:#}");
+                    progress(&note);
+                    notes.push(note);
+                    None
+                }
+            }
         }
         None => {
             notes.push(
