@@ -64,7 +64,7 @@ pub enum Command {
     /// Measures end-to-end orders per second and POST→CONFIRMED latency next
     /// to the machine's limit (DB-bound and broker round trip, same run).
     /// Starts the stack (stopped afterwards) unless `--url` names a running one.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// `devstack bench`: the benchmark's settings; the defaults are the documented run.
