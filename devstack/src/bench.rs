@@ -89,19 +89,23 @@ pub async fn run_local(
 
 /// Runs the benchmark on a multi-threaded runtime of its own: devstack's is
 /// single-threaded on purpose (see `main`), which would make the load
-/// generator the bottleneck.
+/// generator the bottleneck. On a plain thread rather than tokio's blocking
+/// pool, so that a stop signal ends devstack without waiting for it.
 async fn run(target: Target, options: Options) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(LOAD_GENERATOR_THREADS)
-            .enable_all()
-            .build()
-            .context("starting the load generator's runtime")?
-            .block_on(bench::run(&target, &options))
-            .map(drop)
-    })
-    .await
-    .context("the benchmark panicked")?
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench".to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(LOAD_GENERATOR_THREADS)
+                .enable_all()
+                .build()
+                .context("starting the load generator's runtime")
+                .and_then(|runtime| runtime.block_on(bench::run(&target, &options)).map(drop));
+            let _ = done.send(result);
+        })
+        .context("starting the benchmark thread")?;
+    result.await.context("the benchmark panicked")?
 }
 
 fn options(args: &BenchArgs, markdown: Option<PathBuf>) -> Options {

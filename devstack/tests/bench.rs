@@ -38,8 +38,9 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     )
     .unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));
-    // Ports away from a developer's devstack and from the other devstack test.
-    let offset = 30_000 + (std::process::id() % 1_000) as u16 * 10;
+    // Ports away from a developer's devstack, the other devstack test (20000 up)
+    // and the ephemeral range (32768 up).
+    let offset = 10_000 + (std::process::id() % 1_000) as u16 * 10;
 
     let mut child = Command::new(exe)
         .args(["--dir", dir.path().join("state").to_str().unwrap()])
