@@ -61,6 +61,74 @@ pub enum Command {
     /// Dead-letter topics: events the services could not process.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Measures end-to-end orders per second and POST→CONFIRMED latency next
+    /// to the machine's limit (DB-bound and broker round trip, same run).
+    /// Starts the stack (stopped afterwards) unless `--url` names a running one.
+    Bench(Box<BenchArgs>),
+}
+
+/// `devstack bench`: the benchmark's settings; the defaults are the documented run.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Measures a running deployment instead of starting the stack:
+    /// order-service's base URL, e.g. `http://host:8081`. Give the global
+    /// `--database-url` and `--kafka-bootstrap` to measure the limit too.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// inventory-service's base URL with `--url` (default: its host, port 8082).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub inventory_url: Option<String>,
+    /// payment-service's base URL with `--url` (default: its host, port 8083).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub payment_url: Option<String>,
+    /// notification-service's base URL with `--url` (default: its host, port 8084).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub notification_url: Option<String>,
+    /// Length of each load step.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub step_secs: f64,
+    /// Unrecorded closed-loop warm-up.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub warm_up_secs: f64,
+    /// Clients of the closed-loop steps (each POSTs back to back).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 8, 32])]
+    pub clients: Vec<usize>,
+    /// Open-loop arrival rates, as fractions of the best closed-loop throughput.
+    #[arg(long, value_name = "F,...", value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75, 0.9])]
+    pub rates: Vec<f64>,
+    /// Length of the DB-bound limit run, per concurrency.
+    #[arg(long, value_name = "SECS", default_value_t = 8.0)]
+    pub limit_secs: f64,
+    /// Groups of orders in flight in the DB-bound limit run.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [4, 16])]
+    pub limit_concurrency: Vec<usize>,
+    /// Orders per group in the limit run: each service applies a group's
+    /// events in one transaction, as a consumer batches waiting messages.
+    /// Every combination runs; the best is reported.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 8])]
+    pub limit_groups: Vec<usize>,
+    /// Adds a long open-loop run at half the maximum throughput (e.g. 600).
+    #[arg(long, value_name = "SECS")]
+    pub soak_secs: Option<f64>,
+    /// Window of the long run's time series.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub soak_window_secs: f64,
+    /// Products in the benchmark's catalog.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub products: usize,
+    /// Customers placing orders.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub customers: usize,
+    /// Where the JSON report goes.
+    #[arg(long, value_name = "PATH", default_value = "bench-results/bench.json")]
+    pub json: PathBuf,
+    /// Where the plot goes.
+    #[arg(long, value_name = "PATH", default_value = "docs/bench.svg")]
+    pub svg: PathBuf,
+    /// Markdown file whose generated section gets the figures (default:
+    /// `docs/BENCHMARKS.md` when it exists and the stack is local).
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +204,18 @@ mod tests {
             .contains("known: order-service"));
         assert!(parse_scale("inventory-service=lots").is_err());
         assert!(parse_scale("inventory-service").is_err());
+    }
+
+    #[test]
+    fn bench_defaults_are_the_documented_run() {
+        let cli = Cli::try_parse_from(["devstack", "bench"]).unwrap();
+        let Some(Command::Bench(args)) = cli.command else {
+            panic!("not the bench command");
+        };
+        assert_eq!(args.clients, [1, 8, 32]);
+        assert_eq!(args.rates, [0.25, 0.5, 0.75, 0.9]);
+        assert!(args.url.is_none());
+        assert!(Cli::try_parse_from(["devstack", "bench", "--payment-url", "http://x"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!
 //! Layout:
 //! - `cli`: flags;
+//! - `bench`: `devstack bench`, the benchmark against this stack or a URL;
 //! - `dlq`: the `dlq list|replay` tools;
 //! - `catalog`: the services, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
@@ -20,6 +21,7 @@
 //!
 //! Every failure ends in a single `devstack: ...` line saying what to do.
 
+mod bench;
 mod binaries;
 mod catalog;
 mod cli;
@@ -53,6 +55,10 @@ const LOG_ENV: &str = "DEVSTACK_LOG";
 /// devstack's log level when [`LOG_ENV`] is unset.
 const DEFAULT_LOG_FILTER: &str = "info";
 
+/// The same during `bench`, whose DB-bound limit runs the services' handlers
+/// in this process: their per-event info lines would be measured too.
+const BENCH_LOG_FILTER: &str = "warn,devstack=info";
+
 /// Variables passed through to the services unchanged (they inherit our whole
 /// environment anyway; these are the ones that matter and are named here so
 /// the contract is visible).
@@ -67,7 +73,11 @@ const EXAMPLE_ORDER: &str = r#"{"orderId":"123","userId":"user1","status":"PENDI
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(if matches!(cli.command, Some(cli::Command::Bench(_))) {
+        BENCH_LOG_FILTER
+    } else {
+        DEFAULT_LOG_FILTER
+    });
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -77,9 +87,9 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -94,6 +104,11 @@ fn init_tracing() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::Dlq(command)) = &cli.command {
         return dlq::run(&cli, command).await;
+    }
+    if let Some(cli::Command::Bench(args)) = &cli.command {
+        if let Some(url) = &args.url {
+            return bench::run_remote(&cli, args, url).await;
+        }
     }
     let instances = catalog::plan(&cli.scale, cli.port_offset)?;
     let state = StateDir::open(&cli.dir)?;
@@ -149,8 +164,9 @@ struct Stack {
 
 impl Stack {
     /// Starts Kafka, PostgreSQL and the services, waits for health, publishes
-    /// `stack.json`, then waits for a stop signal. Returns `Ok` when stopped by
-    /// a signal, an error if start-up failed.
+    /// `stack.json`, then waits for a stop signal (or, for `bench`, runs the
+    /// benchmark). Returns `Ok` when stopped by a signal or the benchmark
+    /// finished, an error if start-up or the benchmark failed.
     async fn bring_up_and_run(
         &mut self,
         cli: &Cli,
@@ -179,7 +195,14 @@ impl Stack {
         };
         let database = self.database.insert(database);
 
-        let env = service_env(kafka, database);
+        let mut env = service_env(kafka, database);
+        let bench = match &cli.command {
+            Some(cli::Command::Bench(args)) => Some(args),
+            _ => None,
+        };
+        if bench.is_some() && !env.contains_key("RUST_LOG") {
+            env.insert("RUST_LOG".to_owned(), bench::BENCH_SERVICE_LOG.to_owned());
+        }
         let supervisor = self
             .supervisor
             .insert(Supervisor::start(instances, programs, &env));
@@ -206,6 +229,14 @@ impl Stack {
         state.write_stack_file(&description)?;
         print_banner(kafka, database, instances, state);
 
+        if let Some(args) = bench {
+            let pids = supervisor.pids();
+            let measured = bench::run_local(args, instances, pids, &database.url, &kafka.bootstrap);
+            return tokio::select! {
+                result = measured => result,
+                _ = stop_requested(stop) => Ok(()),
+            };
+        }
         stop_requested(stop).await;
         Ok(())
     }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -93,7 +94,12 @@ struct Launch {
     env: BTreeMap<String, String>,
     /// Width the name is padded to, so every instance's output lines up.
     prefix_width: usize,
+    /// Where its current pid is recorded.
+    pids: Pids,
 }
+
+/// Instance name → pid of its current process.
+type Pids = Arc<Mutex<BTreeMap<String, u32>>>;
 
 /// Owns the instance tasks.
 pub struct Supervisor {
@@ -103,6 +109,8 @@ pub struct Supervisor {
     failures: mpsc::UnboundedReceiver<StartupFailure>,
     /// One per instance; they finish once their process is gone for good.
     tasks: Vec<JoinHandle<()>>,
+    /// The instances' current pids (for the benchmark's memory figures).
+    pids: Pids,
 }
 
 impl Supervisor {
@@ -115,6 +123,7 @@ impl Supervisor {
     ) -> Self {
         let (phase, phase_rx) = watch::channel(Phase::Starting);
         let (failure_tx, failures) = mpsc::unbounded_channel();
+        let pids = Pids::default();
         let prefix_width = instances
             .iter()
             .map(|instance| instance.name.len())
@@ -130,6 +139,7 @@ impl Supervisor {
                     program: programs[instance.service].clone(),
                     env,
                     prefix_width,
+                    pids: pids.clone(),
                 };
                 tokio::spawn(supervise(launch, phase_rx.clone(), failure_tx.clone()))
             })
@@ -138,7 +148,16 @@ impl Supervisor {
             phase,
             failures,
             tasks,
+            pids,
         }
+    }
+
+    /// Instance name → pid of its running process.
+    pub fn pids(&self) -> BTreeMap<String, u32> {
+        self.pids
+            .lock()
+            .expect("the pid map is never poisoned")
+            .clone()
     }
 
     /// Resolves when an instance fails during start-up; never otherwise.
@@ -285,6 +304,13 @@ fn spawn(launch: &Launch) -> std::io::Result<(Child, OutputTasks)> {
         tokio::spawn(forward(stderr, prefix, Stream::Stderr)),
     ];
     tracing::debug!(instance = launch.name, pid = child.id(), "spawned");
+    if let Some(pid) = child.id() {
+        launch
+            .pids
+            .lock()
+            .expect("the pid map is never poisoned")
+            .insert(launch.name.clone(), pid);
+    }
     Ok((child, output))
 }
 

@@ -17,7 +17,8 @@ use crate::consumer::InventoryEvents;
 use crate::db;
 use crate::http::{self, AppState};
 
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// The service's own migrations (the plumbing tables come from service-kit).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The demo catalog loaded into an empty catalog: (sku, name, price in cents, available).
 /// `gold-watch` costs more than a new customer's default credit, to show PAYMENT_FAILED.

@@ -15,7 +15,8 @@ use crate::db;
 use crate::http::{self, AppState};
 use crate::live::StatusFeed;
 
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// The service's own migrations (the plumbing tables come from service-kit).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Most overdue orders cancelled in one transaction.
 const DEADLINE_BATCH: i64 = 100;

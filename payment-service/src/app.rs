@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::consumer::PaymentEvents;
 use crate::http::{self, AppState};
 
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// The service's own migrations (the plumbing tables come from service-kit).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
 pub struct Application;

@@ -63,6 +63,14 @@ pub struct CommonConfig {
     /// How often the consumer's client reports statistics, from which the
     /// `kafka_consumer_lag` gauges are updated.
     pub kafka_statistics_interval_ms: u64,
+    /// How long the broker may hold a consumer's fetch request while it has no
+    /// new message (librdkafka's `fetch.wait.max.ms`, 500 by default). Every
+    /// saga step waits up to this long on a quiet partition, so it is short.
+    pub kafka_fetch_wait_max_ms: u64,
+    /// How long the producer waits to fill a batch before sending
+    /// (`linger.ms`, 5 by default in librdkafka). The outbox relay already
+    /// hands over a whole batch at once, so waiting adds latency only.
+    pub kafka_linger_ms: u64,
     pub topic_order_created: String,
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
@@ -80,6 +88,9 @@ pub struct CommonConfig {
     /// Attempts at an event that keeps failing (for a reason other than an
     /// unavailable dependency) before it is moved to the dead-letter topic.
     pub consumer_max_attempts: u32,
+    /// Most already-waiting events a consumer applies in one transaction (one
+    /// commit instead of one per event); 1 applies every event on its own.
+    pub consumer_batch_size: usize,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
     /// Base URL of an OpenTelemetry collector's OTLP/HTTP endpoint (e.g.
@@ -107,6 +118,8 @@ impl CommonConfig {
             kafka_session_timeout_ms: 10_000,
             kafka_message_timeout_ms: 30_000,
             kafka_statistics_interval_ms: 5_000,
+            kafka_fetch_wait_max_ms: 10,
+            kafka_linger_ms: 0,
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
             topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
@@ -117,6 +130,7 @@ impl CommonConfig {
             consumer_retry_initial_ms: 100,
             consumer_retry_max_ms: 5_000,
             consumer_max_attempts: 5,
+            consumer_batch_size: 50,
             log_format: LogFormat::Text,
             otel_exporter_otlp_endpoint: String::new(),
         }

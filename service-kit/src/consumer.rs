@@ -8,6 +8,14 @@
 //! redelivers the message; a crash after it redelivers at most a duplicate,
 //! which the inbox absorbs.
 //!
+//! When several messages are already waiting, up to `CONSUMER_BATCH_SIZE` of
+//! them are applied in one transaction instead (each with its inbox row and
+//! caused events), and their offsets stored after that one commit: the same
+//! guarantees with one commit instead of many, which is what bounds a consumer
+//! that applies events one after another. If anything in a batch fails, the
+//! batch is rolled back and its messages are applied one by one, with the
+//! usual retries and dead-lettering.
+//!
 //! A service supplies only an [`EventHandler`]: "what does this event do to my
 //! state, and what does it cause".
 //!
@@ -19,6 +27,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::FutureProducer;
@@ -129,6 +138,8 @@ pub struct EventConsumer<H> {
     retry_max: Duration,
     /// Attempts before an event that keeps failing (not transiently) is dead-lettered.
     max_attempts: u32,
+    /// Most waiting messages applied in one transaction.
+    batch_size: usize,
 }
 
 impl<H: EventHandler> EventConsumer<H> {
@@ -150,6 +161,7 @@ impl<H: EventHandler> EventConsumer<H> {
             retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
             retry_max: Duration::from_millis(config.consumer_retry_max_ms),
             max_attempts: config.consumer_max_attempts.max(1),
+            batch_size: config.consumer_batch_size.max(1),
         })
     }
 
@@ -170,16 +182,30 @@ impl<H: EventHandler> EventConsumer<H> {
                     continue;
                 }
             };
-            match self.process(&message, &shutdown).await {
-                Outcome::Done => {
-                    if let Err(err) = self.consumer.store_offset_from_message(&message) {
-                        // Happens when the partition was revoked meanwhile; the
-                        // new owner gets the message again and the inbox
-                        // recognises it.
-                        tracing::warn!(error = %err, "could not store offset");
+            // Whatever else has already arrived joins the batch; nothing waits
+            // for more, so a lone message is applied at once.
+            let mut batch = vec![message];
+            while batch.len() < self.batch_size {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "Kafka consumer error");
+                        break;
                     }
+                    None => break,
                 }
-                Outcome::Interrupted => break,
+            }
+            let (done, outcome) = self.process_batch(&batch, &shutdown).await;
+            for message in &batch[..done] {
+                if let Err(err) = self.consumer.store_offset_from_message(message) {
+                    // Happens when the partition was revoked meanwhile; the
+                    // new owner gets the message again and the inbox
+                    // recognises it.
+                    tracing::warn!(error = %err, "could not store offset");
+                }
+            }
+            if let Outcome::Interrupted = outcome {
+                break;
             }
         }
         if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -187,6 +213,65 @@ impl<H: EventHandler> EventConsumer<H> {
             tracing::debug!(error = %err, "final offset commit");
         }
         Ok(())
+    }
+
+    /// Applies `batch` in one transaction if it can, else message by message.
+    /// Returns how many messages (from the start) are done, and whether
+    /// shutdown interrupted the rest.
+    async fn process_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> (usize, Outcome) {
+        if batch.len() > 1 {
+            let events: Option<Vec<Envelope>> = batch
+                .iter()
+                .map(|m| Envelope::from_json(m.payload().unwrap_or_default()).ok())
+                .collect();
+            if let Some(events) = events {
+                match self.apply_together(batch, &events).await {
+                    Ok(fresh) => {
+                        for ((message, event), fresh) in batch.iter().zip(&events).zip(fresh) {
+                            let outcome = if fresh { "applied" } else { "duplicate" };
+                            tracing::info!(
+                                order_id = %event.order_id,
+                                event_type = event.event_type().as_str(),
+                                event_id = %event.event_id,
+                                batch = batch.len(),
+                                "{outcome}"
+                            );
+                            metrics::event_consumed(&self.service, message.topic(), outcome);
+                        }
+                        return (batch.len(), Outcome::Done);
+                    }
+                    Err(err) => tracing::debug!(
+                        error = %err,
+                        "batch not applied together; applying its events one by one"
+                    ),
+                }
+            }
+        }
+        for (done, message) in batch.iter().enumerate() {
+            if let Outcome::Interrupted = self.process(message, shutdown).await {
+                return (done, Outcome::Interrupted);
+            }
+        }
+        (batch.len(), Outcome::Done)
+    }
+
+    /// One transaction for the whole batch; which events were fresh.
+    async fn apply_together(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        events: &[Envelope],
+    ) -> Result<Vec<bool>, HandlerError> {
+        let sourced: Vec<(Source<'_>, &Envelope)> = batch
+            .iter()
+            .zip(events)
+            .map(|(message, event)| (Source::of(message), event))
+            .collect();
+        let applied = apply_batch(&self.pool, &self.handler, &self.topics, &sourced).await?;
+        Ok(applied.iter().map(Option::is_some).collect())
     }
 
     async fn process(
@@ -202,14 +287,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     .await
             }
         };
-        let span = tracing::info_span!(
-            "event",
-            order_id = %event.order_id,
-            event_type = event.event_type().as_str(),
-            event_id = %event.event_id,
-            trace_id = tracing::field::Empty,
-        );
-        trace_context::continue_trace(&span, traceparent(message));
+        let span = event_span(&event, traceparent(message));
         self.apply_with_retries(message, &event, shutdown)
             .instrument(span)
             .await
@@ -321,30 +399,122 @@ impl<H: EventHandler> EventConsumer<H> {
         message: &BorrowedMessage<'_>,
         event: &Envelope,
     ) -> Result<bool, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.event_id)
-        .bind(event.event_type().as_str())
-        .bind(event.order_id.as_str())
-        .bind(message.topic())
-        .bind(message.partition())
-        .bind(message.offset())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(false);
-        }
-        let caused = self.handler.handle(&mut tx, event).await?;
-        for follow_up in &caused {
-            outbox::enqueue(&mut tx, &self.topics, follow_up).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let source = Source::of(message);
+        let applied = apply(&self.pool, &self.handler, &self.topics, &source, event).await?;
+        Ok(applied.is_some())
     }
+}
+
+/// Where a consumed event came from, as the inbox records it, and the trace
+/// it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message's W3C `traceparent` header, if any.
+    pub traceparent: Option<&'a str>,
+}
+
+impl<'a> Source<'a> {
+    fn of(message: &'a BorrowedMessage<'_>) -> Source<'a> {
+        Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            traceparent: traceparent(message),
+        }
+    }
+}
+
+/// The span an event is applied in: it names the order (so every log line
+/// about it carries the orderId) and continues the trace the event came with,
+/// so the events it causes carry the same trace id.
+fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event",
+        order_id = %event.order_id,
+        event_type = event.event_type().as_str(),
+        event_id = %event.event_id,
+        trace_id = tracing::field::Empty,
+    );
+    trace_context::continue_trace(&span, traceparent);
+    span
+}
+
+/// The unit of work the consumer loop commits for one event, in one
+/// transaction: the inbox row, the handler's effect, and the caused events in
+/// the outbox. Returns the caused events, or `None` for a duplicate (nothing
+/// was written).
+///
+/// Public so that tools can run exactly what a service commits per event
+/// without a broker (the benchmark's database-bound limit does).
+pub async fn apply<H: EventHandler>(
+    pool: &PgPool,
+    handler: &H,
+    topics: &Topics,
+    source: &Source<'_>,
+    event: &Envelope,
+) -> Result<Option<Vec<Envelope>>, HandlerError> {
+    let mut tx = pool.begin().await?;
+    let caused = apply_in(&mut tx, handler, topics, source, event).await?;
+    if caused.is_some() {
+        tx.commit().await?;
+    }
+    Ok(caused)
+}
+
+/// [`apply`] for several events in one transaction: what the consumer loop
+/// commits when several messages are waiting. All or nothing.
+pub async fn apply_batch<H: EventHandler>(
+    pool: &PgPool,
+    handler: &H,
+    topics: &Topics,
+    events: &[(Source<'_>, &Envelope)],
+) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
+    let mut tx = pool.begin().await?;
+    let mut applied = Vec::with_capacity(events.len());
+    for (source, event) in events {
+        let span = event_span(event, source.traceparent);
+        applied.push(
+            apply_in(&mut tx, handler, topics, source, event)
+                .instrument(span)
+                .await?,
+        );
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// [`apply`] inside the caller's transaction, which it does not commit.
+async fn apply_in<H: EventHandler>(
+    tx: &mut PgConnection,
+    handler: &H,
+    topics: &Topics,
+    source: &Source<'_>,
+    event: &Envelope,
+) -> Result<Option<Vec<Envelope>>, HandlerError> {
+    let fresh = sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.event_id)
+    .bind(event.event_type().as_str())
+    .bind(event.order_id.as_str())
+    .bind(source.topic)
+    .bind(source.partition)
+    .bind(source.offset)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(None);
+    }
+    let caused = handler.handle(tx, event).await?;
+    for follow_up in &caused {
+        outbox::enqueue(tx, topics, follow_up).await?;
+    }
+    Ok(Some(caused))
 }

@@ -106,6 +106,15 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::
     .await
 }
 
+/// Marks the rows `ids` (claimed in `tx`) as published.
+pub async fn mark_sent(tx: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// An outbox row as the relay publishes it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Row {
@@ -266,9 +275,7 @@ impl OutboxRelay {
                 }
             }
         }
-        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
-            .bind(&sent)
-            .execute(&mut *tx)
+        mark_sent(&mut tx, &sent)
             .await
             .context("marking outbox rows sent")?;
         tx.commit().await.context("committing the outbox batch")?;

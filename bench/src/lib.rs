@@ -1,0 +1,438 @@
+//! The benchmark: how many orders per second the system carries end to end,
+//! how long an order takes from POST to CONFIRMED, and the machine's own limit
+//! measured in the same run.
+//!
+//! [`run`] drives a running system over HTTP (see [`load`]): it stocks a
+//! catalog and credits customers, runs closed-loop steps (C clients, each
+//! POSTing back to back) to find the maximum throughput, then open-loop steps
+//! (a fixed arrival rate, latency from the intended send time) at fractions of
+//! it, waits after every step until each accepted order is terminal (failing
+//! loudly if any is not), and optionally a long open-loop run at half the
+//! maximum. Then it measures the limit ([`limit`]): the per-order database
+//! work at full concurrency on the same Postgres, and a produce→consume round
+//! trip on the same broker. [`report`] prints the table and writes the JSON,
+//! the SVG plot and the Markdown figures.
+//!
+//! `devstack bench` starts the local stack and calls [`run`]; with `--url` it
+//! measures any running deployment.
+
+pub mod limit;
+pub mod load;
+pub mod machine;
+pub mod report;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+
+use crate::load::{Client, Endpoints, Finished, Workload, CONFIRMED};
+use crate::machine::{load_average, resident_kb, Machine};
+use crate::report::{Report, ServiceMemory, Soak, SoakWindow, Step};
+use crate::stats::Summary;
+
+/// A service process whose memory is reported.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub service: String,
+    pub pid: u32,
+}
+
+/// The system under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoints: Endpoints,
+    /// The Postgres the services use; without it the DB-bound limit is skipped.
+    pub database_url: Option<String>,
+    /// The broker the services use; without it the round trip is skipped.
+    pub kafka_bootstrap: Option<String>,
+    /// Local service processes; empty for a remote target (memory not reported).
+    pub processes: Vec<Process>,
+}
+
+/// What to run; the defaults are the documented benchmark.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Closed loop, not recorded, so caches and connections are warm.
+    pub warm_up: Duration,
+    /// Length of each load step.
+    pub step: Duration,
+    /// Clients of the closed-loop steps.
+    pub clients: Vec<usize>,
+    /// Open-loop rates as fractions of the best closed-loop throughput.
+    pub rate_fractions: Vec<f64>,
+    /// Length of the DB-bound limit run, per concurrency.
+    pub limit_duration: Duration,
+    /// Groups of orders in flight in the DB-bound limit run.
+    pub limit_concurrency: Vec<usize>,
+    /// Orders per group: a service applies a group's events in one
+    /// transaction, as its consumer does with waiting messages. Every
+    /// combination with `limit_concurrency` runs; the best is reported.
+    pub limit_groups: Vec<usize>,
+    /// A long open-loop run at half the maximum throughput, if set.
+    pub soak: Option<Duration>,
+    /// Window of the long run's time series.
+    pub soak_window: Duration,
+    /// Products in the catalog and customers ordering.
+    pub products: usize,
+    pub customers: usize,
+    /// How long accepted orders may take to become terminal after a step.
+    pub drain_timeout: Duration,
+    pub json: Option<PathBuf>,
+    pub svg: Option<PathBuf>,
+    /// A Markdown file whose generated section is replaced with the figures.
+    pub markdown: Option<PathBuf>,
+    /// The command line, recorded with the figures.
+    pub command: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            warm_up: Duration::from_secs(3),
+            step: Duration::from_secs(10),
+            clients: vec![1, 8, 32],
+            rate_fractions: vec![0.25, 0.5, 0.75, 0.9],
+            limit_duration: Duration::from_secs(8),
+            limit_concurrency: vec![4, 16],
+            limit_groups: vec![1, 8],
+            soak: None,
+            soak_window: Duration::from_secs(30),
+            products: 200,
+            customers: 1000,
+            drain_timeout: Duration::from_secs(120),
+            json: None,
+            svg: None,
+            markdown: None,
+            command: String::new(),
+        }
+    }
+}
+
+/// Runs the benchmark against `target`, prints progress and the table, writes
+/// the files `options` names, and returns the report.
+pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
+    let mut machine = Machine::describe();
+    let run_id = format!("b{:x}", chrono::Utc::now().timestamp_millis());
+    let client = Client::new(
+        target.endpoints.clone(),
+        Workload::new(&run_id, options.products, options.customers),
+    )?;
+    let mut notes = Vec::new();
+    let idle = rss_mb(&target.processes);
+    let mut peak = idle.clone();
+
+    progress(&format!(
+        "setting up {} products and {} customers",
+        options.products, options.customers
+    ));
+    client.set_up().await?;
+    // Numbers each stream of orders, so ids never repeat within the run.
+    let mut stream = 0;
+
+    if !options.warm_up.is_zero() {
+        progress("warming up");
+        let sent = client.closed_loop(4, options.warm_up, stream).await;
+        client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
+    }
+
+    let mut steps = Vec::new();
+    for &clients in &options.clients {
+        progress(&format!(
+            "closed loop, {clients} clients, {}s",
+            options.step.as_secs_f64()
+        ));
+        stream += 1;
+        let sent = client.closed_loop(clients, options.step, stream).await;
+        let finished = client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
+        let step = summarise("closed", Some(clients), None, &sent.errors, &finished);
+        progress(&format!(
+            "  {:.1} orders/s, POST→CONFIRMED p99 {:.1} ms",
+            step.orders_per_second, step.confirmed_ms.p99
+        ));
+        steps.push(step);
+        track_peak(&mut peak, &target.processes);
+    }
+    let max = steps
+        .iter()
+        .map(|step| step.orders_per_second)
+        .fold(0.0, f64::max);
+
+    for &fraction in &options.rate_fractions {
+        let rate = (max * fraction).max(1.0);
+        progress(&format!(
+            "open loop, {rate:.1} orders/s, {}s",
+            options.step.as_secs_f64()
+        ));
+        stream += 1;
+        let sent = client.open_loop(rate, options.step, 1, stream).await;
+        let finished = client.collect(&sent.placed, options.drain_timeout).await?;
+        client.wait_until_idle(options.drain_timeout).await?;
+        let step = summarise("open", None, Some(rate), &sent.errors, &finished);
+        progress(&format!(
+            "  POST p99 {:.1} ms, POST→CONFIRMED p50 {:.1} ms, p99 {:.1} ms",
+            step.post_ms.p99, step.confirmed_ms.p50, step.confirmed_ms.p99
+        ));
+        steps.push(step);
+        track_peak(&mut peak, &target.processes);
+    }
+
+    let soak = match options.soak {
+        Some(duration) if max > 0.0 => {
+            let soak = run_soak(&client, target, options, duration, max / 2.0, stream + 1).await?;
+            Some(soak)
+        }
+        _ => None,
+    };
+    let after = rss_mb(&target.processes);
+    track_peak(&mut peak, &target.processes);
+
+    let db_limit = match &target.database_url {
+        Some(url) => {
+            let mut best: Option<limit::DbLimit> = None;
+            let grid = options.limit_concurrency.iter().flat_map(|&concurrency| {
+                options
+                    .limit_groups
+                    .iter()
+                    .map(move |&group| (concurrency, group))
+            });
+            for (concurrency, group) in grid {
+                progress(&format!(
+                    "DB-bound limit, {concurrency} groups of {group} orders in flight, {}s",
+                    options.limit_duration.as_secs_f64()
+                ));
+                let measured = match limit::database(
+                    url,
+                    client.workload(),
+                    concurrency,
+                    group,
+                    options.limit_duration,
+                )
+                .await
+                {
+                    Ok(measured) => measured,
+                    // Keep what the run measured so far; say what failed.
+                    Err(error) => {
+                        let note = format!(
+                            "the DB-bound limit with {concurrency} groups of {group} failed: {error:#}"
+                        );
+                        progress(&note);
+                        notes.push(note);
+                        continue;
+                    }
+                };
+                progress(&format!("  {:.1} orders/s", measured.orders_per_second));
+                if best
+                    .as_ref()
+                    .is_none_or(|b| measured.orders_per_second > b.orders_per_second)
+                {
+                    best = Some(measured);
+                }
+            }
+            best
+        }
+        None => {
+            notes.push("no database URL given: the DB-bound limit was not measured".to_owned());
+            None
+        }
+    };
+    let broker = match &target.kafka_bootstrap {
+        Some(bootstrap) => {
+            progress("broker round trip");
+            match limit::broker(bootstrap, &run_id).await {
+                Ok(broker) => Some(broker),
+                Err(error) => {
+                    let note = format!("the broker round trip failed: {error:#}");
+                    progress(&note);
+                    notes.push(note);
+                    None
+                }
+            }
+        }
+        None => {
+            notes.push(
+                "no Kafka bootstrap given: the broker round trip was not measured".to_owned(),
+            );
+            None
+        }
+    };
+    if target.processes.is_empty() {
+        notes.push("remote target: service memory is not reported".to_owned());
+    }
+
+    machine.load_at_end = load_average();
+    let memory = target
+        .processes
+        .iter()
+        .map(|process| ServiceMemory {
+            service: process.service.clone(),
+            pid: process.pid,
+            idle_mb: idle.get(&process.service).copied().unwrap_or_default(),
+            peak_mb: peak.get(&process.service).copied().unwrap_or_default(),
+            after_mb: after.get(&process.service).copied().unwrap_or_default(),
+        })
+        .collect();
+    let fraction_of_db_limit = db_limit.as_ref().map(|limit| max / limit.orders_per_second);
+    let mut report = Report {
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        command: options.command.clone(),
+        machine,
+        target: format!(
+            "order-service {}, inventory-service {}, payment-service {}, notification-service {}",
+            target.endpoints.order,
+            target.endpoints.inventory,
+            target.endpoints.payment,
+            target.endpoints.notification
+        ),
+        steps,
+        max_orders_per_second: max,
+        db_limit,
+        broker,
+        fraction_of_db_limit,
+        memory,
+        soak,
+        goals: Vec::new(),
+        notes,
+    };
+    report.judge();
+
+    println!("{}", report.table());
+    if let Some(path) = &options.json {
+        report.write_json(path)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &options.svg {
+        report.write_svg(path)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &options.markdown {
+        let svg_name = options
+            .svg
+            .as_ref()
+            .and_then(|svg| svg.file_name())
+            .map(|name| name.to_string_lossy().into_owned());
+        report.update_markdown(path, svg_name.as_deref())?;
+        println!("updated {}", path.display());
+    }
+    Ok(report)
+}
+
+/// An open-loop run of `duration` at `rate`, cut into windows, sampling memory
+/// at the end of each.
+async fn run_soak(
+    client: &Client,
+    target: &Target,
+    options: &Options,
+    duration: Duration,
+    rate: f64,
+    stream: usize,
+) -> anyhow::Result<Soak> {
+    let windows = (duration.as_secs_f64() / options.soak_window.as_secs_f64())
+        .round()
+        .max(1.0) as usize;
+    progress(&format!(
+        "long run: {rate:.1} orders/s for {}s ({windows} windows)",
+        duration.as_secs()
+    ));
+    let window = duration / windows as u32;
+    let processes = target.processes.clone();
+    let sampler = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        for i in 1..=windows {
+            tokio::time::sleep_until(started + window * i as u32).await;
+            samples.push(rss_mb(&processes));
+        }
+        samples
+    });
+    let sent = client.open_loop(rate, duration, windows, stream).await;
+    let finished = client.collect(&sent.placed, options.drain_timeout).await?;
+    let samples = sampler.await.context("the memory sampler panicked")?;
+    let windows = (0..windows)
+        .map(|i| {
+            let mine: Vec<&Finished> = finished.iter().filter(|f| f.window == i).collect();
+            let confirmed: Vec<Duration> = mine
+                .iter()
+                .filter(|f| f.status == CONFIRMED)
+                .map(|f| f.end_to_end())
+                .collect();
+            SoakWindow {
+                orders: mine.len(),
+                post_ms: Summary::of(&mine.iter().map(|f| f.post).collect::<Vec<_>>()),
+                confirmed_ms: Summary::of(&confirmed),
+                rss_mb: samples.get(i).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(Soak {
+        offered_per_second: rate,
+        window_seconds: window.as_secs_f64(),
+        windows,
+    })
+}
+
+/// Turns one step's orders into its figures.
+fn summarise(
+    mode: &str,
+    clients: Option<usize>,
+    offered: Option<f64>,
+    errors: &[String],
+    finished: &[Finished],
+) -> Step {
+    let mut error_counts = BTreeMap::new();
+    for error in errors {
+        *error_counts.entry(error.clone()).or_default() += 1;
+    }
+    let mut statuses = BTreeMap::new();
+    for order in finished {
+        *statuses.entry(order.status.clone()).or_default() += 1;
+    }
+    let first_created = finished.iter().map(|f| f.created_at).min();
+    let last_completed = finished.iter().map(|f| f.completed_at).max();
+    let orders_per_second = match (first_created, last_completed) {
+        (Some(first), Some(last)) if last > first => {
+            finished.len() as f64 / (last - first).to_std().unwrap_or_default().as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    let confirmed: Vec<Duration> = finished
+        .iter()
+        .filter(|f| f.status == CONFIRMED)
+        .map(Finished::end_to_end)
+        .collect();
+    Step {
+        mode: mode.to_owned(),
+        clients,
+        offered_per_second: offered,
+        orders: finished.len(),
+        errors: error_counts,
+        statuses,
+        orders_per_second,
+        post_ms: Summary::of(&finished.iter().map(|f| f.post).collect::<Vec<_>>()),
+        confirmed_ms: Summary::of(&confirmed),
+    }
+}
+
+/// Resident MB of each process now.
+fn rss_mb(processes: &[Process]) -> BTreeMap<String, f64> {
+    processes
+        .iter()
+        .filter_map(|p| Some((p.service.clone(), resident_kb(p.pid)? as f64 / 1024.0)))
+        .collect()
+}
+
+fn track_peak(peak: &mut BTreeMap<String, f64>, processes: &[Process]) {
+    for (service, mb) in rss_mb(processes) {
+        let entry = peak.entry(service).or_insert(mb);
+        *entry = entry.max(mb);
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("bench: {message}");
+}

@@ -1,0 +1,581 @@
+//! What a run found, and its three renderings: a table on stdout, a JSON file,
+//! an SVG plot of latency against offered rate, and a Markdown section that
+//! replaces the figures in `docs/BENCHMARKS.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::limit::{BrokerLimit, DbLimit};
+use crate::machine::Machine;
+use crate::stats::Summary;
+
+/// Marks the generated part of the Markdown file; everything outside stays.
+pub const MARKDOWN_BEGIN: &str = "<!-- bench:results:begin -->";
+pub const MARKDOWN_END: &str = "<!-- bench:results:end -->";
+
+/// The goals the benchmark is judged by.
+pub const GOAL_FRACTION_OF_LIMIT: f64 = 0.70;
+pub const GOAL_CONFIRMED_P99_MS: f64 = 50.0;
+pub const GOAL_POST_P99_MS: f64 = 5.0;
+pub const GOAL_IDLE_RSS_MB: f64 = 30.0;
+/// "Flat" over a long run: the last window within this factor of the first.
+pub const FLAT_MEMORY_FACTOR: f64 = 1.2;
+pub const FLAT_LATENCY_FACTOR: f64 = 2.0;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub generated_at: String,
+    /// How to get these figures again.
+    pub command: String,
+    pub machine: Machine,
+    /// Where the system under test ran (URLs).
+    pub target: String,
+    pub steps: Vec<Step>,
+    /// The best end-to-end throughput of the closed-loop steps.
+    pub max_orders_per_second: f64,
+    pub db_limit: Option<DbLimit>,
+    pub broker: Option<BrokerLimit>,
+    /// `max_orders_per_second / db_limit.orders_per_second`.
+    pub fraction_of_db_limit: Option<f64>,
+    pub memory: Vec<ServiceMemory>,
+    pub soak: Option<Soak>,
+    pub goals: Vec<Goal>,
+    /// Why a part was not measured (e.g. no database URL for a remote target).
+    pub notes: Vec<String>,
+}
+
+/// One load step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// `closed` (clients × back-to-back POSTs) or `open` (fixed arrival rate).
+    pub mode: String,
+    pub clients: Option<usize>,
+    pub offered_per_second: Option<f64>,
+    /// Accepted orders.
+    pub orders: usize,
+    /// Requests that were not accepted, by cause.
+    pub errors: BTreeMap<String, usize>,
+    /// Terminal statuses of the accepted orders.
+    pub statuses: BTreeMap<String, usize>,
+    /// Orders over the span from the first `createdAt` to the last
+    /// `completedAt`, by the service's clock.
+    pub orders_per_second: f64,
+    pub post_ms: Summary,
+    /// POST → CONFIRMED of the confirmed orders.
+    pub confirmed_ms: Summary,
+}
+
+impl Step {
+    pub fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    fn label(&self) -> String {
+        match (self.clients, self.offered_per_second) {
+            (Some(clients), _) => format!("closed c={clients}"),
+            (_, Some(rate)) => format!("open {rate:.0}/s"),
+            _ => self.mode.clone(),
+        }
+    }
+}
+
+/// Resident memory of one service process, in MB.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMemory {
+    pub service: String,
+    pub pid: u32,
+    /// Before any load (after start-up).
+    pub idle_mb: f64,
+    /// Highest seen after a step.
+    pub peak_mb: f64,
+    /// After the last step, once every order was terminal.
+    pub after_mb: f64,
+}
+
+/// A long open-loop run at half the maximum throughput, in windows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Soak {
+    pub offered_per_second: f64,
+    pub window_seconds: f64,
+    pub windows: Vec<SoakWindow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SoakWindow {
+    pub orders: usize,
+    pub post_ms: Summary,
+    pub confirmed_ms: Summary,
+    /// Service name → resident MB at the end of the window.
+    pub rss_mb: BTreeMap<String, f64>,
+}
+
+/// One target and how the run fared.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Goal {
+    pub goal: String,
+    pub measured: String,
+    /// `None` when the run could not tell (part not measured).
+    pub met: Option<bool>,
+}
+
+impl Report {
+    /// Judges the run against the goals.
+    pub fn judge(&mut self) {
+        let mut goals = vec![Goal {
+            goal: format!(
+                "end-to-end throughput ≥ {:.0}% of the DB-bound limit",
+                GOAL_FRACTION_OF_LIMIT * 100.0
+            ),
+            measured: match (self.fraction_of_db_limit, &self.db_limit) {
+                (Some(fraction), Some(limit)) => format!(
+                    "{:.0}% ({:.0} of {:.0} orders/s)",
+                    fraction * 100.0,
+                    self.max_orders_per_second,
+                    limit.orders_per_second
+                ),
+                _ => "limit not measured".to_owned(),
+            },
+            met: self
+                .fraction_of_db_limit
+                .map(|fraction| fraction >= GOAL_FRACTION_OF_LIMIT),
+        }];
+        let half = self.half_load_step();
+        goals.push(Goal {
+            goal: format!(
+                "p99 POST→CONFIRMED ≤ {GOAL_CONFIRMED_P99_MS:.0} ms at half the maximum throughput"
+            ),
+            measured: half.map_or("no open-loop step at half load".to_owned(), |step| {
+                format!(
+                    "{:.1} ms at {:.0}/s",
+                    step.confirmed_ms.p99,
+                    step.offered_per_second.unwrap_or_default()
+                )
+            }),
+            met: half.map(|step| step.confirmed_ms.p99 <= GOAL_CONFIRMED_P99_MS),
+        });
+        goals.push(Goal {
+            goal: format!("POST p99 ≤ {GOAL_POST_P99_MS:.0} ms (at half the maximum throughput)"),
+            measured: half.map_or("no open-loop step at half load".to_owned(), |step| {
+                format!("{:.1} ms", step.post_ms.p99)
+            }),
+            met: half.map(|step| step.post_ms.p99 <= GOAL_POST_P99_MS),
+        });
+        let largest_idle = self
+            .memory
+            .iter()
+            .map(|service| service.idle_mb)
+            .fold(None, |max: Option<f64>, mb| {
+                Some(max.map_or(mb, |m| m.max(mb)))
+            });
+        goals.push(Goal {
+            goal: format!("each service ≤ {GOAL_IDLE_RSS_MB:.0} MB resident when idle"),
+            measured: largest_idle.map_or("not measured (remote target)".to_owned(), |mb| {
+                format!("largest {mb:.1} MB")
+            }),
+            met: largest_idle.map(|mb| mb <= GOAL_IDLE_RSS_MB),
+        });
+        let flat = self.soak.as_ref().and_then(Soak::flatness);
+        goals.push(Goal {
+            goal: "flat memory and latency over a long run".to_owned(),
+            measured: match (&self.soak, flat) {
+                (Some(soak), Some((memory, latency))) => format!(
+                    "{:.0} s: memory ×{memory:.2}, p99 ×{latency:.2} (last window / first)",
+                    soak.window_seconds * soak.windows.len() as f64
+                ),
+                _ => "no long run (--soak-secs)".to_owned(),
+            },
+            met: flat.map(|(memory, latency)| {
+                memory <= FLAT_MEMORY_FACTOR && latency <= FLAT_LATENCY_FACTOR
+            }),
+        });
+        self.goals = goals;
+    }
+
+    /// The open-loop step closest to half the maximum throughput.
+    pub fn half_load_step(&self) -> Option<&Step> {
+        let half = self.max_orders_per_second / 2.0;
+        self.steps
+            .iter()
+            .filter(|step| step.mode == "open")
+            .min_by(|a, b| {
+                let distance = |s: &Step| (s.offered_per_second.unwrap_or_default() - half).abs();
+                distance(a).total_cmp(&distance(b))
+            })
+    }
+
+    /// The human-readable summary printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nmachine: {} cores, {} ({} MB), load {:.2} → {:.2}",
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.memory_mb,
+            self.machine.load_at_start,
+            self.machine.load_at_end
+        );
+        let _ = writeln!(out, "target: {}\n", self.target);
+        out.push_str(&steps_table(&self.steps, TableStyle::Text));
+        let _ = writeln!(
+            out,
+            "\nmax end-to-end throughput: {:.1} orders/s",
+            self.max_orders_per_second
+        );
+        if let Some(limit) = &self.db_limit {
+            let _ = writeln!(
+                out,
+                "DB-bound limit: {:.1} orders/s ({} groups of {} orders in flight, {} orders)",
+                limit.orders_per_second, limit.concurrency, limit.group, limit.orders
+            );
+        }
+        if let Some(fraction) = self.fraction_of_db_limit {
+            let _ = writeln!(out, "achieved / DB-bound limit: {:.0}%", fraction * 100.0);
+        }
+        if let Some(broker) = &self.broker {
+            let b = &broker.round_trip_ms;
+            let _ = writeln!(
+                out,
+                "broker produce→consume round trip: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                b.p50, b.p99, b.max
+            );
+        }
+        for service in &self.memory {
+            let _ = writeln!(
+                out,
+                "{:<22} resident: idle {:.1} MB, peak {:.1} MB, after load {:.1} MB",
+                service.service, service.idle_mb, service.peak_mb, service.after_mb
+            );
+        }
+        out.push('\n');
+        for goal in &self.goals {
+            let verdict = match goal.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            let _ = writeln!(out, "[{verdict:^6}] {}: {}", goal.goal, goal.measured);
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+
+    /// The figures as Markdown, for `docs/BENCHMARKS.md`.
+    pub fn markdown(&self, svg_name: Option<&str>) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "Generated {} by `{}`.\n\nMachine: {} cores ({}), {} MB of memory; one-minute load average {:.2} at the start, {:.2} at the end.\nTarget: {}.\n",
+            self.generated_at, self.command, m.cores, m.cpu, m.memory_mb, m.load_at_start, m.load_at_end, self.target
+        );
+        out.push_str(&steps_table(&self.steps, TableStyle::Markdown));
+        out.push('\n');
+        let _ = writeln!(out, "| measure | value |\n|---|---|");
+        let _ = writeln!(
+            out,
+            "| max end-to-end throughput | {:.1} orders/s |",
+            self.max_orders_per_second
+        );
+        if let Some(limit) = &self.db_limit {
+            let _ = writeln!(
+                out,
+                "| DB-bound limit (same run) | {:.1} orders/s ({} groups of {} orders in flight; a group's transactions in sequence: p50 {:.1} ms) |",
+                limit.orders_per_second,
+                limit.concurrency,
+                limit.group,
+                limit.order_latency_ms.p50
+            );
+        }
+        if let Some(fraction) = self.fraction_of_db_limit {
+            let _ = writeln!(
+                out,
+                "| achieved / DB-bound limit | {:.0}% |",
+                fraction * 100.0
+            );
+        }
+        if let Some(broker) = &self.broker {
+            let b = &broker.round_trip_ms;
+            let _ = writeln!(
+                out,
+                "| broker produce→consume round trip | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms |",
+                b.p50, b.p99, b.max
+            );
+        }
+        for service in &self.memory {
+            let _ = writeln!(
+                out,
+                "| {} resident | idle {:.1} MB, peak {:.1} MB, after load {:.1} MB |",
+                service.service, service.idle_mb, service.peak_mb, service.after_mb
+            );
+        }
+        if let Some(soak) = &self.soak {
+            let _ = writeln!(
+                out,
+                "\nLong run at {:.0} orders/s, windows of {:.0} s:\n\n| window | orders | POST p99 | POST→CONFIRMED p50 | p99 | max | resident MB (order / inventory / payment / notification) |\n|---|---|---|---|---|---|---|",
+                soak.offered_per_second, soak.window_seconds
+            );
+            for (i, window) in soak.windows.iter().enumerate() {
+                let rss: Vec<String> = window
+                    .rss_mb
+                    .values()
+                    .map(|mb| format!("{mb:.1}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+                    i + 1,
+                    window.orders,
+                    window.post_ms.p99,
+                    window.confirmed_ms.p50,
+                    window.confirmed_ms.p99,
+                    window.confirmed_ms.max,
+                    rss.join(" / ")
+                );
+            }
+        }
+        let _ = writeln!(out, "\n| goal | measured | met |\n|---|---|---|");
+        for goal in &self.goals {
+            let verdict = match goal.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            };
+            let _ = writeln!(out, "| {} | {} | {verdict} |", goal.goal, goal.measured);
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "\nNote: {note}");
+        }
+        if let Some(svg) = svg_name {
+            let _ = writeln!(
+                out,
+                "\n![POST→CONFIRMED latency percentiles against offered rate]({svg})"
+            );
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        create_parent(path)?;
+        let json = serde_json::to_vec_pretty(self).context("serialising the report")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Replaces the figures between the markers of `path` with this run's.
+    pub fn update_markdown(&self, path: &Path, svg_name: Option<&str>) -> anyhow::Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (Some(begin), Some(end)) = (text.find(MARKDOWN_BEGIN), text.find(MARKDOWN_END)) else {
+            anyhow::bail!(
+                "{} has no {MARKDOWN_BEGIN} … {MARKDOWN_END} section to fill",
+                path.display()
+            );
+        };
+        let updated = format!(
+            "{}{MARKDOWN_BEGIN}\n{}{}",
+            &text[..begin],
+            self.markdown(svg_name),
+            &text[end..]
+        );
+        std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Latency percentiles against offered rate, from the open-loop steps.
+    pub fn write_svg(&self, path: &Path) -> anyhow::Result<()> {
+        create_parent(path)?;
+        let mut points: Vec<(f64, &Step)> = self
+            .steps
+            .iter()
+            .filter_map(|step| Some((step.offered_per_second?, step)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let max_rate = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+        let max_ms = points
+            .iter()
+            .map(|p| p.1.confirmed_ms.p99.max(p.1.post_ms.p99))
+            .fold(1.0, f64::max)
+            * 1.15;
+
+        let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "Latency against offered rate ({} cores, DB-bound limit {})",
+                    self.machine.cores,
+                    self.db_limit
+                        .as_ref()
+                        .map_or("not measured".to_owned(), |l| format!(
+                            "{:.0} orders/s",
+                            l.orders_per_second
+                        ))
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_rate, 0.0..max_ms)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered rate (orders/s, open loop)")
+            .y_desc("latency (ms)")
+            .draw()
+            .map_err(plot_error)?;
+        type Pick = fn(&Step) -> f64;
+        let series: [(&str, Pick, RGBColor); 4] = [
+            ("POST→CONFIRMED p50", |s| s.confirmed_ms.p50, BLUE),
+            ("POST→CONFIRMED p90", |s| s.confirmed_ms.p90, GREEN),
+            ("POST→CONFIRMED p99", |s| s.confirmed_ms.p99, RED),
+            ("POST p99", |s| s.post_ms.p99, BLACK),
+        ];
+        for (name, pick, color) in series {
+            let line: Vec<(f64, f64)> = points.iter().map(|(rate, s)| (*rate, pick(s))).collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+        Ok(())
+    }
+}
+
+impl Soak {
+    /// (memory, p99 latency) of the last window relative to the first.
+    fn flatness(&self) -> Option<(f64, f64)> {
+        let (first, last) = (self.windows.first()?, self.windows.last()?);
+        let total = |w: &SoakWindow| w.rss_mb.values().sum::<f64>();
+        let memory = total(last) / total(first).max(f64::MIN_POSITIVE);
+        let latency = last.confirmed_ms.p99 / first.confirmed_ms.p99.max(f64::MIN_POSITIVE);
+        Some((memory, latency))
+    }
+}
+
+fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the plot: {error:?}")
+}
+
+fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum TableStyle {
+    Text,
+    Markdown,
+}
+
+fn steps_table(steps: &[Step], style: TableStyle) -> String {
+    let header = [
+        "step",
+        "orders",
+        "errors",
+        "orders/s",
+        "POST p50",
+        "p90",
+        "p99",
+        "max",
+        "→CONFIRMED p50",
+        "p90",
+        "p99",
+        "max",
+    ];
+    let rows: Vec<[String; 12]> = steps
+        .iter()
+        .map(|s| {
+            let p = &s.post_ms;
+            let c = &s.confirmed_ms;
+            let unconfirmed = s.orders - s.statuses.get("CONFIRMED").copied().unwrap_or(0);
+            let errors = if unconfirmed > 0 {
+                format!("{} (+{unconfirmed} not confirmed)", s.error_count())
+            } else {
+                s.error_count().to_string()
+            };
+            [
+                s.label(),
+                s.orders.to_string(),
+                errors,
+                format!("{:.1}", s.orders_per_second),
+                format!("{:.1}", p.p50),
+                format!("{:.1}", p.p90),
+                format!("{:.1}", p.p99),
+                format!("{:.1}", p.max),
+                format!("{:.1}", c.p50),
+                format!("{:.1}", c.p90),
+                format!("{:.1}", c.p99),
+                format!("{:.1}", c.max),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    match style {
+        TableStyle::Markdown => {
+            let _ = writeln!(out, "| {} |", header.join(" | "));
+            let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+            for row in &rows {
+                let _ = writeln!(out, "| {} |", row.join(" | "));
+            }
+            out.push_str("\nLatencies in ms.\n");
+        }
+        TableStyle::Text => {
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([header[i].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:>w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            let _ = writeln!(
+                out,
+                "{}",
+                line(header.iter().map(|h| h.to_string()).collect())
+            );
+            for row in rows {
+                let _ = writeln!(out, "{}", line(row.to_vec()));
+            }
+            out.push_str("(latencies in ms; orders/s from the services' own timestamps)\n");
+        }
+    }
+    out
+}

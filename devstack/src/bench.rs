@@ -1,0 +1,165 @@
+//! `devstack bench`: the benchmark (crate `bench`) against the stack devstack
+//! just started, or against a running deployment named by `--url`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use bench::load::Endpoints;
+use bench::{Options, Process, Target};
+
+use crate::catalog::{self, Instance};
+use crate::cli::{BenchArgs, Cli};
+
+/// The services' log filter during a local benchmark, unless `RUST_LOG` is
+/// set: per-event info lines would measure the terminal, not the system.
+pub const BENCH_SERVICE_LOG: &str = "warn";
+
+/// Worker threads of the load generator's runtime: enough to keep thousands
+/// of requests in flight without taking the services' CPU.
+const LOAD_GENERATOR_THREADS: usize = 2;
+
+/// Where the Markdown figures go by default, if the file exists.
+const DEFAULT_MARKDOWN: &str = "docs/BENCHMARKS.md";
+
+/// Benchmarks a running deployment: nothing is started; the limit is measured
+/// if `--database-url` and `--kafka-bootstrap` are given.
+pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow::Result<()> {
+    let order = order_url.trim_end_matches('/').to_owned();
+    let target = Target {
+        endpoints: Endpoints {
+            inventory: args
+                .inventory_url
+                .clone()
+                .unwrap_or_else(|| with_port(&order, 8082)),
+            payment: args
+                .payment_url
+                .clone()
+                .unwrap_or_else(|| with_port(&order, 8083)),
+            notification: args
+                .notification_url
+                .clone()
+                .unwrap_or_else(|| with_port(&order, 8084)),
+            order,
+        },
+        database_url: cli.database_url.clone(),
+        kafka_bootstrap: cli.kafka_bootstrap.clone(),
+        processes: Vec::new(),
+    };
+    run(target, options(args, args.markdown.clone())).await
+}
+
+/// Benchmarks the stack devstack runs: `instances` with their `pids`.
+pub async fn run_local(
+    args: &BenchArgs,
+    instances: &[Instance],
+    pids: BTreeMap<String, u32>,
+    database_url: &str,
+    kafka_bootstrap: &str,
+) -> anyhow::Result<()> {
+    let url_of = |service: &str| {
+        instances
+            .iter()
+            .find(|instance| instance.service == service)
+            .map(Instance::url)
+            .with_context(|| format!("the benchmark needs {service}; do not scale it to 0"))
+    };
+    let target = Target {
+        endpoints: Endpoints {
+            order: url_of(catalog::ORDER_SERVICE)?,
+            inventory: url_of("inventory-service")?,
+            payment: url_of("payment-service")?,
+            notification: url_of("notification-service")?,
+        },
+        database_url: Some(database_url.to_owned()),
+        kafka_bootstrap: Some(kafka_bootstrap.to_owned()),
+        processes: pids
+            .into_iter()
+            .map(|(service, pid)| Process { service, pid })
+            .collect(),
+    };
+    let markdown = args.markdown.clone().or_else(|| {
+        Path::new(DEFAULT_MARKDOWN)
+            .is_file()
+            .then(|| PathBuf::from(DEFAULT_MARKDOWN))
+    });
+    run(target, options(args, markdown)).await
+}
+
+/// Runs the benchmark on a multi-threaded runtime of its own: devstack's is
+/// single-threaded on purpose (see `main`), which would make the load
+/// generator the bottleneck. On a plain thread rather than tokio's blocking
+/// pool, so that a stop signal ends devstack without waiting for it.
+async fn run(target: Target, options: Options) -> anyhow::Result<()> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench".to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(LOAD_GENERATOR_THREADS)
+                .enable_all()
+                .build()
+                .context("starting the load generator's runtime")
+                .and_then(|runtime| runtime.block_on(bench::run(&target, &options)).map(drop));
+            let _ = done.send(result);
+        })
+        .context("starting the benchmark thread")?;
+    result.await.context("the benchmark panicked")?
+}
+
+fn options(args: &BenchArgs, markdown: Option<PathBuf>) -> Options {
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    Options {
+        warm_up: secs(args.warm_up_secs),
+        step: secs(args.step_secs),
+        clients: args.clients.clone(),
+        rate_fractions: args.rates.clone(),
+        limit_duration: secs(args.limit_secs),
+        limit_concurrency: args.limit_concurrency.clone(),
+        limit_groups: args.limit_groups.clone(),
+        soak: args.soak_secs.map(secs),
+        soak_window: secs(args.soak_window_secs),
+        products: args.products,
+        customers: args.customers,
+        json: Some(args.json.clone()),
+        svg: Some(args.svg.clone()),
+        markdown,
+        command: command_line(),
+        ..Options::default()
+    }
+}
+
+/// How this run was started, as a user would type it.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo run --release -p devstack -- {}", args.join(" "))
+}
+
+/// `http://host:8081` → `http://host:{port}`.
+fn with_port(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    let host = match host.rsplit_once(':') {
+        Some((name, maybe_port)) if maybe_port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    format!("{scheme}://{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_services_are_found_on_the_same_host() {
+        assert_eq!(
+            with_port("http://example.org:8081", 8082),
+            "http://example.org:8082"
+        );
+        assert_eq!(
+            with_port("https://shop.test", 8083),
+            "https://shop.test:8083"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! A short smoke run of `devstack bench`: a few seconds of tiny load against a
+//! stack it starts itself. Proves the tool works end to end — every accepted
+//! order reaches a terminal status, and the table, JSON, SVG and Markdown are
+//! produced. No timing is asserted: the figures depend on the machine.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: start-up, a couple of one-second steps, draining, the limit.
+const DEADLINE: Duration = Duration::from_secs(300);
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
+    let dir = tempfile::tempdir().unwrap();
+    // Postgres runs as the `postgres` user when the tests run as root.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let markdown = dir.path().join("BENCHMARKS.md");
+    std::fs::write(
+        &markdown,
+        "# Figures\n<!-- bench:results:begin -->\nPLACEHOLDER\n<!-- bench:results:end -->\nafter\n",
+    )
+    .unwrap();
+    let (json, svg) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));
+    // Ports away from a developer's devstack, the other devstack test (20000 up)
+    // and the ephemeral range (32768 up).
+    let offset = 10_000 + (std::process::id() % 1_000) as u16 * 10;
+
+    let mut child = Command::new(exe)
+        .args(["--dir", dir.path().join("state").to_str().unwrap()])
+        .args(["--port-offset", &offset.to_string()])
+        .args(["--pg-port", &free_port().to_string()])
+        .arg("bench")
+        .args(["--warm-up-secs", "0", "--step-secs", "1"])
+        .args(["--clients", "2", "--rates", "0.5"])
+        .args(["--limit-secs", "1", "--limit-concurrency", "2"])
+        .args(["--products", "3", "--customers", "2"])
+        .args(["--json", json.to_str().unwrap()])
+        .args(["--svg", svg.to_str().unwrap()])
+        .args(["--markdown", markdown.to_str().unwrap()])
+        // Use the binaries cargo built for this test run; no nested build.
+        .env_remove("CARGO")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read concurrently, so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut table = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut table).unwrap();
+        table
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            panic!("devstack bench did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    let table = reader.join().unwrap();
+    assert!(
+        status.success(),
+        "devstack bench failed ({status}):\n{table}"
+    );
+    assert!(table.contains("DB-bound limit"), "{table}");
+    assert!(table.contains("→CONFIRMED p50"), "{table}");
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "one closed and one open step");
+    for step in steps {
+        let orders = step["orders"].as_u64().unwrap();
+        assert!(orders > 0, "{step}");
+        assert_eq!(
+            step["statuses"]["CONFIRMED"].as_u64(),
+            Some(orders),
+            "every order confirmed: {step}"
+        );
+        assert_eq!(step["confirmedMs"]["count"].as_u64(), Some(orders));
+    }
+    assert!(report["dbLimit"]["orders"].as_u64().unwrap() > 0);
+    assert!(report["broker"]["roundTripMs"]["count"].as_u64().unwrap() > 0);
+    let memory = report["memory"].as_array().unwrap();
+    assert_eq!(memory.len(), 4, "every service's memory: {memory:?}");
+    assert!(memory.iter().all(|m| m["idleMb"].as_f64().unwrap() > 0.0));
+
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let markdown = std::fs::read_to_string(&markdown).unwrap();
+    assert!(!markdown.contains("PLACEHOLDER"), "{markdown}");
+    assert!(
+        markdown.contains("| step |") && markdown.ends_with("<!-- bench:results:end -->\nafter\n")
+    );
+}
