@@ -10,8 +10,11 @@ ALTER TABLE orders ADD COLUMN correlation_id UUID;
 -- For a CANCELLED order: CUSTOMER, SAGA_DEADLINE or RESERVATION_EXPIRY.
 -- (`reason` holds the customer's words or TIMEOUT.)
 ALTER TABLE orders ADD COLUMN cancelled_by TEXT;
--- When the order last reached a terminal status.
+-- When the order last reached a terminal status: the end of the saga, for
+-- clients, the cancellation window and the benchmark's latency.
 ALTER TABLE orders ADD COLUMN completed_at TIMESTAMPTZ;
+UPDATE orders SET completed_at = updated_at
+ WHERE status IN ('CONFIRMED', 'REJECTED', 'PAYMENT_FAILED');
 
 -- The deadline sweep looks for old orders still in progress.
 CREATE INDEX orders_in_progress ON orders (created_at) WHERE status IN ('PENDING', 'RESERVED');
