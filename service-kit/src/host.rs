@@ -135,7 +135,7 @@ impl ServiceHost {
     /// Runs `job` every `interval`, in batches of at most `batch` items
     /// (see [`crate::periodic`]).
     pub fn with_batch_job<J: BatchJob>(
-        mut self,
+        self,
         name: &'static str,
         interval: Duration,
         batch: i64,
@@ -143,21 +143,12 @@ impl ServiceHost {
     ) -> Self {
         let pool = self.infra.pool.clone();
         let job = std::sync::Arc::new(job);
-        self.workers.push((
-            name,
-            Box::new(move |stop| {
-                Box::pin(crate::periodic::run_every(
-                    name,
-                    interval,
-                    stop,
-                    move || {
-                        let (pool, job) = (pool.clone(), job.clone());
-                        async move { crate::periodic::in_batches(&pool, batch, &*job).await }
-                    },
-                ))
-            }),
-        ));
-        self
+        self.with_worker(name, move |stop| {
+            crate::periodic::run_every(name, interval, stop, move || {
+                let (pool, job) = (pool.clone(), job.clone());
+                async move { crate::periodic::in_batches(&pool, batch, &*job).await }
+            })
+        })
     }
 
     /// Runs `work` beside the HTTP server until the token it is given is

@@ -161,10 +161,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = has_json_content_type(req.headers());
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_problem)?;
+        let (is_json, bytes) = read_body(req, state).await?;
         decode_json(is_json, &bytes).map(JsonBody)
     }
 }
@@ -177,15 +174,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = has_json_content_type(req.headers());
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_problem)?;
+        let (is_json, bytes) = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));
         }
         decode_json(is_json, &bytes).map(|value| OptionalJsonBody(Some(value)))
     }
+}
+
+/// Whether the request says its body is JSON, and the body (within the size limit).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), Problem> {
+    let is_json = has_json_content_type(req.headers());
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(body_problem)?;
+    Ok((is_json, bytes))
 }
 
 fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {

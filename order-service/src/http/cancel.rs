@@ -39,7 +39,7 @@ pub async fn cancel(
     Path(order_id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> Result<(StatusCode, Json<Order>), Problem> {
-    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    let order_id = super::parse_order_id(&order_id)?;
     let reason = match body.and_then(|b| b.reason) {
         Some(text) => {
             CancelReason::parse(&text).map_err(|e| Problem::invalid_field("reason", e.0))?

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::parse_order_id;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,7 +18,6 @@ use futures::Stream;
 use serde::Deserialize;
 use service_kit::http::database_problem;
 use service_kit::{Problem, QueryParams};
-use shared_events::OrderId;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -127,10 +127,6 @@ fn busy(err: Busy) -> Problem {
         detail: err.to_string(),
         field: None,
     }
-}
-
-fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
-    OrderId::parse(raw).map_err(|e| Problem::invalid_field("orderId", e.0))
 }
 
 /// The order as stored now, or 404.

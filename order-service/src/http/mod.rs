@@ -39,3 +39,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(service_kit::openapi::routes(&openapi::document()))
 }
+
+/// The `{order_id}` path segment, validated; a 400 naming `orderId` otherwise.
+fn parse_order_id(raw: &str) -> Result<shared_events::OrderId, service_kit::Problem> {
+    shared_events::OrderId::parse(raw)
+        .map_err(|e| service_kit::Problem::invalid_field("orderId", e.0))
+}

@@ -142,7 +142,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<Json<db::Order>, Problem> {
-    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    let order_id = super::parse_order_id(&order_id)?;
     match db::find(&state.pool, order_id.as_str()).await {
         Ok(Some(order)) => Ok(Json(order)),
         Ok(None) => Err(Problem::not_found(format!("no order {order_id}"))),

@@ -5,7 +5,6 @@ use axum::Json;
 use serde::Serialize;
 use service_kit::http::database_problem;
 use service_kit::Problem;
-use shared_events::OrderId;
 
 use super::AppState;
 use crate::db::{self, TimelineEntry};
@@ -31,7 +30,7 @@ pub async fn timeline(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<Json<Timeline>, Problem> {
-    let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    let order_id = super::parse_order_id(&order_id)?;
     let order = db::find(&state.pool, order_id.as_str())
         .await
         .map_err(|err| database_problem(&err))?
