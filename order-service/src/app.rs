@@ -42,6 +42,7 @@ impl Application {
             saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
             feed: feed.clone(),
             live: config.live.clone(),
+            outbox: infra.outbox.clone(),
         });
         let deadline = SagaDeadline {
             topics: topics.clone(),

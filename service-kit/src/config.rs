@@ -75,7 +75,7 @@ pub struct CommonConfig {
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
     pub topic_order_cancelled: String,
-    /// Fallback polling interval of the outbox relay; LISTEN/NOTIFY wakes it sooner.
+    /// Fallback polling interval of the outbox relay; a commit in this process wakes it sooner.
     pub outbox_poll_interval_ms: u64,
     /// Most outbox rows the relay claims and publishes at once.
     pub outbox_batch_size: i64,

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
+use crate::outbox::Wakeup;
 use crate::{dlq, metrics, outbox, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
@@ -140,6 +141,8 @@ pub struct EventConsumer<H> {
     max_attempts: u32,
     /// Most waiting messages applied in one transaction.
     batch_size: usize,
+    /// Rung after a commit that wrote caused events to the outbox.
+    outbox: Wakeup,
 }
 
 impl<H: EventHandler> EventConsumer<H> {
@@ -148,6 +151,7 @@ impl<H: EventHandler> EventConsumer<H> {
         config: &CommonConfig,
         pool: PgPool,
         producer: FutureProducer,
+        outbox: Wakeup,
         subscriptions: &[&str],
         handler: H,
     ) -> anyhow::Result<Self> {
@@ -162,6 +166,7 @@ impl<H: EventHandler> EventConsumer<H> {
             retry_max: Duration::from_millis(config.consumer_retry_max_ms),
             max_attempts: config.consumer_max_attempts.max(1),
             batch_size: config.consumer_batch_size.max(1),
+            outbox,
         })
     }
 
@@ -271,6 +276,9 @@ impl<H: EventHandler> EventConsumer<H> {
             .map(|(message, event)| (Source::of(message), event))
             .collect();
         let applied = apply_batch(&self.pool, &self.handler, &self.topics, &sourced).await?;
+        if applied.iter().flatten().any(|caused| !caused.is_empty()) {
+            self.outbox.committed();
+        }
         Ok(applied.iter().map(Option::is_some).collect())
     }
 
@@ -401,6 +409,9 @@ impl<H: EventHandler> EventConsumer<H> {
     ) -> Result<bool, HandlerError> {
         let source = Source::of(message);
         let applied = apply(&self.pool, &self.handler, &self.topics, &source, event).await?;
+        if applied.as_ref().is_some_and(|caused| !caused.is_empty()) {
+            self.outbox.committed();
+        }
         Ok(applied.is_some())
     }
 }

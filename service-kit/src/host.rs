@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CommonConfig;
 use crate::consumer::{EventConsumer, EventHandler};
 use crate::http::{finish_router, HealthState};
-use crate::outbox::OutboxRelay;
+use crate::outbox::{OutboxRelay, Wakeup};
 use crate::periodic::BatchJob;
 
 /// How long background work may take to finish after shutdown is requested.
@@ -41,6 +41,9 @@ pub struct Infrastructure {
     pub pool: PgPool,
     /// Used for dead letters and health checks (the outbox relay has its own).
     pub producer: FutureProducer,
+    /// Wakes the outbox relay: call [`Wakeup::committed`] after committing
+    /// outbox rows outside the consumer and batch jobs (which do it themselves).
+    pub outbox: Wakeup,
 }
 
 impl Infrastructure {
@@ -61,6 +64,7 @@ impl Infrastructure {
             config: config.clone(),
             pool,
             producer,
+            outbox: Wakeup::default(),
         })
     }
 }
@@ -104,7 +108,11 @@ impl ServiceHost {
 
     /// Publishes this service's outbox.
     pub fn with_outbox_relay(mut self) -> anyhow::Result<Self> {
-        let relay = OutboxRelay::new(&self.infra.config, self.infra.pool.clone())?;
+        let relay = OutboxRelay::new(
+            &self.infra.config,
+            self.infra.pool.clone(),
+            self.infra.outbox.clone(),
+        )?;
         self.workers.push((
             "outbox relay",
             Box::new(move |stop| Box::pin(relay.run(stop))),
@@ -122,6 +130,7 @@ impl ServiceHost {
             &self.infra.config,
             self.infra.pool.clone(),
             self.infra.producer.clone(),
+            self.infra.outbox.clone(),
             subscriptions,
             handler,
         )?;
@@ -141,12 +150,12 @@ impl ServiceHost {
         batch: i64,
         job: J,
     ) -> Self {
-        let pool = self.infra.pool.clone();
+        let (pool, outbox) = (self.infra.pool.clone(), self.infra.outbox.clone());
         let job = std::sync::Arc::new(job);
         self.with_worker(name, move |stop| {
             crate::periodic::run_every(name, interval, stop, move || {
-                let (pool, job) = (pool.clone(), job.clone());
-                async move { crate::periodic::in_batches(&pool, batch, &*job).await }
+                let (pool, outbox, job) = (pool.clone(), outbox.clone(), job.clone());
+                async move { crate::periodic::in_batches(&pool, &outbox, batch, &*job).await }
             })
         })
     }

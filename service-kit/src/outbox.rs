@@ -11,11 +11,20 @@
 //! Several instances may relay from one schema: rows are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so each row is published by one instance at a time.
 //!
+//! Whoever commits outbox rows wakes the relay of its own process afterwards
+//! ([`Wakeup::committed`]), so an event leaves as soon as its transaction is
+//! durable; the relay's poll (`OUTBOX_POLL_INTERVAL_MS`) picks up anything
+//! else, such as the rows of an instance that stopped before relaying them.
+//! The wake-up is deliberately not a `NOTIFY` from inside the transaction:
+//! Postgres serialises the commits of all notifying transactions of a
+//! database (docs/BENCHMARKS.md measures what that cost).
+//!
 //! A row keeps the trace context of the transaction that wrote it
 //! (`traceparent`), and the relay publishes it as a Kafka header, so the
 //! event's consumers continue the same trace. After each round the relay
 //! reports the backlog (`outbox_unsent_events`, `outbox_oldest_unsent_age_seconds`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,8 +34,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use shared_events::events::headers;
 use shared_events::{Envelope, Topics};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
@@ -55,6 +64,22 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Wakes this process's relay: cloned into everything that commits outbox rows.
+#[derive(Clone, Debug, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    /// Call after committing a transaction that wrote outbox rows. A relay
+    /// busy with a round starts another one right after it.
+    pub fn committed(&self) {
+        self.0.notify_one();
+    }
+
+    async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// Wait before trying again after the relay itself failed (database or broker down).
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 /// How often sent rows older than the retention period are deleted.
@@ -68,11 +93,11 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     /// To create a fresh producer.
     config: CommonConfig,
-    /// `outbox_<schema>`: the channel the outbox trigger notifies on commit.
-    channel: String,
+    /// Rung by this process after it commits outbox rows.
+    wakeup: Wakeup,
     /// Most rows claimed per round trip.
     batch_size: i64,
-    /// Fallback wake-up if a notification is missed (e.g. while reconnecting).
+    /// Fallback for rows no wake-up announced (another instance's, say).
     poll_interval: Duration,
     /// Sent rows older than this are pruned.
     retention: Duration,
@@ -129,12 +154,12 @@ pub struct Row {
 }
 
 impl OutboxRelay {
-    pub fn new(config: &CommonConfig, pool: PgPool) -> anyhow::Result<OutboxRelay> {
+    pub fn new(config: &CommonConfig, pool: PgPool, wakeup: Wakeup) -> anyhow::Result<OutboxRelay> {
         Ok(OutboxRelay {
             pool,
             producer: crate::kafka::producer(config)?,
             config: config.clone(),
-            channel: format!("outbox_{}", config.database_schema),
+            wakeup,
             batch_size: config.outbox_batch_size,
             poll_interval: config.outbox_poll_interval(),
             retention: Duration::from_secs(config.outbox_retention_secs),
@@ -149,12 +174,8 @@ impl OutboxRelay {
     /// Relays until `shutdown` is cancelled. Never gives up: failures are
     /// logged and retried, unsent rows stay unsent until published.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut listener = None;
         let mut last_prune = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             let published = self.publish_batch().await;
             if let Err(err) = self.report_backlog().await {
                 tracing::debug!(error = %err, "measuring the outbox backlog failed");
@@ -174,22 +195,10 @@ impl OutboxRelay {
                     tracing::warn!(error = %err, "pruning the outbox failed");
                 }
             }
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if !matches!(l.try_recv().await, Ok(Some(_))) {
-                            // Connection lost; poll until it can be re-established.
-                            listener = None;
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {},
-                _ = notified => {},
+                _ = self.wakeup.wait() => {},
             }
         }
         Ok(())
@@ -210,12 +219,6 @@ impl OutboxRelay {
                 "could not create a new producer"
             ),
         }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(&self.channel).await.ok()?;
-        Some(listener)
     }
 
     /// Claims a batch of unsent rows, publishes them and marks the acknowledged

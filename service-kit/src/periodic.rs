@@ -14,6 +14,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::Wakeup;
+
 /// Runs `job` every `interval` until `stop` is cancelled. `job` returns how
 /// many items it handled, for the log.
 pub async fn run_every<F, Fut>(
@@ -59,13 +61,23 @@ pub trait BatchJob: Send + Sync + 'static {
 
 /// Runs `job` one batch per transaction until a pass handles fewer than
 /// `batch`. Each batch commits on its own, so a failure loses at most the batch
-/// in hand, which the next run picks up again. Returns how many were handled.
-pub async fn in_batches<J: BatchJob>(pool: &PgPool, batch: i64, job: &J) -> anyhow::Result<u64> {
+/// in hand, which the next run picks up again. A batch that handled something
+/// (and so, for the jobs here, wrote events) wakes the outbox relay after its
+/// commit. Returns how many were handled.
+pub async fn in_batches<J: BatchJob>(
+    pool: &PgPool,
+    outbox: &Wakeup,
+    batch: i64,
+    job: &J,
+) -> anyhow::Result<u64> {
     let mut handled = 0;
     loop {
         let mut tx = pool.begin().await?;
         let done = job.pass(&mut tx, batch).await?;
         tx.commit().await?;
+        if done > 0 {
+            outbox.committed();
+        }
         handled += done as u64;
         if (done as i64) < batch {
             return Ok(handled);

@@ -1,5 +1,6 @@
-//! The outbox relay publishes what was committed, and replaces a producer
-//! that failed fatally instead of refusing to publish for ever.
+//! The outbox relay publishes what was committed, as soon as the committer
+//! wakes it, and replaces a producer that failed fatally instead of refusing
+//! to publish for ever.
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
         .await
         .unwrap();
-    let relay = OutboxRelay::new(&config, pool.clone()).unwrap();
+    let relay = OutboxRelay::new(&config, pool.clone(), outbox::Wakeup::default()).unwrap();
 
     // Put the relay's producer in librdkafka's fatal state, as a broken
     // idempotence sequence would.
@@ -49,37 +50,84 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
     }
     assert!(relay.producer().client().fatal_error().is_some());
 
+    let event = commit_event(&pool, &topics, "fatal-1").await;
+
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.run(stop.clone()));
+    wait_until_sent(&pool, &event).await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
+    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
+    cluster.ensure_database("wakeup").await.unwrap();
+    let kafka = EmbeddedKafka::start(1).unwrap();
+    let topics = Topics::default();
+    kafka
+        .create_topic(&topics.order_created, DEFAULT_PARTITIONS)
+        .unwrap();
+
+    let mut config = CommonConfig::defaults("wakeup-test", 0, "wakeuptest");
+    config.database_url = cluster.url("wakeup");
+    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    // Far longer than the test's deadline: only the wake-up can publish in time.
+    config.outbox_poll_interval_ms = 3_600_000;
+    let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
+        .await
+        .unwrap();
+    let wakeup = outbox::Wakeup::default();
+    let relay = OutboxRelay::new(&config, pool.clone(), wakeup.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.run(stop.clone()));
+
+    // The relay's first round publishes what is there, then it idles.
+    let first = commit_event(&pool, &topics, "wake-1").await;
+    wait_until_sent(&pool, &first).await;
+
+    for order in ["wake-2", "wake-3"] {
+        let event = commit_event(&pool, &topics, order).await;
+        wakeup.committed();
+        wait_until_sent(&pool, &event).await;
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// Commits an OrderCreated for `order` to the outbox, as a service would.
+async fn commit_event(pool: &sqlx::PgPool, topics: &Topics, order: &str) -> Envelope {
     let event = Envelope::new(
-        OrderId::parse("fatal-1").unwrap(),
+        OrderId::parse(order).unwrap(),
         Event::OrderCreated(OrderCreated {
             user_id: UserId::parse("u").unwrap(),
             items: vec![],
         }),
         "test",
     );
-    let mut conn = pool.acquire().await.unwrap();
-    outbox::enqueue(&mut conn, &topics, &event).await.unwrap();
-    drop(conn);
+    let mut tx = pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, topics, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    event
+}
 
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(relay.run(stop.clone()));
+async fn wait_until_sent(pool: &sqlx::PgPool, event: &Envelope) {
     let started = Instant::now();
     loop {
         let sent: bool =
             sqlx::query_scalar("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id = $1")
                 .bind(event.event_id)
-                .fetch_one(&pool)
+                .fetch_one(pool)
                 .await
                 .unwrap();
         if sent {
-            break;
+            return;
         }
         assert!(
             started.elapsed() < DEADLINE,
-            "the event was never published"
+            "event of order {} was never published",
+            event.order_id
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    stop.cancel();
-    running.await.unwrap().unwrap();
 }

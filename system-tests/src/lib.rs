@@ -128,7 +128,14 @@ pub struct StackOptions {
     pub reservation_ttl_secs: u64,
     /// How long after confirmation a customer may cancel (`None`: always).
     pub cancel_window_secs: Option<u64>,
+    /// Every service's outbox relay fallback poll. [`WAKE_UPS_ONLY`] leaves
+    /// publishing to the wake-up each commit gives its own process's relay.
+    pub outbox_poll_interval_ms: u64,
 }
+
+/// An outbox poll far longer than any test: with it, every event a test sees
+/// was published because the transaction that wrote it woke the relay.
+pub const WAKE_UPS_ONLY: u64 = 3_600_000;
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -138,6 +145,7 @@ impl Default for StackOptions {
             saga_deadline_secs: 300,
             reservation_ttl_secs: 600,
             cancel_window_secs: None,
+            outbox_poll_interval_ms: CommonConfig::defaults("", 0, "").outbox_poll_interval_ms,
         }
     }
 }
@@ -228,7 +236,10 @@ impl TestStack {
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
         let infra = Infra::start(options.private_postgres).await?;
-        let common = |name: &str, schema: &str| infra.common(name, schema);
+        let common = |name: &str, schema: &str| CommonConfig {
+            outbox_poll_interval_ms: options.outbox_poll_interval_ms,
+            ..infra.common(name, schema)
+        };
 
         let mut order_config = order_service::Config::defaults();
         order_config.common = common("order-service", order_service::config::SCHEMA);

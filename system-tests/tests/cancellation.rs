@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use system_tests::{StackOptions, TestStack};
+use system_tests::{StackOptions, TestStack, WAKE_UPS_ONLY};
 
 const DEFAULT_CREDIT: i64 = 100_000;
 const STOCK: i64 = 10;
@@ -104,7 +104,12 @@ async fn a_reserved_order_is_cancelled_and_ends_uncharged_or_refunded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmed_order_is_cancelled_refunded_and_restocked() {
-    let stack = TestStack::start().await;
+    // Also shows that placing, consuming and cancelling each wake their relay.
+    let stack = TestStack::start_with(StackOptions {
+        outbox_poll_interval_ms: WAKE_UPS_ONLY,
+        ..StackOptions::default()
+    })
+    .await;
     stack.put_product("widget", PRICE, STOCK).await;
 
     place(&stack, "c-confirmed", "carl", "widget").await;
@@ -196,8 +201,10 @@ async fn a_cancellation_racing_the_payment_ends_the_same_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_past_its_deadline_is_cancelled_and_never_charged() {
+    // The deadline job wakes its relay as the consumers do.
     let mut stack = TestStack::start_with(StackOptions {
         saga_deadline_secs: 1,
+        outbox_poll_interval_ms: WAKE_UPS_ONLY,
         ..StackOptions::default()
     })
     .await;
@@ -229,8 +236,10 @@ async fn an_order_past_its_deadline_is_cancelled_and_never_charged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_nobody_settles_expires_and_calls_the_order_off() {
+    // The expiry job wakes its relay as the consumers do.
     let mut stack = TestStack::start_with(StackOptions {
         reservation_ttl_secs: 1,
+        outbox_poll_interval_ms: WAKE_UPS_ONLY,
         ..StackOptions::default()
     })
     .await;

@@ -79,9 +79,9 @@ async fn cancel_in_tx(
     let candidate = db::lock_for_cancel(&mut tx, order_id.as_str())
         .await?
         .ok_or(CancelError::NotFound)?;
-    match domain::customer_cancel(&candidate.target, state.cancel_window)
-        .map_err(CancelError::Refused)?
-    {
+    let decision = domain::customer_cancel(&candidate.target, state.cancel_window)
+        .map_err(CancelError::Refused)?;
+    match decision {
         CancelDecision::Cancel => {
             db::cancel(
                 &mut tx,
@@ -101,5 +101,8 @@ async fn cancel_in_tx(
         .await?
         .ok_or(CancelError::NotFound)?;
     tx.commit().await?;
+    if let CancelDecision::Cancel = decision {
+        state.outbox.committed();
+    }
     Ok(order)
 }

@@ -8,6 +8,7 @@ mod timeline;
 
 use axum::routing::{get, post};
 use axum::Router;
+use service_kit::outbox::Wakeup;
 use shared_events::Topics;
 use sqlx::PgPool;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     /// Wakes event streams and long polls when an order changes.
     pub feed: StatusFeed,
     pub live: LiveConfig,
+    /// Rung after committing an order or a cancellation, so the event leaves at once.
+    pub outbox: Wakeup,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -119,6 +119,7 @@ pub async fn create(
     .map_err(|err| database_problem(&err))?;
     match placement {
         Placement::Created(order) => {
+            state.outbox.committed();
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
             let location = format!("/api/orders/{}", order.order_id);
             Ok((
