@@ -8,9 +8,10 @@
 //! (a fixed arrival rate, latency from the intended send time) at fractions of
 //! it, waits after every step until each accepted order is terminal (failing
 //! loudly if any is not), and optionally a long open-loop run at half the
-//! maximum. Then it measures the limit ([`limit`]): the per-order database
-//! work at full concurrency on the same Postgres, and a produce→consume round
-//! trip on the same broker. [`report`] prints the table and writes the JSON,
+//! maximum. Then it measures the limit ([`limit`]): the services' database
+//! work for whole sagas on the same Postgres, through the same consumers'
+//! batching but with in-memory queues instead of the broker, and a
+//! produce→consume round trip on the same broker. [`report`] prints the table and writes the JSON,
 //! the SVG plot and the Markdown figures.
 //!
 //! `devstack bench` starts the local stack and calls [`run`]; with `--url` it
@@ -64,14 +65,11 @@ pub struct Options {
     pub clients: Vec<usize>,
     /// Open-loop rates as fractions of the best closed-loop throughput.
     pub rate_fractions: Vec<f64>,
-    /// Length of the DB-bound limit run, per concurrency.
+    /// How long the DB-bound limit places orders, per placer count.
     pub limit_duration: Duration,
-    /// Groups of orders in flight in the DB-bound limit run.
-    pub limit_concurrency: Vec<usize>,
-    /// Orders per group: a service applies a group's events in one
-    /// transaction, as its consumer does with waiting messages. Every
-    /// combination with `limit_concurrency` runs; the best is reported.
-    pub limit_groups: Vec<usize>,
+    /// Orders placed at once in the DB-bound limit run, one run per value;
+    /// the best is reported.
+    pub limit_placers: Vec<usize>,
     /// A long open-loop run at half the maximum throughput, if set.
     pub soak: Option<Duration>,
     /// Window of the long run's time series.
@@ -97,8 +95,7 @@ impl Default for Options {
             clients: vec![1, 8, 32],
             rate_fractions: vec![0.25, 0.5, 0.75, 0.9],
             limit_duration: Duration::from_secs(8),
-            limit_concurrency: vec![4, 16],
-            limit_groups: vec![1, 8],
+            limit_placers: vec![8, 32],
             soak: None,
             soak_window: Duration::from_secs(30),
             products: 200,
@@ -195,37 +192,26 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
     let db_limit = match &target.database_url {
         Some(url) => {
             let mut best: Option<limit::DbLimit> = None;
-            let grid = options.limit_concurrency.iter().flat_map(|&concurrency| {
-                options
-                    .limit_groups
-                    .iter()
-                    .map(move |&group| (concurrency, group))
-            });
-            for (concurrency, group) in grid {
+            for &placers in &options.limit_placers {
                 progress(&format!(
-                    "DB-bound limit, {concurrency} groups of {group} orders in flight, {}s",
+                    "DB-bound limit, {placers} placers, {}s",
                     options.limit_duration.as_secs_f64()
                 ));
-                let measured = match limit::database(
-                    url,
-                    client.workload(),
-                    concurrency,
-                    group,
-                    options.limit_duration,
-                )
-                .await
-                {
-                    Ok(measured) => measured,
-                    // Keep what the run measured so far; say what failed.
-                    Err(error) => {
-                        let note = format!(
-                            "the DB-bound limit with {concurrency} groups of {group} failed: {error:#}"
-                        );
-                        progress(&note);
-                        notes.push(note);
-                        continue;
-                    }
-                };
+                let measured =
+                    match limit::database(url, client.workload(), placers, options.limit_duration)
+                        .await
+                    {
+                        Ok(measured) => measured,
+                        // Keep what the run measured so far; say what failed.
+                        Err(error) => {
+                            let note = format!(
+                                "the DB-bound limit with {placers} placers failed: {error:#}"
+                            );
+                            progress(&note);
+                            notes.push(note);
+                            continue;
+                        }
+                    };
                 progress(&format!("  {:.1} orders/s", measured.orders_per_second));
                 if best
                     .as_ref()

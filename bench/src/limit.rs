@@ -1,20 +1,28 @@
 //! The machine's limit, measured in the same run as the load:
 //!
-//! - **database-bound**: the transactions the four services commit for one
-//!   order, run by the services' own code (order-service's `db::place`, each
-//!   service's [`EventHandler`] through service-kit's
-//!   [`consumer::apply`](service_kit::consumer::apply), which also writes the
-//!   inbox and outbox rows, and the relay's claim-and-mark of outbox rows),
-//!   straight against the same Postgres at full concurrency, with no broker
-//!   and no HTTP in between. It runs in scratch schemas (`bench_*`), created
-//!   by the services' migrations and dropped afterwards, so the running
-//!   services never see its rows;
+//! - **database-bound**: the transactions the four services commit for each
+//!   order, run by the services' own code straight against the same Postgres,
+//!   with in-memory queues where the broker would be and no HTTP. Placers
+//!   commit orders with order-service's `db::place`, one transaction each, as
+//!   `POST /api/orders` does, as fast as they can. Each service has one
+//!   consumer, as a service instance does: it applies the events waiting for
+//!   it (up to the services' `CONSUMER_BATCH_SIZE`) in one transaction with
+//!   its [`EventHandler`] through service-kit's
+//!   [`consumer::apply_batch`](service_kit::consumer::apply_batch) — inbox
+//!   rows, effects and caused events in the outbox — and hands the caused
+//!   events to the consumers subscribed to their topics (each service's own
+//!   `app::subscriptions`). A relay per schema claims and marks the outbox
+//!   rows sent, woken after each commit as the services' relays are. So the
+//!   limit is the same pipeline as the system, minus the broker and HTTP. It
+//!   runs in scratch schemas (`bench_*`), created by the services' migrations
+//!   and dropped afterwards, so the running services never see its rows;
 //! - **broker round trip**: produce → consume on a scratch topic of the same
 //!   broker, with the services' producer and consumer settings.
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,13 +32,16 @@ use rdkafka::util::Timeout;
 use serde::Serialize;
 use service_kit::consumer::{apply_batch, Source};
 use service_kit::kafka::EventStreamConsumer;
+use service_kit::outbox::Wakeup;
 use service_kit::{CommonConfig, EventHandler, HandlerError, ServiceConfig};
 use shared_events::{
     Cents, Envelope, Event, OrderCreated, OrderId, OrderLine, Quantity, Sku, Topics, UserId,
 };
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +52,12 @@ use crate::stats::Summary;
 const SCHEMA_PREFIX: &str = "bench_";
 /// Outbox rows the stand-in relay claims per round, as the real one does.
 const RELAY_BATCH: i64 = 100;
-/// The stand-in relay's fallback poll, should a notification be missed.
-const RELAY_POLL: Duration = Duration::from_millis(100);
-/// Attempts at an event that hits a transient failure (deadlock) in the limit run.
+/// The stand-in relay's fallback poll, as the services'.
+const RELAY_POLL: Duration = Duration::from_millis(1_000);
+/// Orders whose saga may be in progress at once: enough for every consumer to
+/// find full batches waiting, few enough that queues stay bounded.
+const MAX_IN_FLIGHT: usize = 1_000;
+/// Attempts at an event that hits a transient failure in the limit run.
 const TRANSIENT_ATTEMPTS: u32 = 10;
 /// Messages timed one at a time for the broker round trip.
 const ROUND_TRIPS: usize = 200;
@@ -54,17 +68,32 @@ const BROKER_WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DbLimit {
-    /// Groups of orders in flight at once (each runs its transactions one
-    /// after another).
-    pub concurrency: usize,
-    /// Orders whose events a service applies in one transaction, as a
-    /// consumer does with the messages waiting for it (1: one per event).
-    pub group: usize,
+    /// Orders placed at once, each in its own transaction (as POSTs are).
+    pub placers: usize,
+    /// Most sagas in progress at once; a placer waits for a free slot.
+    pub max_in_flight: usize,
+    /// Most events a consumer applies in one transaction.
+    pub batch_size: usize,
     pub orders: u64,
     pub seconds: f64,
     pub orders_per_second: f64,
-    /// Duration of one group's transactions, one after another.
+    /// From the order's placement to the last event of its saga applied:
+    /// mostly queueing, since up to `max_in_flight` sagas wait their turn.
     pub order_latency_ms: Summary,
+    /// Mean events per consumer transaction, by service: how much the
+    /// consumers batched at this throughput.
+    pub events_per_transaction: BTreeMap<String, f64>,
+}
+
+impl DbLimit {
+    /// `order 12.3, inventory 20.1, …`: the mean batch of each consumer.
+    pub fn batching(&self) -> String {
+        self.events_per_transaction
+            .iter()
+            .map(|(service, mean)| format!("{} {mean:.1}", service.trim_end_matches("-service")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Produce → consume on the same broker.
@@ -73,22 +102,6 @@ pub struct DbLimit {
 pub struct BrokerLimit {
     /// One message at a time: produce, then wait until the consumer has it.
     pub round_trip_ms: Summary,
-}
-
-/// Service handlers with the settings the services give them.
-struct Handlers {
-    orders: order_service::consumer::OrderEvents,
-    inventory: inventory_service::consumer::InventoryEvents,
-    payments: payment_service::consumer::PaymentEvents,
-    notifications: notification_service::consumer::NotificationEvents,
-}
-
-/// A connection pool per service, in its scratch schema.
-struct Pools {
-    orders: PgPool,
-    inventory: PgPool,
-    payments: PgPool,
-    notifications: PgPool,
 }
 
 /// The service names, their schemas' suffixes and migrations.
@@ -132,7 +145,8 @@ async fn drop_schemas(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<Pools> {
+/// A connection pool per service, in its scratch schema, in [`services`] order.
+async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<[PgPool; 4]> {
     let mut pools = Vec::new();
     for (name, schema, migrations) in services() {
         let mut config = CommonConfig::defaults(name, 0, &format!("{SCHEMA_PREFIX}{schema}"));
@@ -144,45 +158,98 @@ async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<Pools> {
                 .with_context(|| format!("preparing the scratch schema of {name}"))?,
         );
     }
-    let [orders, inventory, payments, notifications]: [PgPool; 4] =
-        pools.try_into().expect("four services");
-    Ok(Pools {
-        orders,
-        inventory,
-        payments,
-        notifications,
-    })
+    Ok(pools.try_into().expect("four services"))
 }
 
-/// Runs the per-order database work of the whole saga with `concurrency`
-/// orders in flight for `duration`, and reports orders per second.
+/// Runs the database work of whole sagas with `placers` placing orders for
+/// `duration`, then until every saga begun has finished, and reports orders
+/// per second.
 pub async fn database(
     database_url: &str,
     workload: &Workload,
-    concurrency: usize,
-    group: usize,
+    placers: usize,
     duration: Duration,
 ) -> anyhow::Result<DbLimit> {
     drop_schemas(database_url).await?;
-    let result =
-        database_in_scratch_schemas(database_url, workload, concurrency, group, duration).await;
+    let result = database_in_scratch_schemas(database_url, workload, placers, duration).await;
     drop_schemas(database_url).await?;
     result
+}
+
+/// An event on its way to one consumer.
+struct Delivery {
+    topic: String,
+    event: Envelope,
+}
+
+/// A saga in progress.
+struct InFlight {
+    placed: Instant,
+    /// Deliveries not yet applied; the saga is over at zero.
+    outstanding: usize,
+    /// Held until the saga is over, bounding the sagas in progress.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// What the consumers share: where each topic goes, and the sagas in progress.
+struct Pipeline {
+    topics: Topics,
+    subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>>,
+    in_flight: Mutex<HashMap<OrderId, InFlight>>,
+    finished: Mutex<Vec<Duration>>,
+    /// Stand-in Kafka offsets, unique per delivery, for the inbox rows.
+    offsets: AtomicU64,
+}
+
+impl Pipeline {
+    /// Hands `events` to their subscribers, counting them against their sagas.
+    fn publish(&self, events: Vec<Envelope>) -> anyhow::Result<()> {
+        for event in events {
+            let topic = self.topics.for_event(event.event_type()).to_owned();
+            let subscribers = self.subscribers.get(&topic).map_or(&[][..], Vec::as_slice);
+            if let Some(saga) = self.in_flight.lock().unwrap().get_mut(&event.order_id) {
+                saga.outstanding += subscribers.len();
+            }
+            for subscriber in subscribers {
+                subscriber
+                    .send(Delivery {
+                        topic: topic.clone(),
+                        event: event.clone(),
+                    })
+                    .map_err(|_| anyhow::anyhow!("a limit consumer stopped early"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one delivery of `order`'s saga as applied.
+    fn applied(&self, order: &OrderId) {
+        let mut in_flight = self.in_flight.lock().unwrap();
+        let Some(saga) = in_flight.get_mut(order) else {
+            return;
+        };
+        saga.outstanding -= 1;
+        if saga.outstanding == 0 {
+            let saga = in_flight.remove(order).expect("present");
+            self.finished.lock().unwrap().push(saga.placed.elapsed());
+        }
+    }
 }
 
 async fn database_in_scratch_schemas(
     database_url: &str,
     workload: &Workload,
-    concurrency: usize,
-    group: usize,
+    placers: usize,
     duration: Duration,
 ) -> anyhow::Result<DbLimit> {
-    let group = group.max(1);
-    // A connection per order in flight and one for each relay, per service.
-    let pools = Arc::new(connect(database_url, concurrency as u32 + 2).await?);
+    let placers = placers.max(1);
+    let batch_size = CommonConfig::defaults("", 0, "").consumer_batch_size.max(1);
+    // A connection per placer, plus a consumer's and a relay's, per service.
+    let [orders, inventory, payments, notifications] =
+        connect(database_url, placers as u32 + 2).await?;
     for (i, sku) in workload.skus.iter().enumerate() {
         inventory_service::db::upsert_product(
-            &pools.inventory,
+            &inventory,
             sku,
             None,
             Workload::price_cents(i),
@@ -191,265 +258,302 @@ async fn database_in_scratch_schemas(
         .await
         .context("stocking the scratch catalog")?;
     }
-    let handlers = Arc::new(Handlers {
-        orders: order_service::consumer::OrderEvents,
-        inventory: inventory_service::consumer::InventoryEvents {
+
+    let topics = Topics::default();
+    let stop = CancellationToken::new();
+    let wakeups: [Wakeup; 4] = Default::default();
+    let mut queues = HashMap::new();
+    let mut subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>> = HashMap::new();
+    for (service, subscriptions) in [
+        ("order-service", order_service::app::subscriptions(&topics)),
+        (
+            "inventory-service",
+            inventory_service::app::subscriptions(&topics),
+        ),
+        (
+            "payment-service",
+            payment_service::app::subscriptions(&topics),
+        ),
+        (
+            "notification-service",
+            notification_service::app::subscriptions(&topics),
+        ),
+    ] {
+        let (sender, receiver) = unbounded_channel();
+        for topic in subscriptions {
+            subscribers
+                .entry(topic.to_owned())
+                .or_default()
+                .push(sender.clone());
+        }
+        queues.insert(service, receiver);
+    }
+    let pipeline = Arc::new(Pipeline {
+        topics: topics.clone(),
+        subscribers,
+        in_flight: Mutex::new(HashMap::new()),
+        finished: Mutex::new(Vec::new()),
+        offsets: AtomicU64::new(0),
+    });
+
+    let mut relays = tokio::task::JoinSet::new();
+    for (pool, wakeup) in [&orders, &inventory, &payments].into_iter().zip(&wakeups) {
+        relays.spawn(relay(pool.clone(), wakeup.clone(), stop.clone()));
+    }
+    let mut consumers = tokio::task::JoinSet::new();
+    let mut queue = |service| queues.remove(service).expect("a queue per service");
+    consumers.spawn(consume(
+        "order-service",
+        orders.clone(),
+        order_service::consumer::OrderEvents,
+        queue("order-service"),
+        wakeups[0].clone(),
+        (pipeline.clone(), batch_size, stop.clone()),
+    ));
+    consumers.spawn(consume(
+        "inventory-service",
+        inventory.clone(),
+        inventory_service::consumer::InventoryEvents {
             service_name: "inventory-service".to_owned(),
             reservation_ttl_secs: inventory_service::Config::defaults()
                 .inventory_reservation_ttl_secs,
         },
-        payments: payment_service::consumer::PaymentEvents {
+        queue("inventory-service"),
+        wakeups[1].clone(),
+        (pipeline.clone(), batch_size, stop.clone()),
+    ));
+    consumers.spawn(consume(
+        "payment-service",
+        payments.clone(),
+        payment_service::consumer::PaymentEvents {
             service_name: "payment-service".to_owned(),
             // Every customer can afford every order, as in the load.
             default_credit: Cents::parse(i64::MAX / 4).expect("a valid amount"),
         },
-        notifications: notification_service::consumer::NotificationEvents,
-    });
+        queue("payment-service"),
+        wakeups[2].clone(),
+        (pipeline.clone(), batch_size, stop.clone()),
+    ));
+    consumers.spawn(consume(
+        "notification-service",
+        notifications.clone(),
+        notification_service::consumer::NotificationEvents,
+        queue("notification-service"),
+        wakeups[3].clone(),
+        (pipeline.clone(), batch_size, stop.clone()),
+    ));
 
-    let stop_relays = CancellationToken::new();
-    let relays: Vec<_> = [
-        (&pools.orders, "orders"),
-        (&pools.inventory, "inventory"),
-        (&pools.payments, "payments"),
-    ]
-    .into_iter()
-    .map(|(pool, schema)| {
-        tokio::spawn(relay(
-            pool.clone(),
-            format!("outbox_{SCHEMA_PREFIX}{schema}"),
-            stop_relays.clone(),
-        ))
-    })
-    .collect();
-
-    let offsets = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let started = Instant::now();
     let deadline = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..concurrency as u64 {
-        let (pools, handlers, offsets) = (pools.clone(), handlers.clone(), offsets.clone());
-        let workload = workload.clone();
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut next = worker * group as u64;
+    let next_order = Arc::new(AtomicU64::new(0));
+    let mut placing = tokio::task::JoinSet::new();
+    for _ in 0..placers {
+        let (orders, pipeline, slots, next_order) = (
+            orders.clone(),
+            pipeline.clone(),
+            slots.clone(),
+            next_order.clone(),
+        );
+        let (workload, wakeup) = (workload.clone(), wakeups[0].clone());
+        placing.spawn(async move {
             while Instant::now() < deadline {
-                let numbers: Vec<u64> = (next..next + group as u64).collect();
-                let began = Instant::now();
-                order_group(&pools, &handlers, &workload, &numbers, &offsets).await?;
-                latencies.extend(std::iter::repeat_n(began.elapsed(), group));
-                next += (concurrency * group) as u64;
+                let slot = slots.clone().acquire_owned().await?;
+                let n = next_order.fetch_add(1, Ordering::Relaxed);
+                place(&orders, &pipeline, &workload, n, slot).await?;
+                wakeup.committed();
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok(())
         });
     }
-    let mut latencies = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        latencies.extend(done.context("a limit worker panicked")??);
+    // Until every saga is over, a failing placer or consumer ends the run.
+    let all_over = slots.acquire_many(MAX_IN_FLIGHT as u32);
+    tokio::pin!(all_over);
+    let mut placing_done = false;
+    loop {
+        tokio::select! {
+            placed = placing.join_next(), if !placing_done => match placed {
+                Some(done) => done.context("a placer panicked")??,
+                None => placing_done = true,
+            },
+            consumed = consumers.join_next() => {
+                consumed.context("no consumers")?.context("a limit consumer panicked")??;
+                anyhow::bail!("a limit consumer stopped early");
+            }
+            _ = &mut all_over, if placing_done => break,
+        }
     }
     // The relays' work is part of each order's: wait until they caught up.
-    for pool in [&pools.orders, &pools.inventory, &pools.payments] {
+    for pool in [&orders, &inventory, &payments] {
         while unsent(pool).await? > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    stop_relays.cancel();
-    for relay in relays {
-        relay.await.context("a relay panicked")??;
+    stop.cancel();
+    let mut events_per_transaction = BTreeMap::new();
+    while let Some(done) = consumers.join_next().await {
+        let (service, stats) = done.context("a limit consumer panicked")??;
+        events_per_transaction.insert(service.to_owned(), stats.mean());
     }
-    for pool in [
-        &pools.orders,
-        &pools.inventory,
-        &pools.payments,
-        &pools.notifications,
-    ] {
+    while let Some(done) = relays.join_next().await {
+        done.context("a relay panicked")??;
+    }
+    for pool in [&orders, &inventory, &payments, &notifications] {
         pool.close().await;
     }
+    let latencies = std::mem::take(&mut *pipeline.finished.lock().unwrap());
     let orders = latencies.len() as u64;
     Ok(DbLimit {
-        concurrency,
-        group,
+        placers,
+        max_in_flight: MAX_IN_FLIGHT,
+        batch_size,
         orders,
         seconds,
         orders_per_second: orders as f64 / seconds,
         order_latency_ms: Summary::of(&latencies),
+        events_per_transaction,
     })
 }
 
-/// Every transaction the services commit for a group of confirmed orders, in
-/// saga order: place each (order-service, one transaction per order, as
-/// POSTs are), then each event applied by each service that consumes it, the
-/// group's events together in one transaction as a consumer batches the
-/// messages waiting for it (a group of one: one transaction per event), the
-/// caused events feeding the next step.
-async fn order_group(
-    pools: &Pools,
-    handlers: &Handlers,
+/// Places order number `n` as `POST /api/orders` does (order, lines and
+/// `OrderCreated` in the outbox, one transaction) and starts its saga.
+async fn place(
+    orders: &PgPool,
+    pipeline: &Pipeline,
     workload: &Workload,
-    numbers: &[u64],
-    offsets: &AtomicU64,
+    n: u64,
+    slot: OwnedSemaphorePermit,
 ) -> anyhow::Result<()> {
-    let topics = Topics::default();
-    let mut created_events = Vec::with_capacity(numbers.len());
-    for &n in numbers {
-        let (user, lines) = workload.order_lines(n);
-        let order_id = OrderId::parse(&format!("{}-limit-{n}", workload.run_id))?;
-        let created = OrderCreated {
-            user_id: UserId::parse(&workload.users[user])?,
-            items: lines
-                .iter()
-                .map(|(sku, quantity)| {
-                    Ok(OrderLine {
-                        sku: Sku::parse(&workload.skus[*sku])?,
-                        quantity: Quantity::parse(*quantity as i64)?,
-                    })
+    let (user, lines) = workload.order_lines(n);
+    let order_id = OrderId::parse(&format!("{}-limit-{n}", workload.run_id))?;
+    let created = OrderCreated {
+        user_id: UserId::parse(&workload.users[user])?,
+        items: lines
+            .iter()
+            .map(|(sku, quantity)| {
+                Ok(OrderLine {
+                    sku: Sku::parse(&workload.skus[*sku])?,
+                    quantity: Quantity::parse(*quantity as i64)?,
                 })
-                .collect::<Result<_, shared_events::InvalidValue>>()?,
-        };
-        let new = order_service::db::NewOrder {
-            order_id: order_id.clone(),
-            created: created.clone(),
-        };
-        let deadline =
-            Duration::from_secs(order_service::Config::defaults().order_saga_deadline_secs);
-        order_service::db::place(&pools.orders, &topics, "order-service", &new, deadline)
-            .await
-            .context("placing an order")?;
-        // The event place() wrote, as consumers receive it.
-        created_events.push(Envelope::new(
-            order_id,
-            Event::OrderCreated(created),
-            "order-service",
-        ));
-    }
-
-    let reserved = step(
-        &pools.inventory,
-        &handlers.inventory,
-        &topics.order_created,
-        &created_events,
-        offsets,
-    )
-    .await?;
-    step(
-        &pools.notifications,
-        &handlers.notifications,
-        &topics.order_created,
-        &created_events,
-        offsets,
-    )
-    .await?;
-
-    let processed = step(
-        &pools.payments,
-        &handlers.payments,
-        &topics.inventory_reserved,
-        &reserved,
-        offsets,
-    )
-    .await?;
-    step(
-        &pools.orders,
-        &handlers.orders,
-        &topics.inventory_reserved,
-        &reserved,
-        offsets,
-    )
-    .await?;
-    step(
-        &pools.notifications,
-        &handlers.notifications,
-        &topics.inventory_reserved,
-        &reserved,
-        offsets,
-    )
-    .await?;
-    anyhow::ensure!(
-        processed.len() == numbers.len(),
-        "expected a PaymentProcessed per order, got {} for {}",
-        processed.len(),
-        numbers.len()
+            })
+            .collect::<Result<_, shared_events::InvalidValue>>()?,
+    };
+    let new = order_service::db::NewOrder {
+        order_id: order_id.clone(),
+        created: created.clone(),
+    };
+    let deadline = Duration::from_secs(order_service::Config::defaults().order_saga_deadline_secs);
+    let placed = Instant::now();
+    order_service::db::place(orders, &pipeline.topics, "order-service", &new, deadline)
+        .await
+        .context("placing an order")?;
+    pipeline.in_flight.lock().unwrap().insert(
+        order_id.clone(),
+        InFlight {
+            placed,
+            outstanding: 0,
+            _slot: slot,
+        },
     );
-
-    for (pool, handler) in [
-        (&pools.inventory, &handlers.inventory as &dyn Apply),
-        (&pools.orders, &handlers.orders as &dyn Apply),
-        (&pools.notifications, &handlers.notifications as &dyn Apply),
-    ] {
-        handler
-            .apply_to(pool, &topics.payment_processed, &processed, offsets)
-            .await?;
-    }
-    Ok(())
+    // The event place() wrote, as consumers receive it.
+    pipeline.publish(vec![Envelope::new(
+        order_id,
+        Event::OrderCreated(created),
+        "order-service",
+    )])
 }
 
-/// [`step`] for any handler, so the last fan-out can loop.
-trait Apply: Sync {
-    fn apply_to<'a>(
-        &'a self,
-        pool: &'a PgPool,
-        topic: &'a str,
-        events: &'a [Envelope],
-        offsets: &'a AtomicU64,
-    ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<Envelope>>>;
+/// Events and transactions a limit consumer applied.
+#[derive(Default)]
+struct ConsumerStats {
+    events: u64,
+    transactions: u64,
 }
 
-impl<H: EventHandler> Apply for H {
-    fn apply_to<'a>(
-        &'a self,
-        pool: &'a PgPool,
-        topic: &'a str,
-        events: &'a [Envelope],
-        offsets: &'a AtomicU64,
-    ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<Envelope>>> {
-        Box::pin(step(pool, self, topic, events, offsets))
+impl ConsumerStats {
+    fn mean(&self) -> f64 {
+        self.events as f64 / self.transactions.max(1) as f64
     }
 }
 
-/// Events applied by one service in one transaction, exactly as its consumer
-/// commits them; returns every event they caused.
-async fn step<H: EventHandler>(
+/// One service's consumer: applies what is waiting, up to `batch_size`
+/// events, in one transaction, as [`service_kit::consumer`] does.
+async fn consume<H: EventHandler>(
+    service: &'static str,
+    pool: PgPool,
+    handler: H,
+    mut queue: UnboundedReceiver<Delivery>,
+    wakeup: Wakeup,
+    (pipeline, batch_size, stop): (Arc<Pipeline>, usize, CancellationToken),
+) -> anyhow::Result<(&'static str, ConsumerStats)> {
+    let mut stats = ConsumerStats::default();
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return Ok((service, stats)),
+            first = queue.recv() => first.context("the pipeline closed")?,
+        };
+        let mut batch = vec![first];
+        while batch.len() < batch_size {
+            match queue.try_recv() {
+                Ok(delivery) => batch.push(delivery),
+                Err(_) => break,
+            }
+        }
+        let (caused, transactions) = apply(&pool, &handler, &pipeline, &batch).await?;
+        stats.events += batch.len() as u64;
+        stats.transactions += transactions;
+        if !caused.is_empty() {
+            wakeup.committed();
+        }
+        pipeline.publish(caused)?;
+        for delivery in &batch {
+            pipeline.applied(&delivery.event.order_id);
+        }
+    }
+}
+
+/// Applies `batch` in one transaction, exactly as a consumer commits it, or,
+/// if that fails, one event per transaction with retries, as the consumer
+/// loop does. Returns every event caused and the transactions committed.
+async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topic: &str,
-    events: &[Envelope],
-    offsets: &AtomicU64,
-) -> anyhow::Result<Vec<Envelope>> {
-    let sourced: Vec<(Source<'_>, &Envelope)> = events
+    pipeline: &Pipeline,
+    batch: &[Delivery],
+) -> anyhow::Result<(Vec<Envelope>, u64)> {
+    let sourced: Vec<(Source<'_>, &Envelope)> = batch
         .iter()
-        .map(|event| {
+        .map(|delivery| {
             let source = Source {
-                topic,
+                topic: &delivery.topic,
                 partition: 0,
-                offset: offsets.fetch_add(1, Ordering::Relaxed) as i64,
+                offset: pipeline.offsets.fetch_add(1, Ordering::Relaxed) as i64,
                 traceparent: None,
             };
-            (source, event)
+            (source, &delivery.event)
         })
         .collect();
-    let topics = Topics::default();
-    let applied = match apply_batch(pool, handler, &topics, &sourced).await {
-        Ok(applied) => applied,
-        // Groups in flight lock rows in different orders and may deadlock;
-        // as the consumer loop does with a failed batch, apply one by one.
-        Err(_) if sourced.len() > 1 => {
+    let (applied, transactions) = match apply_batch(pool, handler, &pipeline.topics, &sourced).await
+    {
+        Ok(applied) => (applied, 1),
+        Err(_) => {
             let mut one_by_one = Vec::with_capacity(sourced.len());
             for event in &sourced {
-                one_by_one.push(apply_alone(pool, handler, &topics, event).await?);
+                one_by_one.push(apply_alone(pool, handler, &pipeline.topics, event).await?);
             }
-            one_by_one
+            (one_by_one, sourced.len() as u64)
         }
-        Err(_) => vec![apply_alone(pool, handler, &topics, &sourced[0]).await?],
     };
     let mut caused = Vec::new();
     for events in applied {
         caused.extend(events.context("an event was applied twice")?);
     }
-    Ok(caused)
+    Ok((caused, transactions))
 }
 
 /// One event in its own transaction, retried while the database reports a
-/// transient failure (a deadlock with another group), as the consumer does.
+/// transient failure, as the consumer does.
 async fn apply_alone<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
@@ -467,11 +571,9 @@ async fn apply_alone<H: EventHandler>(
     }
 }
 
-/// The outbox relay's database work without the broker: woken by the outbox
-/// trigger's notification, claim a batch, mark it sent, commit.
-async fn relay(pool: PgPool, channel: String, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(&channel).await?;
+/// The outbox relay's database work without the broker: woken after each
+/// commit that wrote outbox rows, claim a batch, mark it sent, commit.
+async fn relay(pool: PgPool, wakeup: Wakeup, stop: CancellationToken) -> anyhow::Result<()> {
     while !stop.is_cancelled() {
         let mut tx = pool.begin().await?;
         let rows = service_kit::outbox::claim(&mut tx, RELAY_BATCH).await?;
@@ -481,7 +583,7 @@ async fn relay(pool: PgPool, channel: String, stop: CancellationToken) -> anyhow
         if (ids.len() as i64) < RELAY_BATCH {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = listener.recv() => {}
+                _ = wakeup.woken() => {}
                 _ = tokio::time::sleep(RELAY_POLL) => {}
             }
         }

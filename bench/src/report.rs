@@ -237,8 +237,11 @@ impl Report {
         if let Some(limit) = &self.db_limit {
             let _ = writeln!(
                 out,
-                "DB-bound limit: {:.1} orders/s ({} groups of {} orders in flight, {} orders)",
-                limit.orders_per_second, limit.concurrency, limit.group, limit.orders
+                "DB-bound limit: {:.1} orders/s ({} placers, {} orders; events per consumer transaction: {})",
+                limit.orders_per_second,
+                limit.placers,
+                limit.orders,
+                limit.batching()
             );
         }
         if let Some(fraction) = self.fraction_of_db_limit {
@@ -294,11 +297,11 @@ impl Report {
         if let Some(limit) = &self.db_limit {
             let _ = writeln!(
                 out,
-                "| DB-bound limit (same run) | {:.1} orders/s ({} groups of {} orders in flight; a group's transactions in sequence: p50 {:.1} ms) |",
+                "| DB-bound limit (same run) | {:.1} orders/s ({} placers, up to {} sagas in progress; events per consumer transaction: {}) |",
                 limit.orders_per_second,
-                limit.concurrency,
-                limit.group,
-                limit.order_latency_ms.p50
+                limit.placers,
+                limit.max_in_flight,
+                limit.batching()
             );
         }
         if let Some(fraction) = self.fraction_of_db_limit {

@@ -96,17 +96,13 @@ pub struct BenchArgs {
     /// Open-loop arrival rates, as fractions of the best closed-loop throughput.
     #[arg(long, value_name = "F,...", value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75, 0.9])]
     pub rates: Vec<f64>,
-    /// Length of the DB-bound limit run, per concurrency.
+    /// How long the DB-bound limit places orders, per placer count.
     #[arg(long, value_name = "SECS", default_value_t = 8.0)]
     pub limit_secs: f64,
-    /// Groups of orders in flight in the DB-bound limit run.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [4, 16])]
-    pub limit_concurrency: Vec<usize>,
-    /// Orders per group in the limit run: each service applies a group's
-    /// events in one transaction, as a consumer batches waiting messages.
-    /// Every combination runs; the best is reported.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 8])]
-    pub limit_groups: Vec<usize>,
+    /// Orders placed at once in the DB-bound limit run (each in its own
+    /// transaction, as POSTs are); one run per value, the best is reported.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [8, 32])]
+    pub limit_placers: Vec<usize>,
     /// Adds a long open-loop run at half the maximum throughput (e.g. 600).
     #[arg(long, value_name = "SECS")]
     pub soak_secs: Option<f64>,

@@ -49,7 +49,7 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         .arg("bench")
         .args(["--warm-up-secs", "0", "--step-secs", "1"])
         .args(["--clients", "2", "--rates", "0.5"])
-        .args(["--limit-secs", "1", "--limit-concurrency", "2"])
+        .args(["--limit-secs", "1", "--limit-placers", "2"])
         .args(["--products", "3", "--customers", "2"])
         .args(["--json", json.to_str().unwrap()])
         .args(["--svg", svg.to_str().unwrap()])

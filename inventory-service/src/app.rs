@@ -30,6 +30,15 @@ pub const DEMO_CATALOG: &[(&str, &str, i64, i32)] = &[
     ("gold-watch", "Gold watch", 250_000, 10),
 ];
 
+/// The topics the service's consumer subscribes to.
+pub fn subscriptions(topics: &Topics) -> Vec<&str> {
+    vec![
+        &topics.order_created,
+        &topics.payment_processed,
+        &topics.order_cancelled,
+    ]
+}
+
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
 pub struct Application;
 
@@ -58,14 +67,7 @@ impl Application {
         Ok(ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
-            .with_consumer(
-                &[
-                    &topics.order_created,
-                    &topics.payment_processed,
-                    &topics.order_cancelled,
-                ],
-                handler,
-            )?
+            .with_consumer(&subscriptions(&topics), handler)?
             .with_batch_job(
                 "reservation expiry",
                 config.expiry_check_interval(),

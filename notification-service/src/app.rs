@@ -2,6 +2,7 @@
 //! saga topics. It publishes nothing, so it runs no outbox relay.
 
 use service_kit::{Infrastructure, ServiceHost};
+use shared_events::Topics;
 use sqlx::migrate::Migrator;
 
 use crate::config::Config;
@@ -10,6 +11,11 @@ use crate::http::{self, AppState};
 
 /// The service's own migrations (the plumbing tables come from service-kit).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The topics the service's consumer subscribes to.
+pub fn subscriptions(topics: &Topics) -> Vec<&str> {
+    topics.all().to_vec()
+}
 
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
 pub struct Application;
@@ -23,6 +29,6 @@ impl Application {
         });
         ServiceHost::bind(infra, routes)
             .await?
-            .with_consumer(&topics.all(), NotificationEvents)
+            .with_consumer(&subscriptions(&topics), NotificationEvents)
     }
 }

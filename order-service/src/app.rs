@@ -21,6 +21,15 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 /// Most overdue orders cancelled in one transaction.
 const DEADLINE_BATCH: i64 = 100;
 
+/// The topics the service's consumer subscribes to.
+pub fn subscriptions(topics: &Topics) -> Vec<&str> {
+    vec![
+        &topics.inventory_reserved,
+        &topics.payment_processed,
+        &topics.order_cancelled,
+    ]
+}
+
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
 pub struct Application;
 
@@ -52,14 +61,7 @@ impl Application {
         let host = ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
-            .with_consumer(
-                &[
-                    &topics.inventory_reserved,
-                    &topics.payment_processed,
-                    &topics.order_cancelled,
-                ],
-                OrderEvents,
-            )?
+            .with_consumer(&subscriptions(&topics), OrderEvents)?
             .with_batch_job(
                 "saga deadline",
                 config.deadline_check_interval(),

@@ -2,7 +2,7 @@
 //! `inventory-reserved` (charges) and `order-cancelled` (refunds).
 
 use service_kit::{Infrastructure, ServiceHost};
-use shared_events::Cents;
+use shared_events::{Cents, Topics};
 use sqlx::migrate::Migrator;
 
 use crate::config::Config;
@@ -11,6 +11,11 @@ use crate::http::{self, AppState};
 
 /// The service's own migrations (the plumbing tables come from service-kit).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The topics the service's consumer subscribes to.
+pub fn subscriptions(topics: &Topics) -> Vec<&str> {
+    vec![&topics.inventory_reserved, &topics.order_cancelled]
+}
 
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.
 pub struct Application;
@@ -32,9 +37,6 @@ impl Application {
         ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
-            .with_consumer(
-                &[&topics.inventory_reserved, &topics.order_cancelled],
-                handler,
-            )
+            .with_consumer(&subscriptions(&topics), handler)
     }
 }

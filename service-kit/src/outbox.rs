@@ -75,7 +75,9 @@ impl Wakeup {
         self.0.notify_one();
     }
 
-    async fn wait(&self) {
+    /// Resolves at the next [`Wakeup::committed`], or at once if one came
+    /// since the last wait.
+    pub async fn woken(&self) {
         self.0.notified().await;
     }
 }
@@ -198,7 +200,7 @@ impl OutboxRelay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {},
-                _ = self.wakeup.wait() => {},
+                _ = self.wakeup.woken() => {},
             }
         }
         Ok(())
