@@ -310,6 +310,10 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
 
 /// An open-loop run of `duration` at `rate`, cut into windows, sampling memory
 /// at the end of each.
+/// The thread of librdkafka's mock cluster: the embedded broker, when the
+/// stack runs in this process (`devstack bench`).
+const EMBEDDED_BROKER_THREAD: &str = "rdk:mock";
+
 async fn run_soak(
     client: &Client,
     target: &Target,
@@ -329,10 +333,19 @@ async fn run_soak(
     let processes = target.processes.clone();
     let sampler = tokio::spawn(async move {
         let started = Instant::now();
+        let mut broker_cpu = machine::thread_cpu_seconds(EMBEDDED_BROKER_THREAD);
         let mut samples = Vec::new();
         for i in 1..=windows {
             tokio::time::sleep_until(started + window * i as u32).await;
-            samples.push(rss_mb(&processes));
+            let now = machine::thread_cpu_seconds(EMBEDDED_BROKER_THREAD);
+            let broker_percent = match (broker_cpu, now) {
+                (Some(before), Some(after)) => {
+                    Some((after - before) / window.as_secs_f64() * 100.0)
+                }
+                _ => None,
+            };
+            broker_cpu = now;
+            samples.push((rss_mb(&processes), broker_percent));
         }
         samples
     });
@@ -351,7 +364,8 @@ async fn run_soak(
                 orders: mine.len(),
                 post_ms: Summary::of(&mine.iter().map(|f| f.post).collect::<Vec<_>>()),
                 confirmed_ms: Summary::of(&confirmed),
-                rss_mb: samples.get(i).cloned().unwrap_or_default(),
+                rss_mb: samples.get(i).map(|s| s.0.clone()).unwrap_or_default(),
+                broker_cpu_percent: samples.get(i).and_then(|s| s.1),
             }
         })
         .collect();

@@ -62,6 +62,33 @@ fn field_kb(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// Clock ticks per second of `/proc` CPU times (`USER_HZ`): 100 in the ABI
+/// of every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time, in seconds, used so far by the threads of this process named
+/// `name` (`/proc/self/task/*/comm`); `None` if there is no such thread.
+pub fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
+        let Some((_, after_comm)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            *total.get_or_insert(0.0) += (user + system) / USER_HZ;
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +96,24 @@ mod tests {
     #[test]
     fn our_own_resident_memory_is_readable() {
         assert!(resident_kb(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_named_thread_s_cpu_time_is_read_and_a_missing_one_is_none() {
+        let busy = std::thread::Builder::new()
+            .name("bench-cpu-test".to_owned())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                // Burn at least two clock ticks of CPU, then report.
+                while started.elapsed() < std::time::Duration::from_millis(50) {
+                    std::hint::black_box(0u64.wrapping_add(1));
+                }
+                thread_cpu_seconds("bench-cpu-test")
+            })
+            .unwrap();
+        let seconds = busy.join().unwrap().expect("the thread was found");
+        assert!(seconds > 0.0, "{seconds}");
+        assert_eq!(thread_cpu_seconds("no-such-thread"), None);
     }
 
     #[test]

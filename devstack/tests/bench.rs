@@ -13,14 +13,6 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(300);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
@@ -45,7 +37,7 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     let mut child = Command::new(exe)
         .args(["--dir", dir.path().join("state").to_str().unwrap()])
         .args(["--port-offset", &offset.to_string()])
-        .args(["--pg-port", &free_port().to_string()])
+        .args(["--pg-port", &local_infra::free_port().unwrap().to_string()])
         .arg("bench")
         .args(["--warm-up-secs", "0", "--step-secs", "1"])
         .args(["--clients", "2", "--rates", "0.5"])

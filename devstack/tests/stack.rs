@@ -11,14 +11,6 @@ use serde_json::{json, Value};
 const DEADLINE: Duration = Duration::from_secs(120);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Pids of `parent`'s children running the executable `name`.
 fn children_named(parent: u32, name: &str) -> Vec<u32> {
     let mut found = Vec::new();
@@ -107,7 +99,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     let child = Command::new(exe)
         .args(["--dir", state.to_str().unwrap()])
         .args(["--port-offset", &offset.to_string()])
-        .args(["--pg-port", &free_port().to_string()])
+        .args(["--pg-port", &local_infra::free_port().unwrap().to_string()])
         // Use the binaries cargo built for this test run; no nested build.
         .env_remove("CARGO")
         .env("RUST_LOG", "warn")

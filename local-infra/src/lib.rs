@@ -20,4 +20,4 @@ mod os_user;
 mod postgres;
 
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
-pub use postgres::PostgresCluster;
+pub use postgres::{free_port, PostgresCluster};

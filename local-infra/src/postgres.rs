@@ -706,11 +706,10 @@ fn ensure_port_is_free(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A port that was free a moment ago: bind port 0, read what the kernel chose,
-/// close. The caller must cope with losing a race for it.
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind((LISTEN_ADDRESS, 0)).context("finding a free port for PostgreSQL")?;
+/// A loopback port that was free a moment ago: bind port 0, read what the
+/// kernel chose, close. The caller must cope with losing a race for it.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((LISTEN_ADDRESS, 0)).context("finding a free port")?;
     Ok(listener
         .local_addr()
         .context("reading the free port's number")?

@@ -99,14 +99,6 @@ async fn temporary_cluster_keeps_data_and_port_through_stop_and_start() {
     assert_eq!(kept, 42);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A scratch directory the `postgres` account can enter when we run as root
 /// (tempfile makes it 0700, like a home directory).
 fn scratch_dir() -> tempfile::TempDir {
@@ -119,7 +111,7 @@ fn scratch_dir() -> tempfile::TempDir {
 async fn persistent_cluster_keeps_data_and_takes_over_a_leftover_server() {
     let scratch = scratch_dir();
     let data_dir = scratch.path().join("pgdata");
-    let port = free_port();
+    let port = local_infra::free_port().unwrap();
 
     let cluster = PostgresCluster::start_persistent(&data_dir, port).expect("first start");
     cluster.ensure_database(APP_DATABASE).await.unwrap();

@@ -79,11 +79,11 @@ async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
         .unwrap();
     let wakeup = outbox::Wakeup::default();
     let relay = OutboxRelay::new(&config, pool.clone(), wakeup.clone()).unwrap();
+    // Committed before the relay starts: its first round publishes it, and
+    // then it idles.
+    let first = commit_event(&pool, &topics, "wake-1").await;
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.run(stop.clone()));
-
-    // The relay's first round publishes what is there, then it idles.
-    let first = commit_event(&pool, &topics, "wake-1").await;
     wait_until_sent(&pool, &first).await;
 
     for order in ["wake-2", "wake-3"] {

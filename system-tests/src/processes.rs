@@ -31,14 +31,6 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// One service binary running as a child process.
 pub struct ServiceProcess {
     pub name: &'static str,
@@ -52,7 +44,7 @@ impl ServiceProcess {
     pub fn start(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
         let mut process = ServiceProcess {
             name,
-            port: free_port(),
+            port: local_infra::free_port().expect("a free port"),
             env: env.clone(),
             child: None,
         };

@@ -311,6 +311,22 @@ async fn cancel_refuses_failed_and_unknown_orders_and_repeats_harmlessly() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["field"], "reason");
 
+    // A body that is not JSON is refused, and the order is left alone.
+    let response = stack
+        .http
+        .post(stack.order_url("/api/orders/c-window/cancel"))
+        .header("content-type", "text/plain")
+        .body("reason=bored")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(stack.order("c-window").await["status"], "CONFIRMED");
+
     // Cancelling twice: the same answer, one cancellation.
     stack
         .post_order(&json!({"orderId": "c-twice", "userId": "tom"}))
