@@ -94,7 +94,7 @@ impl Default for Options {
             step: Duration::from_secs(10),
             clients: vec![1, 8, 32],
             rate_fractions: vec![0.25, 0.5, 0.75, 0.9],
-            limit_duration: Duration::from_secs(8),
+            limit_duration: Duration::from_secs(15),
             limit_placers: vec![8, 32],
             soak: None,
             soak_window: Duration::from_secs(30),
@@ -179,16 +179,8 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         track_peak(&mut peak, &target.processes);
     }
 
-    let soak = match options.soak {
-        Some(duration) if max > 0.0 => {
-            let soak = run_soak(&client, target, options, duration, max / 2.0, stream + 1).await?;
-            Some(soak)
-        }
-        _ => None,
-    };
-    let after = rss_mb(&target.processes);
-    track_peak(&mut peak, &target.processes);
-
+    // The limit right after the steps whose maximum it is compared with, on
+    // a database in the same state; the long run comes last.
     let db_limit = match &target.database_url {
         Some(url) => {
             let mut best: Option<limit::DbLimit> = None;
@@ -247,6 +239,16 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             None
         }
     };
+    let soak = match options.soak {
+        Some(duration) if max > 0.0 => {
+            let soak = run_soak(&client, target, options, duration, max / 2.0, stream + 1).await?;
+            Some(soak)
+        }
+        _ => None,
+    };
+    let after = rss_mb(&target.processes);
+    track_peak(&mut peak, &target.processes);
+
     if target.processes.is_empty() {
         notes.push("remote target: service memory is not reported".to_owned());
     }

@@ -97,7 +97,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "F,...", value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75, 0.9])]
     pub rates: Vec<f64>,
     /// How long the DB-bound limit places orders, per placer count.
-    #[arg(long, value_name = "SECS", default_value_t = 8.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
     pub limit_secs: f64,
     /// Orders placed at once in the DB-bound limit run (each in its own
     /// transaction, as POSTs are); one run per value, the best is reported.
