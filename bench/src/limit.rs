@@ -54,6 +54,8 @@ const SCHEMA_PREFIX: &str = "bench_";
 const RELAY_BATCH: i64 = 100;
 /// The stand-in relay's fallback poll, as the services'.
 const RELAY_POLL: Duration = Duration::from_millis(1_000);
+/// How long the stand-in relays may take to mark the last rows sent.
+const RELAY_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Orders whose saga may be in progress at once: enough for every consumer to
 /// find full batches waiting, few enough that queues stay bounded.
 const MAX_IN_FLIGHT: usize = 1_000;
@@ -194,6 +196,10 @@ struct InFlight {
 /// What the consumers share: where each topic goes, and the sagas in progress.
 struct Pipeline {
     topics: Topics,
+    /// Most events a consumer applies in one transaction.
+    batch_size: usize,
+    /// Ends the consumers once every saga is over.
+    stop: CancellationToken,
     subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>>,
     in_flight: Mutex<HashMap<OrderId, InFlight>>,
     finished: Mutex<Vec<Duration>>,
@@ -290,6 +296,8 @@ async fn database_in_scratch_schemas(
     }
     let pipeline = Arc::new(Pipeline {
         topics: topics.clone(),
+        batch_size,
+        stop: stop.clone(),
         subscribers,
         in_flight: Mutex::new(HashMap::new()),
         finished: Mutex::new(Vec::new()),
@@ -308,7 +316,7 @@ async fn database_in_scratch_schemas(
         order_service::consumer::OrderEvents,
         queue("order-service"),
         wakeups[0].clone(),
-        (pipeline.clone(), batch_size, stop.clone()),
+        pipeline.clone(),
     ));
     consumers.spawn(consume(
         "inventory-service",
@@ -320,7 +328,7 @@ async fn database_in_scratch_schemas(
         },
         queue("inventory-service"),
         wakeups[1].clone(),
-        (pipeline.clone(), batch_size, stop.clone()),
+        pipeline.clone(),
     ));
     consumers.spawn(consume(
         "payment-service",
@@ -332,7 +340,7 @@ async fn database_in_scratch_schemas(
         },
         queue("payment-service"),
         wakeups[2].clone(),
-        (pipeline.clone(), batch_size, stop.clone()),
+        pipeline.clone(),
     ));
     consumers.spawn(consume(
         "notification-service",
@@ -340,7 +348,7 @@ async fn database_in_scratch_schemas(
         notification_service::consumer::NotificationEvents,
         queue("notification-service"),
         wakeups[3].clone(),
-        (pipeline.clone(), batch_size, stop.clone()),
+        pipeline.clone(),
     ));
 
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -384,11 +392,17 @@ async fn database_in_scratch_schemas(
         }
     }
     // The relays' work is part of each order's: wait until they caught up.
-    for pool in [&orders, &inventory, &payments] {
-        while unsent(pool).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let relays_caught_up = async {
+        for pool in [&orders, &inventory, &payments] {
+            while unsent(pool).await? > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-    }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(RELAY_DRAIN_TIMEOUT, relays_caught_up)
+        .await
+        .context("the stand-in relays did not publish every outbox row")??;
     let seconds = started.elapsed().as_secs_f64();
     stop.cancel();
     let mut events_per_transaction = BTreeMap::new();
@@ -485,16 +499,16 @@ async fn consume<H: EventHandler>(
     handler: H,
     mut queue: UnboundedReceiver<Delivery>,
     wakeup: Wakeup,
-    (pipeline, batch_size, stop): (Arc<Pipeline>, usize, CancellationToken),
+    pipeline: Arc<Pipeline>,
 ) -> anyhow::Result<(&'static str, ConsumerStats)> {
     let mut stats = ConsumerStats::default();
     loop {
         let first = tokio::select! {
-            _ = stop.cancelled() => return Ok((service, stats)),
+            _ = pipeline.stop.cancelled() => return Ok((service, stats)),
             first = queue.recv() => first.context("the pipeline closed")?,
         };
         let mut batch = vec![first];
-        while batch.len() < batch_size {
+        while batch.len() < pipeline.batch_size {
             match queue.try_recv() {
                 Ok(delivery) => batch.push(delivery),
                 Err(_) => break,

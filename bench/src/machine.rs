@@ -103,12 +103,18 @@ mod tests {
         let busy = std::thread::Builder::new()
             .name("bench-cpu-test".to_owned())
             .spawn(|| {
-                let started = std::time::Instant::now();
-                // Burn at least two clock ticks of CPU, then report.
-                while started.elapsed() < std::time::Duration::from_millis(50) {
-                    std::hint::black_box(0u64.wrapping_add(1));
+                // Burn CPU until the kernel has charged this thread a tick;
+                // on a busy machine that may take longer than the CPU used.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let seconds = thread_cpu_seconds("bench-cpu-test");
+                    if seconds.is_none_or(|s| s > 0.0) || std::time::Instant::now() > deadline {
+                        return seconds;
+                    }
+                    for i in 0..1_000_000u64 {
+                        std::hint::black_box(i);
+                    }
                 }
-                thread_cpu_seconds("bench-cpu-test")
             })
             .unwrap();
         let seconds = busy.join().unwrap().expect("the thread was found");

@@ -457,10 +457,7 @@ fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
 /// transaction: the inbox row, the handler's effect, and the caused events in
 /// the outbox. Returns the caused events, or `None` for a duplicate (nothing
 /// was written).
-///
-/// Public so that tools can run exactly what a service commits per event
-/// without a broker (the benchmark's database-bound limit does).
-pub async fn apply<H: EventHandler>(
+async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
     topics: &Topics,
@@ -475,8 +472,12 @@ pub async fn apply<H: EventHandler>(
     Ok(caused)
 }
 
-/// [`apply`] for several events in one transaction: what the consumer loop
-/// commits when several messages are waiting. All or nothing.
+/// What the consumer loop commits for several waiting messages, in one
+/// transaction: for each event its inbox row, the handler's effect and the
+/// caused events in the outbox (`None` for a duplicate). All or nothing.
+///
+/// Public so that tools can run exactly what a service commits without a
+/// broker (the benchmark's database-bound limit does).
 pub async fn apply_batch<H: EventHandler>(
     pool: &PgPool,
     handler: &H,

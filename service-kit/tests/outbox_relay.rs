@@ -21,17 +21,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
-    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
-    cluster.ensure_database("relay").await.unwrap();
-    let kafka = EmbeddedKafka::start(1).unwrap();
-    let topics = Topics::default();
-    kafka
-        .create_topic(&topics.order_created, DEFAULT_PARTITIONS)
-        .unwrap();
-
-    let mut config = CommonConfig::defaults("relay-test", 0, "relaytest");
-    config.database_url = cluster.url("relay");
-    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    let (_cluster, _kafka, config) = infrastructure().await;
+    let topics = config.topics();
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
         .await
         .unwrap();
@@ -61,17 +52,8 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
-    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
-    cluster.ensure_database("wakeup").await.unwrap();
-    let kafka = EmbeddedKafka::start(1).unwrap();
-    let topics = Topics::default();
-    kafka
-        .create_topic(&topics.order_created, DEFAULT_PARTITIONS)
-        .unwrap();
-
-    let mut config = CommonConfig::defaults("wakeup-test", 0, "wakeuptest");
-    config.database_url = cluster.url("wakeup");
-    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    let (_cluster, _kafka, mut config) = infrastructure().await;
+    let topics = config.topics();
     // Far longer than the test's deadline: only the wake-up can publish in time.
     config.outbox_poll_interval_ms = 3_600_000;
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
@@ -93,6 +75,21 @@ async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
     }
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// A private Postgres and broker (kept alive by the caller) and a relay
+/// configuration pointing at them.
+async fn infrastructure() -> (PostgresCluster, EmbeddedKafka, CommonConfig) {
+    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
+    cluster.ensure_database("relay").await.unwrap();
+    let kafka = EmbeddedKafka::start(1).unwrap();
+    let mut config = CommonConfig::defaults("relay-test", 0, "relaytest");
+    kafka
+        .create_topic(&config.topics().order_created, DEFAULT_PARTITIONS)
+        .unwrap();
+    config.database_url = cluster.url("relay");
+    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    (cluster, kafka, config)
 }
 
 /// Commits an OrderCreated for `order` to the outbox, as a service would.
