@@ -9,15 +9,24 @@
 //!   throwaway data, deleted on drop, cleaned up by a watchdog even if the owning
 //!   process is SIGKILLed) or persistent (a data directory reused across runs).
 //! - [`EmbeddedKafka`]: librdkafka's in-memory mock cluster, reachable over TCP
-//!   by any Kafka client, with topic creation and fault injection.
+//!   by any Kafka client, with topic creation and fault injection. Needs
+//!   nothing installed.
+//! - [`ApacheKafka`]: the real Apache Kafka broker (KRaft, one node or three),
+//!   run as JVM processes from the jars `kafka-infra/runtime/pom.xml` resolves
+//!   ([`KafkaRuntime`]). Needs a JDK and Maven.
 //!
 //! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
 //! server as the `postgres` account when we are root" plumbing, `kafka` the
-//! mock cluster.
+//! mock cluster, `kafka_runtime` the Maven resolution and `apache_kafka` the
+//! real cluster's processes.
 
+mod apache_kafka;
 mod kafka;
+mod kafka_runtime;
 mod os_user;
 mod postgres;
 
+pub use apache_kafka::{ApacheKafka, ApacheKafkaOptions, DEFAULT_HEAP_MB, STOP_TIMEOUT};
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
+pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};

@@ -1,0 +1,729 @@
+//! A real Apache Kafka cluster in KRaft mode, run as plain JVM processes on
+//! loopback: one combined broker+controller, or three of them.
+//!
+//! Lifecycle: [`ApacheKafka::start`] formats each node's storage with one
+//! cluster id (`kafka.tools.StorageTool format`), starts `kafka.Kafka` with a
+//! generated `server.properties`, and returns once every node answers a
+//! metadata request listing the whole cluster. Each node logs to
+//! `<dir>/node-<id>/broker.log`. Dropping the value stops the nodes (SIGTERM,
+//! then SIGKILL after [`STOP_TIMEOUT`]); a detached watchdog kills them within
+//! a second or two if this process dies without dropping it.
+//!
+//! Faults for tests are the real ones: SIGKILL a node and start it again on
+//! its data ([`ApacheKafka::kill_node`], [`ApacheKafka::start_node`]), SIGSTOP
+//! and SIGCONT it ([`ApacheKafka::pause_node`], [`ApacheKafka::resume_node`]).
+//!
+//! A three-node cluster replicates every topic three times with
+//! `min.insync.replicas=2` and no unclean leader election: an acknowledged
+//! write (`acks=all`) survives the loss of any one node.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use tempfile::TempDir;
+
+use crate::free_port;
+use crate::kafka_runtime::KafkaRuntime;
+
+/// How long a node may take from `java` to answering metadata: a JVM on a
+/// busy two-core machine needs seconds, a three-node quorum a few more.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a node may take to stop after SIGTERM (a controlled shutdown
+/// hands its partition leadership over first) before it is SIGKILLed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Pause between two readiness or exit checks.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long one metadata request may take during the readiness check.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default JVM heap per node: the broker idles in well under this, and three
+/// nodes plus the stack fit a small machine.
+pub const DEFAULT_HEAP_MB: u32 = 320;
+
+/// Partitions of `__consumer_offsets`: Kafka's 50 take seconds to create and
+/// elect on a small machine, and a local cluster has few groups.
+const OFFSETS_TOPIC_PARTITIONS: u32 = 10;
+
+/// Seconds between the watchdog's checks that this process is alive.
+const WATCHDOG_POLL_SECONDS: u32 = 1;
+
+/// Lines of a node's log quoted in an error.
+const LOG_TAIL_LINES: usize = 30;
+
+/// The file naming the cluster id in a persistent directory.
+const CLUSTER_ID_FILE: &str = "cluster.id";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ApacheKafkaOptions {
+    /// 1 (one combined broker+controller) or 3 (a replicated cluster).
+    pub nodes: usize,
+    /// Keep data here across runs; `None`: a temporary directory deleted on drop.
+    pub data_dir: Option<PathBuf>,
+    /// Client port of the first node, the others following in steps of two
+    /// (each node's controller port is its client port + 1); `None`: free ports.
+    pub first_port: Option<u16>,
+    /// JVM heap of each node, in MiB.
+    pub heap_mb: u32,
+}
+
+impl Default for ApacheKafkaOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 1,
+            data_dir: None,
+            first_port: None,
+            heap_mb: DEFAULT_HEAP_MB,
+        }
+    }
+}
+
+/// One KRaft node: broker and controller in one JVM.
+#[derive(Debug)]
+struct Node {
+    /// `node.id`, 1-based.
+    id: i32,
+    /// Where clients connect.
+    port: u16,
+    /// Where the controllers talk to each other.
+    controller_port: u16,
+    /// `server.properties`, the data and the log live here.
+    dir: PathBuf,
+    /// The JVM while it runs (also while it is paused).
+    process: Option<Child>,
+}
+
+impl Node {
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("broker.log")
+    }
+
+    /// Read by the watchdog, so it can kill what runs now.
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("broker.pid")
+    }
+}
+
+/// A running Apache Kafka cluster. `Send + Sync`: faults are injected through
+/// `&self`, so tests can share it in an `Arc` or a static.
+pub struct ApacheKafka {
+    runtime: KafkaRuntime,
+    /// The nodes, behind a lock because faults change their processes.
+    nodes: Mutex<Vec<Node>>,
+    /// `host:port,...` of every node.
+    bootstrap_servers: String,
+    /// Heap of each node, for restarts.
+    heap_mb: u32,
+    /// Kills the nodes if this process dies without dropping the value.
+    watchdog: Option<Child>,
+    /// Temporary clusters only: deleted after the nodes stopped (declared last).
+    temp_root: Option<TempDir>,
+}
+
+impl ApacheKafka {
+    /// Formats (unless a persistent directory already holds this cluster) and
+    /// starts the nodes; returns once the whole cluster answers. Blocks for
+    /// the JVMs' start-up: a few seconds per node on a small machine.
+    pub fn start(options: ApacheKafkaOptions) -> anyhow::Result<Self> {
+        ensure!(
+            options.nodes == 1 || options.nodes == 3,
+            "an Apache Kafka cluster here has 1 or 3 nodes, not {}",
+            options.nodes
+        );
+        let runtime = KafkaRuntime::resolve()?;
+        let (root, temp_root) = match &options.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                (std::path::absolute(dir)?, None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("local-infra-kafka-")
+                    .tempdir()
+                    .context("creating a temporary directory for Kafka")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let nodes = plan_nodes(&root, &options)?;
+        let bootstrap_servers = nodes
+            .iter()
+            .map(Node::address)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut kafka = Self {
+            runtime,
+            nodes: Mutex::new(nodes),
+            bootstrap_servers,
+            heap_mb: options.heap_mb,
+            watchdog: None,
+            temp_root,
+        };
+        kafka.write_configs()?;
+        kafka.format(&root)?;
+        // Before any broker exists: from here on a SIGKILL leaks nothing.
+        kafka.watchdog = Some(spawn_watchdog(&root, kafka.temp_root.is_some())?);
+        let ids = kafka.node_ids();
+        for &id in &ids {
+            kafka.launch(id)?;
+        }
+        for &id in &ids {
+            kafka.wait_until_serving(id)?;
+        }
+        tracing::info!(
+            bootstrap_servers = %kafka.bootstrap_servers,
+            nodes = ids.len(),
+            version = kafka.runtime.version(),
+            logs = %root.display(),
+            "Apache Kafka started"
+        );
+        Ok(kafka)
+    }
+
+    /// The value for clients' `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        self.bootstrap_servers.clone()
+    }
+
+    /// Kafka's version, e.g. `4.1.2`.
+    pub fn version(&self) -> &str {
+        self.runtime.version()
+    }
+
+    /// Node ids, `1..=nodes`.
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.lock().iter().map(|node| node.id).collect()
+    }
+
+    /// Every node's `host:port`, by id.
+    pub fn addresses(&self) -> Vec<(i32, String)> {
+        self.lock()
+            .iter()
+            .map(|node| (node.id, node.address()))
+            .collect()
+    }
+
+    /// The replication factor topics should get: every node, up to three.
+    pub fn replication_factor(&self) -> i32 {
+        i32::try_from(self.lock().len().min(3)).expect("at most three nodes")
+    }
+
+    /// Each node's log file, by id.
+    pub fn log_files(&self) -> Vec<(i32, PathBuf)> {
+        self.lock()
+            .iter()
+            .map(|node| (node.id, node.log_file()))
+            .collect()
+    }
+
+    /// SIGKILLs node `id` (a crash: nothing flushed, no leadership handed over).
+    pub fn kill_node(&self, id: i32) -> anyhow::Result<()> {
+        self.signal_and_reap(id, libc::SIGKILL, Duration::ZERO)
+    }
+
+    /// Stops node `id` cleanly: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
+    pub fn stop_node(&self, id: i32) -> anyhow::Result<()> {
+        self.signal_and_reap(id, libc::SIGTERM, STOP_TIMEOUT)
+    }
+
+    /// Starts node `id` again on its data and ports, and waits until it serves.
+    pub fn start_node(&self, id: i32) -> anyhow::Result<()> {
+        self.launch(id)?;
+        self.wait_until_serving(id)
+    }
+
+    /// SIGSTOPs node `id`: it keeps its sockets but answers nothing, like a
+    /// hung or partitioned machine.
+    pub fn pause_node(&self, id: i32) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGSTOP)
+    }
+
+    /// SIGCONTs a paused node.
+    pub fn resume_node(&self, id: i32) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGCONT)
+    }
+
+    /// The leader of `topic`'s `partition` as the cluster reports it now
+    /// (`None` while there is none).
+    pub fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
+        let client = metadata_client(&self.bootstrap_servers)?;
+        let metadata = client
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .with_context(|| format!("fetching metadata of {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|candidate| candidate.name() == topic)
+            .and_then(|found| found.partitions().iter().find(|p| p.id() == partition))
+            .map(|found| found.leader())
+            .filter(|&leader| leader >= 0))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Node>> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_configs(&self) -> anyhow::Result<()> {
+        let nodes = self.lock();
+        let voters = nodes
+            .iter()
+            .map(|node| format!("{}@127.0.0.1:{}", node.id, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let replication = nodes.len().min(3);
+        let min_insync = if replication >= 3 { 2 } else { 1 };
+        for node in nodes.iter() {
+            std::fs::create_dir_all(&node.dir)
+                .with_context(|| format!("creating {}", node.dir.display()))?;
+            let mut properties = String::new();
+            for (key, value) in [
+                ("process.roles", "broker,controller".to_owned()),
+                ("node.id", node.id.to_string()),
+                ("controller.quorum.voters", voters.clone()),
+                (
+                    "listeners",
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                        node.port, node.controller_port
+                    ),
+                ),
+                (
+                    "advertised.listeners",
+                    format!("PLAINTEXT://{}", node.address()),
+                ),
+                ("controller.listener.names", "CONTROLLER".to_owned()),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+                ),
+                ("inter.broker.listener.name", "PLAINTEXT".to_owned()),
+                ("log.dirs", node.dir.join("data").display().to_string()),
+                ("num.partitions", "6".to_owned()),
+                ("default.replication.factor", replication.to_string()),
+                ("min.insync.replicas", min_insync.to_string()),
+                ("offsets.topic.replication.factor", replication.to_string()),
+                (
+                    "offsets.topic.num.partitions",
+                    OFFSETS_TOPIC_PARTITIONS.to_string(),
+                ),
+                (
+                    "transaction.state.log.replication.factor",
+                    replication.to_string(),
+                ),
+                ("transaction.state.log.min.isr", min_insync.to_string()),
+                ("unclean.leader.election.enable", "false".to_owned()),
+                // Topics are created explicitly with their partition counts; a
+                // topic a client created by accident would get the wrong one.
+                ("auto.create.topics.enable", "false".to_owned()),
+                // Groups here start on demand (tests, restarts); a rolling
+                // start of many members is not the common case.
+                ("group.initial.rebalance.delay.ms", "0".to_owned()),
+            ] {
+                writeln!(properties, "{key}={value}").expect("writing to a String");
+            }
+            let config = node.dir.join("server.properties");
+            std::fs::write(&config, properties)
+                .with_context(|| format!("writing {}", config.display()))?;
+            let log4j = node.dir.join("log4j2.properties");
+            std::fs::write(&log4j, LOG4J2_PROPERTIES)
+                .with_context(|| format!("writing {}", log4j.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Formats every node not formatted yet, all with one cluster id (kept in
+    /// `root` so a persistent cluster keeps it).
+    fn format(&self, root: &Path) -> anyhow::Result<()> {
+        let id_file = root.join(CLUSTER_ID_FILE);
+        let cluster_id = match std::fs::read_to_string(&id_file) {
+            Ok(id) => id.trim().to_owned(),
+            Err(_) => {
+                let id = random_cluster_id()?;
+                std::fs::write(&id_file, &id)
+                    .with_context(|| format!("writing {}", id_file.display()))?;
+                id
+            }
+        };
+        let nodes = self.lock();
+        let mut formatting = Vec::new();
+        for node in nodes.iter() {
+            if node.dir.join("data/meta.properties").is_file() {
+                continue;
+            }
+            let child = self
+                .runtime
+                .java(&[], "kafka.tools.StorageTool")
+                .args(["format", "-t", &cluster_id, "-c"])
+                .arg(node.dir.join("server.properties"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("running Kafka's StorageTool")?;
+            formatting.push((node.id, child));
+        }
+        for (id, child) in formatting {
+            let output = child.wait_with_output()?;
+            if !output.status.success() {
+                bail!(
+                    "formatting Kafka node {id}'s storage failed: {}{}",
+                    String::from_utf8_lossy(&output.stdout).trim(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn launch(&self, id: i32) -> anyhow::Result<()> {
+        let mut nodes = self.lock();
+        let node = find(&mut nodes, id)?;
+        ensure!(node.process.is_none(), "Kafka node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_file())
+            .with_context(|| format!("opening {}", node.log_file().display()))?;
+        let heap = format!("{}m", self.heap_mb);
+        let mut log4j = OsString::from("-Dlog4j2.configurationFile=");
+        log4j.push(node.dir.join("log4j2.properties"));
+        let jvm: Vec<OsString> = vec![
+            format!("-Xms{heap}").into(),
+            format!("-Xmx{heap}").into(),
+            "-XX:+UseG1GC".into(),
+            "-XX:MaxGCPauseMillis=20".into(),
+            "-Djava.awt.headless=true".into(),
+            log4j,
+        ];
+        let child = self
+            .runtime
+            .java(&jvm, "kafka.Kafka")
+            .arg(node.dir.join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for the owner (which stops
+            // its services first) must not take the broker down under them.
+            .process_group(0)
+            .spawn()
+            .context("starting the Kafka broker (java)")?;
+        std::fs::write(node.pid_file(), child.id().to_string())?;
+        node.process = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `id` answers metadata that lists every node.
+    fn wait_until_serving(&self, id: i32) -> anyhow::Result<()> {
+        let (address, expected, log_file) = {
+            let mut nodes = self.lock();
+            let expected = nodes.len();
+            let node = find(&mut nodes, id)?;
+            (node.address(), expected, node.log_file())
+        };
+        let client = metadata_client(&address)?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exit_status(id)? {
+                bail!(
+                    "Kafka node {id} exited during start-up ({status}); its log {} ends:\n{}",
+                    log_file.display(),
+                    log_tail(&log_file)
+                );
+            }
+            if let Ok(metadata) = client.fetch_metadata(None, METADATA_TIMEOUT) {
+                let listed = metadata.brokers().iter().any(|broker| broker.id() == id);
+                if listed && metadata.brokers().len() == expected {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "Kafka node {id} did not serve within {START_TIMEOUT:?}; its log {} ends:\n{}",
+                    log_file.display(),
+                    log_tail(&log_file)
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn exit_status(&self, id: i32) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let mut nodes = self.lock();
+        let node = find(&mut nodes, id)?;
+        match node.process.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("Kafka node {id} is not running"),
+        }
+    }
+
+    fn signal(&self, id: i32, signal: libc::c_int) -> anyhow::Result<()> {
+        let mut nodes = self.lock();
+        let node = find(&mut nodes, id)?;
+        let child = node
+            .process
+            .as_ref()
+            .with_context(|| format!("Kafka node {id} is not running"))?;
+        send(child, signal)
+    }
+
+    /// Sends `signal` (after a SIGCONT, in case the node is paused), waits up
+    /// to `grace` for the exit, then SIGKILLs.
+    fn signal_and_reap(&self, id: i32, signal: libc::c_int, grace: Duration) -> anyhow::Result<()> {
+        let mut nodes = self.lock();
+        let node = find(&mut nodes, id)?;
+        let Some(mut child) = node.process.take() else {
+            return Ok(());
+        };
+        stop_child(&mut child, signal, grace);
+        let _ = std::fs::remove_file(node.pid_file());
+        Ok(())
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        // Throwaway data is deleted next: no need for a controlled shutdown.
+        let (signal, grace) = if self.temp_root.is_some() {
+            (libc::SIGKILL, Duration::ZERO)
+        } else {
+            (libc::SIGTERM, STOP_TIMEOUT)
+        };
+        let mut nodes = self.lock();
+        // Signal all first, so a three-node cluster stops together.
+        let mut stopping: Vec<(PathBuf, Child)> = Vec::new();
+        for node in nodes.iter_mut() {
+            if let Some(child) = node.process.take() {
+                let _ = send(&child, libc::SIGCONT);
+                let _ = send(&child, signal);
+                stopping.push((node.pid_file(), child));
+            }
+        }
+        drop(nodes);
+        for (pid_file, mut child) in stopping {
+            stop_child(&mut child, signal, grace);
+            let _ = std::fs::remove_file(pid_file);
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl std::fmt::Debug for ApacheKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApacheKafka")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("version", &self.runtime.version())
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ApacheKafka>();
+};
+
+/// Logs to standard output, which the launcher sends to `broker.log`.
+const LOG4J2_PROPERTIES: &str = "\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.state.name = state.change.logger
+logger.state.level = WARN
+";
+
+fn plan_nodes(root: &Path, options: &ApacheKafkaOptions) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::with_capacity(options.nodes);
+    for index in 0..options.nodes {
+        let id = i32::try_from(index + 1)?;
+        let (port, controller_port) = match options.first_port {
+            Some(first) => {
+                let offset = u16::try_from(index * 2)?;
+                let port = first
+                    .checked_add(offset)
+                    .context("Kafka port out of range")?;
+                (
+                    port,
+                    port.checked_add(1).context("Kafka port out of range")?,
+                )
+            }
+            None => (free_port()?, free_port()?),
+        };
+        nodes.push(Node {
+            id,
+            port,
+            controller_port,
+            dir: root.join(format!("node-{id}")),
+            process: None,
+        });
+    }
+    if let Some(existing) = count_existing_nodes(root)? {
+        ensure!(
+            existing == options.nodes,
+            "{} holds a {existing}-node Kafka cluster, not {} nodes; choose that node count \
+             or delete the directory",
+            root.display(),
+            options.nodes
+        );
+    }
+    Ok(nodes)
+}
+
+/// How many formatted nodes a directory holds (`None`: none yet).
+fn count_existing_nodes(root: &Path) -> anyhow::Result<Option<usize>> {
+    let mut count = 0;
+    for index in 1.. {
+        if !root
+            .join(format!("node-{index}/data/meta.properties"))
+            .is_file()
+        {
+            break;
+        }
+        count += 1;
+    }
+    Ok((count > 0).then_some(count))
+}
+
+fn find(nodes: &mut [Node], id: i32) -> anyhow::Result<&mut Node> {
+    nodes
+        .iter_mut()
+        .find(|node| node.id == id)
+        .with_context(|| format!("no Kafka node {id}"))
+}
+
+fn send(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill(2) on a child we have not reaped yet, so the pid is ours.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!("signalling the Kafka broker {pid}: {error}");
+    }
+    Ok(())
+}
+
+/// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs and reaps.
+fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
+    let _ = send(child, libc::SIGCONT);
+    let _ = send(child, signal);
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // Refused connections during start-up are expected, not news.
+        .set_log_level(RDKafkaLogLevel::Emerg)
+        .set("log.connection.close", "false")
+        .create()
+        .context("creating a Kafka metadata client")
+}
+
+/// A detached shell that waits for this process to disappear, then SIGKILLs
+/// whatever broker runs (per the pid files) and, for a temporary cluster,
+/// deletes its directory.
+fn spawn_watchdog(root: &Path, remove: bool) -> anyhow::Result<Child> {
+    const SCRIPT: &str = r#"owner=$1 interval=$2 root=$3 remove=$4
+while kill -0 "$owner" 2>/dev/null; do sleep "$interval"; done
+for pid_file in "$root"/node-*/broker.pid; do
+    [ -f "$pid_file" ] && kill -KILL "$(cat "$pid_file")" 2>/dev/null
+done
+[ "$remove" = yes ] && rm -rf "$root"
+exit 0"#;
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("local-infra-kafka-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(WATCHDOG_POLL_SECONDS.to_string())
+        .arg(root)
+        .arg(if remove { "yes" } else { "no" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("spawning the Kafka watchdog")
+}
+
+/// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, the
+/// form `StorageTool random-uuid` prints.
+fn random_cluster_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    let mut random = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    std::io::Read::read_exact(&mut random, &mut bytes).context("reading /dev/urandom")?;
+    Ok(base64_url(&bytes))
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let mut group = [0u8; 3];
+        group[..chunk.len()].copy_from_slice(chunk);
+        let n = (u32::from(group[0]) << 16) | (u32::from(group[1]) << 8) | u32::from(group[2]);
+        for index in 0..=chunk.len() {
+            out.push(char::from(
+                ALPHABET[((n >> (18 - 6 * index)) & 63) as usize],
+            ));
+        }
+    }
+    out
+}
+
+fn log_tail(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        }
+        Err(error) => format!("(log unavailable: {error})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_sixteen_bytes_of_url_safe_base64() {
+        assert_eq!(base64_url(&[0xfb, 0xff, 0x00]), "-_8A");
+        assert_eq!(base64_url(&[0u8; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        let id = random_cluster_id().unwrap();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}
