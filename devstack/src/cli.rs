@@ -14,6 +14,28 @@ use crate::catalog;
 /// to clash with a system-wide server on it.
 pub const DEFAULT_PG_PORT: u16 = 54329;
 
+/// Client port of the first node of `--kafka apache`: Kafka's usual port,
+/// where the seed's Compose file also publishes its broker.
+pub const DEFAULT_KAFKA_PORT: u16 = 9092;
+
+/// The broker devstack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaKind {
+    /// librdkafka's in-memory mock cluster.
+    Embedded,
+    /// Apache Kafka, run from the jars Maven resolves.
+    Apache,
+}
+
+fn parse_nodes(value: &str) -> Result<usize, String> {
+    match value {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!("{value}: a cluster here has 1 or 3 nodes")),
+    }
+}
+
 /// Where devstack keeps its state, relative to the current directory (ignored
 /// by git).
 pub const DEFAULT_DIR: &str = ".devstack";
@@ -29,7 +51,24 @@ pub struct Cli {
     #[arg(long = "scale", value_name = "SERVICE=N", value_parser = parse_scale)]
     pub scale: Vec<Scale>,
 
-    /// Uses this Kafka instead of the embedded one; missing topics are created.
+    /// Which Kafka devstack runs: `embedded` (librdkafka's in-memory mock
+    /// broker, nothing to install, contents lost at exit) or `apache` (the
+    /// real Apache Kafka from Maven Central, data kept in DIR/kafka; needs a
+    /// JDK 17+ and Maven).
+    #[arg(long, value_enum, default_value_t = KafkaKind::Embedded)]
+    pub kafka: KafkaKind,
+
+    /// Nodes of the `--kafka apache` cluster: 1, or 3 (every topic replicated
+    /// three times, min.insync.replicas=2).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes)]
+    pub kafka_nodes: usize,
+
+    /// Client port of the first `--kafka apache` node (moved by
+    /// `--port-offset`); each node takes two ports, client and controller.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_KAFKA_PORT)]
+    pub kafka_port: u16,
+
+    /// Uses this Kafka instead of running one; missing topics are created.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_bootstrap: Option<String>,
 

@@ -1,18 +1,21 @@
 //! The stack's backing services: Kafka and PostgreSQL, either our own (the
-//! default) or existing ones the developer points us at.
+//! default: the embedded broker, or Apache Kafka with `--kafka apache`, and a
+//! private PostgreSQL) or existing ones the developer points us at.
 //!
 //! Either way the result is the two connection strings every service gets
 //! (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), with the topics and the
 //! database in place before any service starts. Services rely on that: a topic
 //! a client auto-creates first would get the broker's default partition count.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{EmbeddedKafka, PostgresCluster};
+use local_infra::{ApacheKafka, ApacheKafkaOptions, EmbeddedKafka, PostgresCluster};
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
+
+use crate::cli::KafkaKind;
 
 /// Brokers in the embedded cluster: one is enough locally, and fault-injection
 /// tests that need more build their own.
@@ -41,29 +44,54 @@ const SCALED_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_secs(3);
 pub struct Kafka {
     /// What services put in `bootstrap.servers`.
     pub bootstrap: String,
-    /// Our embedded cluster; `None` when using an external one. Dropping it
-    /// shuts the brokers down, so it lives as long as the stack.
-    embedded: Option<EmbeddedKafka>,
+    /// Which broker runs, if it is ours.
+    running: RunningKafka,
+}
+
+/// The broker devstack owns, if any. Dropping it stops it, so it lives as
+/// long as the stack.
+enum RunningKafka {
+    /// librdkafka's mock cluster, inside this process; held only to keep
+    /// it alive.
+    Embedded(#[allow(dead_code)] EmbeddedKafka),
+    /// Apache Kafka JVMs, with their data in the state directory.
+    Apache(ApacheKafka),
+    /// The developer's (`--kafka-bootstrap`).
+    External,
+}
+
+/// What to start: the choice made by `--kafka`, `--kafka-nodes`,
+/// `--kafka-port` and `--kafka-bootstrap`.
+pub struct KafkaPlan<'a> {
+    pub kind: KafkaKind,
+    pub nodes: usize,
+    /// Client port of the first Apache Kafka node.
+    pub first_port: u16,
+    /// The data directory of Apache Kafka.
+    pub data_dir: PathBuf,
+    pub external: Option<&'a str>,
+    /// Several instances of a service will share a consumer group.
+    pub scaled_out: bool,
 }
 
 impl Kafka {
-    /// Uses the broker at `external` if given, else starts the embedded one
-    /// (prepared for scaled-out services if `scaled_out`); then makes sure
-    /// every topic exists with [`DEFAULT_PARTITIONS`].
-    pub async fn start(external: Option<&str>, scaled_out: bool) -> anyhow::Result<Self> {
+    /// Uses the broker at `plan.external` if given, else starts the one
+    /// `plan.kind` names; then makes sure every topic exists with
+    /// [`DEFAULT_PARTITIONS`].
+    pub async fn start(plan: KafkaPlan<'_>) -> anyhow::Result<Self> {
         let topics = Topics::default();
-        match external {
-            Some(bootstrap) => {
-                ensure_external_topics(bootstrap, &topics).await?;
-                Ok(Self {
-                    bootstrap: bootstrap.to_owned(),
-                    embedded: None,
-                })
-            }
-            None => {
+        if let Some(bootstrap) = plan.external {
+            ensure_external_topics(bootstrap, &topics).await?;
+            return Ok(Self {
+                bootstrap: bootstrap.to_owned(),
+                running: RunningKafka::External,
+            });
+        }
+        match plan.kind {
+            KafkaKind::Embedded => {
                 let kafka = EmbeddedKafka::start(EMBEDDED_BROKERS)
                     .context("starting the embedded Kafka")?;
-                if scaled_out {
+                if plan.scaled_out {
                     kafka
                         .set_group_initial_rebalance_delay(SCALED_GROUP_INITIAL_REBALANCE_DELAY)?;
                 }
@@ -72,18 +100,75 @@ impl Kafka {
                 }
                 Ok(Self {
                     bootstrap: kafka.bootstrap_servers(),
-                    embedded: Some(kafka),
+                    running: RunningKafka::Embedded(kafka),
+                })
+            }
+            KafkaKind::Apache => {
+                let options = ApacheKafkaOptions {
+                    nodes: plan.nodes,
+                    data_dir: Some(plan.data_dir.clone()),
+                    first_port: Some(plan.first_port),
+                    ..ApacheKafkaOptions::default()
+                };
+                // The JVMs take seconds to start; keep them off the async thread.
+                let kafka = tokio::task::spawn_blocking(move || {
+                    let kafka = ApacheKafka::start(options)?;
+                    for topic in topics.all_with_dead_letters() {
+                        kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
+                    }
+                    anyhow::Ok(kafka)
+                })
+                .await
+                .context("the Kafka start-up task panicked")?
+                .with_context(|| {
+                    format!(
+                        "starting Apache Kafka in {} (--kafka-port moves its ports; \
+                         --kafka embedded needs no Java)",
+                        plan.data_dir.display()
+                    )
+                })?;
+                for (id, log) in kafka.log_files() {
+                    tracing::info!("Kafka node {id} logs to {}", log.display());
+                }
+                Ok(Self {
+                    bootstrap: kafka.bootstrap_servers(),
+                    running: RunningKafka::Apache(kafka),
                 })
             }
         }
     }
 
-    /// "embedded" or "external", for the banner.
+    /// "embedded", "apache" or "external", for the banner and `stack.json`.
     pub fn kind(&self) -> &'static str {
-        if self.embedded.is_some() {
-            "embedded"
-        } else {
-            "external"
+        match &self.running {
+            RunningKafka::Embedded(_) => "embedded",
+            RunningKafka::Apache(_) => "apache",
+            RunningKafka::External => "external",
+        }
+    }
+
+    /// Every broker's `host:port`.
+    pub fn brokers(&self) -> Vec<String> {
+        match &self.running {
+            RunningKafka::Apache(kafka) => kafka
+                .addresses()
+                .into_iter()
+                .map(|(_, address)| address)
+                .collect(),
+            _ => self.bootstrap.split(',').map(str::to_owned).collect(),
+        }
+    }
+
+    /// Stops our broker (Apache Kafka cleanly, keeping its data).
+    pub async fn shut_down(self) {
+        if let RunningKafka::Apache(kafka) = self.running {
+            // SIGTERM and the controlled shutdown block for seconds.
+            if tokio::task::spawn_blocking(move || drop(kafka))
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopping Apache Kafka panicked");
+            }
         }
     }
 }

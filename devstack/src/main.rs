@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use crate::binaries::Programs;
 use crate::catalog::Instance;
 use crate::cli::Cli;
-use crate::infra::{Database, Kafka};
+use crate::infra::{Database, Kafka, KafkaPlan};
 use crate::stack_file::{StackDescription, StateDir};
 use crate::supervisor::Supervisor;
 
@@ -178,10 +178,23 @@ impl Stack {
         // A signal abandons a step half-way; whatever it had started is
         // dropped, which stops it (PostgreSQL's blocking start finishes first,
         // then its cluster is dropped and stopped).
-        let starting = Kafka::start(
-            cli.kafka_bootstrap.as_deref(),
-            catalog::is_scaled_out(instances),
-        );
+        let first_port = cli
+            .kafka_port
+            .checked_add(cli.port_offset)
+            .with_context(|| {
+                format!(
+                    "--port-offset {} moves Kafka's port {} beyond 65535",
+                    cli.port_offset, cli.kafka_port
+                )
+            })?;
+        let starting = Kafka::start(KafkaPlan {
+            kind: cli.kafka,
+            nodes: cli.kafka_nodes,
+            first_port,
+            data_dir: state.kafka_dir(),
+            external: cli.kafka_bootstrap.as_deref(),
+            scaled_out: catalog::is_scaled_out(instances),
+        });
         let kafka = tokio::select! {
             kafka = starting => kafka?,
             _ = stop_requested(stop.clone()) => return Ok(()),
@@ -220,6 +233,8 @@ impl Stack {
 
         let description = StackDescription {
             kafka_bootstrap: kafka.bootstrap.clone(),
+            kafka_mode: kafka.kind().to_owned(),
+            kafka_brokers: kafka.brokers(),
             database_url: database.url.clone(),
             services: instances
                 .iter()
@@ -249,7 +264,8 @@ impl Stack {
         if let Some(database) = self.database.take() {
             database.shut_down().await;
         }
-        if self.kafka.take().is_some() {
+        if let Some(kafka) = self.kafka.take() {
+            kafka.shut_down().await;
             tracing::debug!("Kafka released");
         }
         state.remove_stack_file();

@@ -21,12 +21,19 @@ const STACK_FILE: &str = "stack.json";
 /// The private PostgreSQL cluster's data directory.
 const PGDATA_DIR: &str = "pgdata";
 
+/// Apache Kafka's data and logs (`--kafka apache`).
+const KAFKA_DIR: &str = "kafka";
+
 /// The contents of `stack.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StackDescription {
     /// `bootstrap.servers` of the stack's Kafka.
     pub kafka_bootstrap: String,
+    /// `embedded`, `apache` or `external`.
+    pub kafka_mode: String,
+    /// Every broker's `host:port`.
+    pub kafka_brokers: Vec<String>,
     /// The services' `DATABASE_URL`.
     pub database_url: String,
     /// Instance name to base URL.
@@ -87,6 +94,11 @@ impl StateDir {
         self.dir.join(PGDATA_DIR)
     }
 
+    /// Apache Kafka's directory: its nodes' data and logs.
+    pub fn kafka_dir(&self) -> PathBuf {
+        self.dir.join(KAFKA_DIR)
+    }
+
     /// Path of `stack.json`.
     pub fn stack_file(&self) -> PathBuf {
         self.dir.join(STACK_FILE)
@@ -123,6 +135,8 @@ mod tests {
     fn stack_file_uses_the_documented_keys() {
         let description = StackDescription {
             kafka_bootstrap: "127.0.0.1:9092".into(),
+            kafka_mode: "apache".into(),
+            kafka_brokers: vec!["127.0.0.1:9092".into()],
             database_url: "postgres://postgres@127.0.0.1:54329/ordersystem".into(),
             services: BTreeMap::from([("order-service".into(), "http://127.0.0.1:8081".into())]),
         };

@@ -26,8 +26,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
@@ -246,6 +249,68 @@ impl ApacheKafka {
     pub fn start_node(&self, id: i32) -> anyhow::Result<()> {
         self.launch(id)?;
         self.wait_until_serving(id)
+    }
+
+    /// Starts every stopped node again on its data (after a whole-cluster
+    /// stop), and waits until the cluster serves.
+    pub fn start_all(&self) -> anyhow::Result<()> {
+        let stopped: Vec<i32> = self
+            .lock()
+            .iter()
+            .filter(|node| node.process.is_none())
+            .map(|node| node.id)
+            .collect();
+        for &id in &stopped {
+            self.launch(id)?;
+        }
+        for &id in &stopped {
+            self.wait_until_serving(id)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `name` with `partitions` partitions, replicated on every node
+    /// (up to three). An existing topic with that partition count is fine.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .create()
+            .context("creating a Kafka admin client")?;
+        let topic = NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(self.replication_factor()),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT * 5));
+        let results = futures::executor::block_on(admin.create_topics(&[topic], &options))
+            .with_context(|| format!("creating topic {name}"))?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    let existing = self.partition_count(name)?;
+                    ensure!(
+                        existing == partitions,
+                        "topic {name} already exists with {existing} partitions, not {partitions}"
+                    );
+                }
+                Err((topic, code)) => bail!("creating topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+        let client = metadata_client(&self.bootstrap_servers)?;
+        let metadata = client
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .with_context(|| format!("fetching metadata of {topic}"))?;
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|candidate| candidate.name() == topic)
+            .with_context(|| format!("topic {topic} missing from its own metadata"))?;
+        Ok(i32::try_from(found.partitions().len())?)
     }
 
     /// SIGSTOPs node `id`: it keeps its sockets but answers nothing, like a

@@ -15,6 +15,9 @@
 //!   run as JVM processes from the jars `kafka-infra/runtime/pom.xml` resolves
 //!   ([`KafkaRuntime`]). Needs a JDK and Maven.
 //!
+//! - [`TestKafka`]: whichever of the two `TEST_KAFKA` asks for, so one test
+//!   suite runs on both.
+//!
 //! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
 //! server as the `postgres` account when we are root" plumbing, `kafka` the
 //! mock cluster, `kafka_runtime` the Maven resolution and `apache_kafka` the
@@ -25,8 +28,10 @@ mod kafka;
 mod kafka_runtime;
 mod os_user;
 mod postgres;
+mod test_kafka;
 
 pub use apache_kafka::{ApacheKafka, ApacheKafkaOptions, DEFAULT_HEAP_MB, STOP_TIMEOUT};
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};
+pub use test_kafka::{TestKafka, TestKafkaMode, TEST_KAFKA_ENV};

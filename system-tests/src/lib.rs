@@ -6,8 +6,13 @@
 //! - `DATABASE_URL` set: each stack creates a fresh database on that server;
 //!   otherwise one temporary Postgres cluster serves the whole test binary.
 //! - `KAFKA_BOOTSTRAP_SERVERS` set: each stack uses uniquely named topics and
-//!   consumer groups on that broker; otherwise each stack gets its own embedded
-//!   broker (librdkafka's mock cluster).
+//!   consumer groups on that broker.
+//! - Otherwise `TEST_KAFKA` picks the broker (`local_infra::TestKafka`): unset,
+//!   each stack gets its own embedded broker (librdkafka's mock cluster);
+//!   `apache`, the stacks of a test binary share one real Apache Kafka, with
+//!   topics and groups of their own. A stack that stops its broker, or needs
+//!   three nodes, asks for a broker of its own
+//!   ([`StackOptions::own_kafka_nodes`]).
 
 pub mod processes;
 
@@ -18,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use local_infra::{EmbeddedKafka, PostgresCluster};
+use local_infra::{PostgresCluster, TestKafka};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -131,6 +136,10 @@ pub struct StackOptions {
     /// Every service's outbox relay fallback poll. [`WAKE_UPS_ONLY`] leaves
     /// publishing to the wake-up each commit gives its own process's relay.
     pub outbox_poll_interval_ms: u64,
+    /// A broker of this stack's own with this many nodes, which the test may
+    /// take down ([`TestStack::kafka`]); `None`: whatever `TEST_KAFKA` gives
+    /// (possibly shared). Ignored with `KAFKA_BOOTSTRAP_SERVERS`.
+    pub own_kafka_nodes: Option<usize>,
 }
 
 /// An outbox poll far longer than any test: with it, every event a test sees
@@ -146,6 +155,7 @@ impl Default for StackOptions {
             reservation_ttl_secs: 600,
             cancel_window_secs: None,
             outbox_poll_interval_ms: CommonConfig::defaults("", 0, "").outbox_poll_interval_ms,
+            own_kafka_nodes: None,
         }
     }
 }
@@ -215,7 +225,7 @@ pub struct TestStack {
     /// HTTP helpers, also reachable directly through `Deref`.
     pub api: Api,
     /// `None` when an external broker is used.
-    kafka: Option<EmbeddedKafka>,
+    kafka: Option<TestKafka>,
     /// The stack's own cluster, with [`StackOptions::private_postgres`].
     postgres: Option<PostgresCluster>,
     configs: StackConfigs,
@@ -235,7 +245,7 @@ impl TestStack {
     }
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
-        let infra = Infra::start(options.private_postgres).await?;
+        let infra = Infra::start_with(options.private_postgres, options.own_kafka_nodes).await?;
         let common = |name: &str, schema: &str| CommonConfig {
             outbox_poll_interval_ms: options.outbox_poll_interval_ms,
             ..infra.common(name, schema)
@@ -348,6 +358,28 @@ impl TestStack {
         self.inventory = vec![instance];
     }
 
+    /// Starts one more inventory-service instance in the same consumer group.
+    pub async fn add_inventory(&mut self) {
+        let name = format!("inventory-service#{}", self.inventory.len() + 1);
+        let instance = spawn_inventory(self.configs.inventory.clone(), &name)
+            .await
+            .expect("starting inventory-service");
+        self.inventory.push(instance);
+    }
+
+    /// Stops the newest inventory-service instance gracefully (the first one,
+    /// which the API helpers talk to, stays).
+    pub async fn remove_inventory(&mut self) {
+        assert!(self.inventory.len() > 1, "the last instance stays");
+        let mut instance = self.inventory.pop().expect("an instance");
+        instance.stop().await.expect("stopping inventory-service");
+    }
+
+    /// How many inventory-service instances run.
+    pub fn inventory_instances(&self) -> usize {
+        self.inventory.len()
+    }
+
     /// Stops every service gracefully; the broker goes last.
     pub async fn shutdown(mut self) {
         for service in [&mut self.order, &mut self.payment, &mut self.notification]
@@ -362,8 +394,8 @@ impl TestStack {
         self.stopped = true;
     }
 
-    /// The embedded broker, for fault injection; `None` with an external broker.
-    pub fn kafka(&self) -> Option<&EmbeddedKafka> {
+    /// The stack's broker, for fault injection; `None` with an external broker.
+    pub fn kafka(&self) -> Option<&TestKafka> {
         self.kafka.as_ref()
     }
 
@@ -709,8 +741,10 @@ pub struct Infra {
     pub postgres: Option<PostgresCluster>,
     pub database_url: String,
     /// `None` when an external broker is used.
-    pub kafka: Option<EmbeddedKafka>,
+    pub kafka: Option<TestKafka>,
     pub kafka_bootstrap: String,
+    /// Replication factor of the stack's topics.
+    pub replication_factor: i32,
     pub topics: Topics,
     /// Appended to consumer group names so tests sharing a broker stay apart.
     pub group_suffix: String,
@@ -718,6 +752,15 @@ pub struct Infra {
 
 impl Infra {
     pub async fn start(private_postgres: bool) -> anyhow::Result<Infra> {
+        Self::start_with(private_postgres, None).await
+    }
+
+    /// As [`start`](Self::start), with a broker of the caller's own of
+    /// `own_kafka_nodes` nodes if given.
+    pub async fn start_with(
+        private_postgres: bool,
+        own_kafka_nodes: Option<usize>,
+    ) -> anyhow::Result<Infra> {
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let (postgres, database_url) = if private_postgres && std::env::var("DATABASE_URL").is_err()
         {
@@ -735,20 +778,32 @@ impl Infra {
                     (None, bootstrap, topics, format!("-{id}"))
                 }
                 Err(_) => {
-                    let kafka = EmbeddedKafka::start(1)?;
-                    let topics = Topics::default();
-                    for topic in topics.all_with_dead_letters() {
-                        kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
-                    }
+                    let kafka = tokio::task::block_in_place(|| match own_kafka_nodes {
+                        Some(nodes) => TestKafka::start_own(nodes),
+                        None => TestKafka::start(),
+                    })?;
+                    let (topics, group_suffix) = if kafka.is_shared() {
+                        (Topics::default().prefixed(&id), format!("-{id}"))
+                    } else {
+                        (Topics::default(), String::new())
+                    };
+                    tokio::task::block_in_place(|| {
+                        topics
+                            .all_with_dead_letters()
+                            .iter()
+                            .try_for_each(|topic| kafka.create_topic(topic, DEFAULT_PARTITIONS))
+                    })?;
                     let bootstrap = kafka.bootstrap_servers();
-                    (Some(kafka), bootstrap, topics, String::new())
+                    (Some(kafka), bootstrap, topics, group_suffix)
                 }
             };
+        let replication_factor = kafka.as_ref().map_or(1, TestKafka::replication_factor);
         Ok(Infra {
             postgres,
             database_url,
             kafka,
             kafka_bootstrap,
+            replication_factor,
             topics,
             group_suffix,
         })
@@ -761,6 +816,7 @@ impl Infra {
         c.database_url = self.database_url.clone();
         c.database_max_connections = 5;
         c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
+        c.kafka_replication_factor = self.replication_factor;
         c.kafka_group_id = format!("{name}{}", self.group_suffix);
         c.set_topics(&self.topics);
         c.consumer_retry_max_ms = 500;
@@ -775,6 +831,10 @@ impl Infra {
             ("DATABASE_URL", c.database_url),
             ("KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers),
             ("KAFKA_GROUP_ID", c.kafka_group_id),
+            (
+                "KAFKA_REPLICATION_FACTOR",
+                c.kafka_replication_factor.to_string(),
+            ),
             ("TOPIC_ORDER_CREATED", c.topic_order_created),
             ("TOPIC_INVENTORY_RESERVED", c.topic_inventory_reserved),
             ("TOPIC_PAYMENT_PROCESSED", c.topic_payment_processed),

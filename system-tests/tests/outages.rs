@@ -90,22 +90,28 @@ async fn a_postgres_outage_delays_orders_but_loses_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_delays_orders_but_loses_none() {
-    let stack = TestStack::start().await;
-    if stack.kafka().is_none() {
+    // The mock refuses connections; a real broker is SIGKILLed and restarted
+    // on its data.
+    let stack = TestStack::start_with(StackOptions {
+        own_kafka_nodes: Some(1),
+        ..StackOptions::default()
+    })
+    .await;
+    let Some(kafka) = stack.kafka() else {
         eprintln!("skipped: KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot stop");
         return stack.shutdown().await;
-    }
+    };
     stack.put_product("widget", 100, STOCK).await;
     post_orders(&stack, "kafka-before", ORDERS_BEFORE).await;
 
-    stack.kafka().unwrap().broker_down(1).expect("broker down");
+    tokio::task::block_in_place(|| kafka.take_down()).expect("broker down");
     stack
         .wait_for_health(&stack.order.base_url, StatusCode::SERVICE_UNAVAILABLE)
         .await;
     // Orders are still accepted: they wait in the outbox.
     post_orders(&stack, "kafka-during", ORDERS_AFTER).await;
 
-    stack.kafka().unwrap().broker_up(1).expect("broker up");
+    tokio::task::block_in_place(|| kafka.bring_up()).expect("broker up");
     stack
         .wait_for_health(&stack.order.base_url, StatusCode::OK)
         .await;
@@ -122,12 +128,48 @@ async fn a_broker_outage_delays_orders_but_loses_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_delays_orders_but_loses_none() {
+    let stack = TestStack::start_with(StackOptions {
+        own_kafka_nodes: Some(1),
+        ..StackOptions::default()
+    })
+    .await;
+    // SIGSTOP: the broker keeps its connections open and answers nothing.
+    let Some(kafka) = stack.kafka().and_then(|kafka| kafka.own_apache()) else {
+        eprintln!("skipped: a hung broker needs the real one (TEST_KAFKA=apache)");
+        return stack.shutdown().await;
+    };
+    stack.put_product("widget", 100, STOCK).await;
+    post_orders(&stack, "hung-before", ORDERS_BEFORE).await;
+
+    kafka.pause_node(1).expect("broker paused");
+    stack
+        .wait_for_health(&stack.order.base_url, StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    post_orders(&stack, "hung-during", ORDERS_AFTER).await;
+    kafka.resume_node(1).expect("broker resumed");
+
+    assert_all_confirmed_and_stock_conserved(
+        &stack,
+        &[
+            ("hung-before", ORDERS_BEFORE),
+            ("hung-during", ORDERS_AFTER),
+        ],
+    )
+    .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_request_errors_are_retried_without_loss_or_duplicates() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     let stack = TestStack::start().await;
-    let Some(kafka) = stack.kafka() else {
-        eprintln!("skipped: KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot inject errors into");
+    let Some(kafka) = stack.kafka().and_then(|kafka| kafka.embedded()) else {
+        eprintln!(
+            "skipped: request errors are injected into the embedded broker only; the real \
+             broker's faults (crash, hang, failover) are tested in outages.rs and cluster.rs"
+        );
         return stack.shutdown().await;
     };
     stack.put_product("widget", 100, STOCK).await;
