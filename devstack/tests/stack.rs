@@ -96,8 +96,14 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     // Ports away from a developer's own devstack on 8081-8084.
     let offset = 20_000 + (std::process::id() % 1_000) as u16 * 10;
 
+    // The README's test commands run this on both brokers.
+    let kafka = match std::env::var("TEST_KAFKA").as_deref() {
+        Ok("apache") => "apache",
+        _ => "embedded",
+    };
     let child = Command::new(exe)
         .args(["--dir", state.to_str().unwrap()])
+        .args(["--kafka", kafka])
         .args(["--port-offset", &offset.to_string()])
         .args(["--pg-port", &local_infra::free_port().unwrap().to_string()])
         // Use the binaries cargo built for this test run; no nested build.
@@ -113,6 +119,8 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         serde_json::from_str(&std::fs::read_to_string(&stack_file).ok()?).ok()
     });
     assert!(stack["kafkaBootstrap"].as_str().unwrap().contains(':'));
+    assert_eq!(stack["kafkaMode"], kafka);
+    assert_eq!(stack["kafkaBrokers"].as_array().map(Vec::len), Some(1));
     assert!(stack["databaseUrl"]
         .as_str()
         .unwrap()

@@ -37,20 +37,25 @@ const CONCURRENCY: usize = 4;
 /// How long all orders may take to end after the last fault.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(240);
 
-async fn cluster_stack() -> Option<TestStack> {
+/// One cluster test at a time: three JVMs and a stack each are all a small
+/// machine can carry, and a starved cluster would test the machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn cluster_stack() -> Option<(TestStack, tokio::sync::MutexGuard<'static, ()>)> {
     if TestKafkaMode::from_env().ok() != Some(TestKafkaMode::Apache)
         || std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok()
     {
         eprintln!("skipped: the cluster tests need TEST_KAFKA=apache (a JDK and Maven)");
         return None;
     }
+    let turn = ONE_AT_A_TIME.lock().await;
     let stack = TestStack::start_with(StackOptions {
         own_kafka_nodes: Some(3),
         ..StackOptions::default()
     })
     .await;
     stack.put_product("widget", PRICE_CENTS, STOCK).await;
-    Some(stack)
+    Some((stack, turn))
 }
 
 fn cluster(stack: &TestStack) -> &ApacheKafka {
@@ -249,7 +254,7 @@ fn busiest_leader(kafka: &ApacheKafka, topic: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_crashing_under_a_thousand_orders_loses_and_doubles_nothing() {
-    let Some(stack) = cluster_stack().await else {
+    let Some((stack, _turn)) = cluster_stack().await else {
         return;
     };
     let kafka = cluster(&stack);
@@ -273,7 +278,7 @@ async fn the_leader_crashing_under_a_thousand_orders_loses_and_doubles_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_loses_and_doubles_nothing() {
-    let Some(stack) = cluster_stack().await else {
+    let Some((stack, _turn)) = cluster_stack().await else {
         return;
     };
     let kafka = cluster(&stack);
@@ -299,7 +304,7 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_doubles_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_cluster_gone_for_thirty_seconds_loses_and_doubles_nothing() {
-    let Some(stack) = cluster_stack().await else {
+    let Some((stack, _turn)) = cluster_stack().await else {
         return;
     };
     let kafka = cluster(&stack);
@@ -340,7 +345,7 @@ async fn the_whole_cluster_gone_for_thirty_seconds_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_scaling_one_to_three_to_one_under_load_loses_and_doubles_nothing() {
-    let Some(mut stack) = cluster_stack().await else {
+    let Some((mut stack, _turn)) = cluster_stack().await else {
         return;
     };
     let load = Load::start(&stack, "scale", 600);
@@ -361,7 +366,7 @@ async fn inventory_scaling_one_to_three_to_one_under_load_loses_and_doubles_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_hung_past_the_session_timeout_loses_and_doubles_nothing() {
-    let Some(stack) = cluster_stack().await else {
+    let Some((stack, _turn)) = cluster_stack().await else {
         return;
     };
     let kafka = cluster(&stack);
