@@ -328,7 +328,10 @@ mod tests {
     #[test]
     fn a_shutdown_without_time_is_refused() {
         let err = load_with(None, &[("SHUTDOWN_TIMEOUT_MS", "0")]).unwrap_err();
-        assert!(format!("{err:#}").contains("shutdown_timeout_ms"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("shutdown_timeout_ms"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -232,7 +232,10 @@ impl ServiceHost {
     /// then is abandoned: workers are aborted (their Kafka clients released
     /// off-thread), and Kafka clients that did not close are left to the
     /// process's exit, never dropped where that could block.
-    pub async fn run_reporting(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Stopped {
+    pub async fn run_reporting(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Stopped {
         let ServiceHost {
             infra,
             listener,
@@ -335,20 +338,30 @@ impl ServiceHost {
                 tracing::debug!(error = %err, "final producer flush");
             }
         });
-        let closed = timeout_at(deadline, closing.finished()).await.is_ok();
+        let _ = timeout_at(deadline, closing.finished()).await;
+        let unfinished_flush = |what: &String| *what == flush;
         for what in closing.unfinished() {
-            if what == flush {
-                abandoned.push(format!("{what} with {} messages", producer.in_flight_count()));
-            } else {
+            if !unfinished_flush(&what) {
                 abandoned.push(what);
+            } else if producer.in_flight_count() > 0 {
+                // A flush still running with nothing left to deliver gives up nothing.
+                abandoned.push(format!(
+                    "{what} with {} messages",
+                    producer.in_flight_count()
+                ));
             }
         }
-        if closed && abandoned.is_empty() && http_done {
-            // Everything else let go of the producer in time: destroy it too,
+        if abandoned.is_empty() && http_done {
+            // Everything else let go of the producer: destroy it too,
             // off-thread and within the deadline.
-            closing.spawn(format!("producer close of {service}"), move || drop(producer));
-            if timeout_at(deadline, closing.finished()).await.is_err() {
-                closing.unfinished().into_iter().for_each(|what| abandoned.push(what));
+            closing.spawn(format!("producer close of {service}"), move || {
+                drop(producer)
+            });
+            let _ = timeout_at(deadline, closing.finished()).await;
+            for what in closing.unfinished() {
+                if !unfinished_flush(&what) {
+                    abandoned.push(what);
+                }
             }
         } else {
             // Aborted workers and open requests may still hold clones: keep
@@ -422,7 +435,11 @@ where
         mut abandoned,
         deadline,
     } = host.run_reporting(shutdown).await;
-    if timeout_at(deadline, crate::telemetry::shutdown()).await.is_err() {
+    if crate::telemetry::is_exporting()
+        && timeout_at(deadline, crate::telemetry::shutdown())
+            .await
+            .is_err()
+    {
         abandoned.push(format!("trace export of {service}"));
     }
     abandoned.log();

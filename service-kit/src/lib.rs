@@ -38,5 +38,5 @@ pub use consumer::{EventHandler, HandlerError};
 pub use host::{
     healthcheck, run, Infrastructure, ServiceConfig, ServiceHost, Stopped, HEALTHCHECK_ARG,
 };
-pub use shutdown::shutdown_signal;
 pub use http::{JsonBody, OptionalJsonBody, Problem, QueryParams};
+pub use shutdown::shutdown_signal;
