@@ -112,8 +112,8 @@ fn terminate_all_within_bound(services: &mut [ServiceProcess]) -> Vec<String> {
         .collect()
 }
 
-/// The account of what `service`'s shutdown abandoned, if it wrote one.
-fn abandoned<'l>(log: &'l str) -> Option<&'l str> {
+/// The account of what a shutdown abandoned, if its log has one.
+fn abandoned(log: &str) -> Option<&str> {
     log.lines().find(|l| l.contains(ABANDONED))
 }
 
