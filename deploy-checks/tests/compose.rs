@@ -6,6 +6,7 @@
 //! temporary Postgres and an embedded broker.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use deploy_checks::{
     read, services, workspace_root, Compose, DatabaseUrl, ENV_READ_OUTSIDE_CONFIG,
@@ -246,6 +247,57 @@ fn services_wait_for_healthy_dependencies_and_restart_unless_stopped() {
             "services wait for {dependency} to be healthy, so it needs a health check"
         );
     }
+}
+
+/// What a service still does after its shutdown timeout: exit.
+const EXIT_HEADROOM: Duration = Duration::from_secs(2);
+
+#[test]
+fn docker_gives_every_service_longer_to_stop_than_its_shutdown_may_take() {
+    let compose = Compose::load(COMPOSE);
+    for (name, config) in effective_configs(&compose) {
+        let grace = compose
+            .setting(name, "stop_grace_period")
+            .unwrap_or_else(|| panic!("{name}: no stop_grace_period (Docker's default is 10 s)"));
+        let grace = compose_duration(&grace)
+            .unwrap_or_else(|| panic!("{name}: stop_grace_period {grace:?} is not a duration"));
+        assert!(
+            config.shutdown_timeout + EXIT_HEADROOM <= grace,
+            "{name}: SIGKILL after {grace:?} would cut short a shutdown allowed {:?}",
+            config.shutdown_timeout
+        );
+    }
+}
+
+/// A Compose duration such as `20s`, `1m30s` or `500ms`.
+fn compose_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        total += match &rest[..unit] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value * 60),
+            "h" => Duration::from_secs(value * 3600),
+            _ => return None,
+        };
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
+#[test]
+fn compose_durations_are_read_like_compose_does() {
+    assert_eq!(compose_duration("20s"), Some(Duration::from_secs(20)));
+    assert_eq!(compose_duration("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(compose_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(compose_duration("soon"), None);
 }
 
 #[test]

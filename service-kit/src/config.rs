@@ -3,7 +3,7 @@
 //!
 //! Environment variables use the names a Compose user expects: `PORT`,
 //! `DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, and area-prefixed names for the
-//! rest (`KAFKA_*`, `TOPIC_*`, `OUTBOX_*`, `CONSUMER_*`, `LOG_*`). A service adds
+//! rest (`KAFKA_*`, `TOPIC_*`, `OUTBOX_*`, `CONSUMER_*`, `SHUTDOWN_*`, `LOG_*`). A service adds
 //! its own keys (e.g. `PAYMENT_DEFAULT_CREDIT_CENTS`) next to these; the README
 //! lists them all.
 
@@ -17,6 +17,16 @@ use shared_events::topics::{self, Topics, DEFAULT_PARTITIONS};
 
 /// Environment variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
+
+/// Starts every consumer group id this system uses by default
+/// (`ordersystem.order-service`, ...), so that on a shared broker the groups
+/// say whose they are and another project's consumers stay out of them.
+pub const CONSUMER_GROUP_PREFIX: &str = "ordersystem.";
+
+/// The default consumer group of `service_name`.
+pub fn default_group_id(service_name: &str) -> String {
+    format!("{CONSUMER_GROUP_PREFIX}{service_name}")
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -32,7 +42,7 @@ pub enum LogFormat {
 /// Settings every service has. Field names are the lower-cased environment variable names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommonConfig {
-    /// Name used as the event `producer`, the default consumer group and in logs.
+    /// Name used as the event `producer`, in the default consumer group and in logs.
     pub service_name: String,
     /// Address the HTTP server binds to.
     pub host: String,
@@ -48,7 +58,8 @@ pub struct CommonConfig {
     pub database_connect_timeout_secs: u64,
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     pub kafka_bootstrap_servers: String,
-    /// Consumer group; instances of a service share it and split the partitions.
+    /// Consumer group; instances of a service share it and split the
+    /// partitions. By default [`default_group_id`]: `ordersystem.<service>`.
     pub kafka_group_id: String,
     /// Partitions for topics this service creates (when the broker allows creating topics).
     pub kafka_topic_partitions: i32,
@@ -91,6 +102,14 @@ pub struct CommonConfig {
     /// Most already-waiting events a consumer applies in one transaction (one
     /// commit instead of one per event); 1 applies every event on its own.
     pub consumer_batch_size: usize,
+    /// How long shutdown (`SHUTDOWN_TIMEOUT_MS`) may take, from the signal to
+    /// the exit: stopping HTTP, draining the workers, the consumer's final
+    /// offset commit and close, the producer flush. Whatever has not finished
+    /// by then is abandoned (and redelivered or republished later), so the
+    /// process exits even when the broker or Postgres is gone. Keep it below
+    /// the grace period of whatever sends SIGTERM (Compose's `stop_grace_period`).
+    #[serde(rename = "shutdown_timeout_ms", with = "millis")]
+    pub shutdown_timeout: Duration,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
     /// Base URL of an OpenTelemetry collector's OTLP/HTTP endpoint (e.g.
@@ -112,7 +131,7 @@ impl CommonConfig {
             database_max_connections: 10,
             database_connect_timeout_secs: 30,
             kafka_bootstrap_servers: "localhost:9092".to_owned(),
-            kafka_group_id: service_name.to_owned(),
+            kafka_group_id: default_group_id(service_name),
             kafka_topic_partitions: DEFAULT_PARTITIONS,
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
@@ -131,6 +150,7 @@ impl CommonConfig {
             consumer_retry_max_ms: 5_000,
             consumer_max_attempts: 5,
             consumer_batch_size: 50,
+            shutdown_timeout: Duration::from_millis(15_000),
             log_format: LogFormat::Text,
             otel_exporter_otlp_endpoint: String::new(),
         }
@@ -155,6 +175,34 @@ impl CommonConfig {
 
     pub fn outbox_poll_interval(&self) -> Duration {
         Duration::from_millis(self.outbox_poll_interval_ms)
+    }
+
+    /// Refuses settings that cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.shutdown_timeout.is_zero() {
+            anyhow::bail!(
+                "shutdown_timeout_ms must be at least 1: with no time at all, \
+                 shutdown could not even stop the HTTP server"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A `Duration` written as whole milliseconds, as the `*_MS` environment
+/// variables give it.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let millis = u64::try_from(duration.as_millis()).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_u64(millis)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }
 
@@ -187,6 +235,8 @@ pub fn load_from<T: Serialize + DeserializeOwned>(
     layered
         .clone()
         .try_deserialize::<CommonConfig>()
+        .context("invalid configuration")?
+        .validate()
         .context("invalid configuration")?;
     layered.try_deserialize().context("invalid configuration")
 }
@@ -218,7 +268,8 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let config = load_with(None, &[]).unwrap();
         assert_eq!(config.common.port, 8083);
-        assert_eq!(config.common.kafka_group_id, "payment-service");
+        assert_eq!(config.common.kafka_group_id, "ordersystem.payment-service");
+        assert_eq!(config.common.shutdown_timeout, Duration::from_secs(15));
         assert_eq!(config.common.kafka_topic_partitions, 6);
         assert_eq!(config.common.topics(), Topics::default());
         assert_eq!(config.payment_default_credit_cents, 100_000);
@@ -240,6 +291,8 @@ mod tests {
                 ("PAYMENT_DEFAULT_CREDIT_CENTS", "5"),
                 ("LOG_FORMAT", "json"),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("KAFKA_GROUP_ID", "payments-blue"),
+                ("SHUTDOWN_TIMEOUT_MS", "3000"),
             ],
         )
         .unwrap();
@@ -253,6 +306,8 @@ mod tests {
             config.common.otel_exporter_otlp_endpoint,
             "http://collector:4318"
         );
+        assert_eq!(config.common.kafka_group_id, "payments-blue");
+        assert_eq!(config.common.shutdown_timeout, Duration::from_millis(3000));
     }
 
     #[test]
@@ -268,6 +323,15 @@ mod tests {
             "the file wins over defaults"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_shutdown_without_time_is_refused() {
+        let err = load_with(None, &[("SHUTDOWN_TIMEOUT_MS", "0")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("shutdown_timeout_ms"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ use tracing::Instrument;
 
 use crate::config::CommonConfig;
 use crate::outbox::Wakeup;
+use crate::shutdown::{Closing, OffThreadDrop};
 use crate::{dlq, metrics, outbox, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
@@ -125,7 +126,8 @@ enum Outcome {
 
 /// Runs one consumer group member for a service.
 pub struct EventConsumer<H> {
-    consumer: crate::kafka::EventStreamConsumer,
+    /// Dropped off-thread if the loop is abandoned: closing it can block.
+    consumer: OffThreadDrop<crate::kafka::EventStreamConsumer>,
     pool: PgPool,
     handler: H,
     topics: Topics,
@@ -143,6 +145,9 @@ pub struct EventConsumer<H> {
     batch_size: usize,
     /// Rung after a commit that wrote caused events to the outbox.
     outbox: Wakeup,
+    /// Where the final commit and close run when the loop ends, so that
+    /// shutdown can wait for them with a deadline.
+    closing: Closing,
 }
 
 impl<H: EventHandler> EventConsumer<H> {
@@ -152,11 +157,12 @@ impl<H: EventHandler> EventConsumer<H> {
         pool: PgPool,
         producer: FutureProducer,
         outbox: Wakeup,
+        closing: Closing,
         subscriptions: &[&str],
         handler: H,
     ) -> anyhow::Result<Self> {
         Ok(EventConsumer {
-            consumer: crate::kafka::consumer(config, subscriptions)?,
+            consumer: OffThreadDrop::new(crate::kafka::consumer(config, subscriptions)?),
             pool,
             handler,
             topics: config.topics(),
@@ -167,10 +173,14 @@ impl<H: EventHandler> EventConsumer<H> {
             max_attempts: config.consumer_max_attempts.max(1),
             batch_size: config.consumer_batch_size.max(1),
             outbox,
+            closing,
         })
     }
 
-    /// Consumes until `shutdown` is cancelled, then commits the stored offsets.
+    /// Consumes until `shutdown` is cancelled, then hands the final commit of
+    /// the stored offsets and the close of the consumer (which leaves the
+    /// group) to [`Closing`]: both block while the broker is unreachable, and
+    /// shutdown waits for them only until its deadline.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
             let message = tokio::select! {
@@ -213,10 +223,16 @@ impl<H: EventHandler> EventConsumer<H> {
                 break;
             }
         }
-        if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit also lands here.
-            tracing::debug!(error = %err, "final offset commit");
-        }
+        let consumer = self.consumer.into_inner();
+        self.closing
+            .spawn(format!("consumer close of {}", self.service), move || {
+                if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    // Nothing stored since the last commit also lands here.
+                    tracing::debug!(error = %err, "final offset commit");
+                }
+                // rd_kafka_consumer_close and rd_kafka_destroy.
+                drop(consumer);
+            });
         Ok(())
     }
 

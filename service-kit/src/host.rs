@@ -1,13 +1,17 @@
 //! Runs a service: its HTTP server, consumer and outbox relay, started together
-//! and stopped together.
+//! and stopped together, within a bound.
 //!
 //! [`Infrastructure::connect`] brings up what every service needs (database
 //! pool with migrations, Kafka producer, topics); [`ServiceHost`] binds the
 //! port and runs the service's parts until the shutdown future resolves, then
 //! stops accepting requests, lets the consumer finish the message in hand and
-//! commit its offsets, and flushes the producer.
+//! commit its offsets, and flushes the producer — all under one deadline
+//! (`SHUTDOWN_TIMEOUT_MS`). What librdkafka cannot finish by then (it can
+//! block for as long as the broker is unreachable) is abandoned on purpose
+//! and named in one log line; see [`crate::shutdown`].
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +24,7 @@ use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
@@ -27,11 +32,7 @@ use crate::consumer::{EventConsumer, EventHandler};
 use crate::http::{finish_router, HealthState};
 use crate::outbox::{OutboxRelay, Wakeup};
 use crate::periodic::BatchJob;
-
-/// How long background work may take to finish after shutdown is requested.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-/// How long the producer may take to deliver what it still holds at shutdown.
-const PRODUCER_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::shutdown::{Abandoned, Closing};
 
 /// The connections every service holds.
 #[derive(Clone)]
@@ -44,6 +45,9 @@ pub struct Infrastructure {
     /// Wakes the outbox relay: call [`Wakeup::committed`] after committing
     /// outbox rows outside the consumer and batch jobs (which do it themselves).
     pub outbox: Wakeup,
+    /// The blocking Kafka work of this service's shutdown (consumer close,
+    /// producer flush), which the host waits for until its deadline.
+    pub closing: Closing,
 }
 
 impl Infrastructure {
@@ -54,6 +58,7 @@ impl Infrastructure {
         config: &CommonConfig,
         migrations: &'static Migrator,
     ) -> anyhow::Result<Self> {
+        config.validate().context("invalid configuration")?;
         crate::metrics::handle();
         let pool = crate::db::connect(config, migrations).await?;
         let producer = crate::kafka::producer(config)?;
@@ -65,6 +70,7 @@ impl Infrastructure {
             pool,
             producer,
             outbox: Wakeup::default(),
+            closing: Closing::default(),
         })
     }
 }
@@ -81,6 +87,18 @@ pub struct ServiceHost {
     /// Cancelled as soon as shutdown begins, so long-lived responses (event
     /// streams, long polls) end and the HTTP server can drain.
     on_shutdown: Vec<CancellationToken>,
+}
+
+/// How a service's run ended, and what its shutdown left undone.
+pub struct Stopped {
+    /// `Ok` if the service served until it was asked to stop; otherwise the
+    /// failure that stopped it (the HTTP server or a worker).
+    pub served: anyhow::Result<()>,
+    /// What the deadline cut short; empty after a complete shutdown.
+    pub abandoned: Abandoned,
+    /// When shutdown's time runs out: anything the caller still does before
+    /// exiting (exporting traces) must be done by then too.
+    pub deadline: Instant,
 }
 
 impl ServiceHost {
@@ -131,6 +149,7 @@ impl ServiceHost {
             self.infra.pool.clone(),
             self.infra.producer.clone(),
             self.infra.outbox.clone(),
+            self.infra.closing.clone(),
             subscriptions,
             handler,
         )?;
@@ -140,7 +159,6 @@ impl ServiceHost {
         ));
         Ok(self)
     }
-
     /// Runs `job` every `interval`, in batches of at most `batch` items
     /// (see [`crate::periodic`]).
     pub fn with_batch_job<J: BatchJob>(
@@ -190,56 +208,190 @@ impl ServiceHost {
         self.address.port()
     }
 
-    /// Serves until `shutdown` resolves, then stops everything in order.
+    /// Serves until `shutdown` resolves, then stops everything in order
+    /// within `SHUTDOWN_TIMEOUT_MS`, logging one line naming whatever it
+    /// had to abandon. Returns within that bound whatever state the broker
+    /// and the database are in, so tests can run services in-process.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = self.infra.config.service_name.clone();
-        tracing::info!(%service, address = %self.address, "listening");
-        let stop = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, worker) in self.workers {
-            let work = worker(stop.child_token());
-            tasks.spawn(async move { (name, work.await) });
-        }
+        let stopped = self.run_reporting(shutdown).await;
+        stopped.abandoned.log();
+        stopped.served
+    }
 
-        let stop_http = stop.clone();
-        let on_shutdown = self.on_shutdown;
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => {},
-                _ = stop_http.cancelled() => {},
+    /// [`ServiceHost::run_until_stopped`], with the account of the shutdown
+    /// returned instead of logged.
+    ///
+    /// The graceful sequence: stop accepting requests and let open ones
+    /// finish; stop the workers (the consumer finishes the message in hand,
+    /// the relay its batch); the consumer's final offset commit and close and
+    /// the producer's flush and close on threads of their own. One deadline,
+    /// set when shutdown begins, bounds all of it; whatever is still running
+    /// then is abandoned: workers are aborted (their Kafka clients released
+    /// off-thread), and Kafka clients that did not close are left to the
+    /// process's exit, never dropped where that could block.
+    pub async fn run_reporting(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Stopped {
+        let ServiceHost {
+            infra,
+            listener,
+            address,
+            router,
+            workers,
+            on_shutdown,
+        } = self;
+        let Infrastructure {
+            config,
+            producer,
+            closing,
+            ..
+        } = infra;
+        let service = config.service_name;
+        tracing::info!(%service, %address, "listening");
+
+        let stop_workers = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut running = HashMap::new();
+        for (name, worker) in workers {
+            let work = worker(stop_workers.child_token());
+            running.insert(tasks.spawn(work).id(), name);
+        }
+        let stop_http = CancellationToken::new();
+        let server = axum::serve(listener, router).with_graceful_shutdown({
+            let stop_http = stop_http.clone();
+            async move {
+                stop_http.cancelled().await;
+                on_shutdown.iter().for_each(CancellationToken::cancel);
             }
-            on_shutdown.iter().for_each(CancellationToken::cancel);
         });
-        // A worker that fails brings the service down rather than leaving it half-working.
-        let stop_on_failure = stop.clone();
-        let served = tokio::select! {
-            served = server => served.context("HTTP server failed"),
-            Some(Ok((name, result))) = tasks.join_next() => {
-                stop_on_failure.cancel();
-                result.with_context(|| format!("{name} stopped"))
-                    .and_then(|()| anyhow::bail!("{name} stopped unexpectedly"))
+        let mut server = Box::pin(server.into_future());
+
+        // A worker that stops brings the service down rather than leaving it half-working.
+        let (mut served, mut http_done) = tokio::select! {
+            _ = shutdown => (Ok(()), false),
+            ended = &mut server => {
+                let ended = ended
+                    .context("HTTP server failed")
+                    .and_then(|()| anyhow::bail!("HTTP server stopped unexpectedly"));
+                (ended, true)
+            }
+            Some(joined) = tasks.join_next_with_id() => {
+                (worker_ended(joined, &mut running).and_then(|name| {
+                    anyhow::bail!("{name} stopped unexpectedly")
+                }), false)
             }
         };
-        tracing::info!(%service, "shutting down");
-        stop.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((name, Err(err))) = joined {
-                    tracing::error!(worker = name, error = format!("{err:#}"), "worker failed");
+        let deadline = Instant::now() + config.shutdown_timeout;
+        tracing::info!(%service, timeout_ms = config.shutdown_timeout.as_millis() as u64, "shutting down");
+        let mut abandoned = Abandoned::default();
+
+        // 1. HTTP: no new requests, open ones may finish.
+        stop_http.cancel();
+        if !http_done {
+            match timeout_at(deadline, &mut server).await {
+                Ok(result) => {
+                    if let Err(err) = result {
+                        tracing::error!(error = %err, "HTTP server failed while stopping");
+                    }
+                    http_done = true;
+                }
+                Err(_) => abandoned.push(format!("open HTTP requests of {service}")),
+            }
+        }
+        drop(server);
+
+        // 2. Workers: the consumer finishes its message and hands its close
+        // to `closing`, the relay finishes its batch.
+        stop_workers.cancel();
+        let drained = timeout_at(deadline, async {
+            while let Some(joined) = tasks.join_next_with_id().await {
+                if let Err(err) = worker_ended(joined, &mut running) {
+                    tracing::error!(error = format!("{err:#}"), "worker failed");
+                    if served.is_ok() {
+                        served = Err(err);
+                    }
                 }
             }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("background work did not finish in time; abandoning it");
+            let mut names: Vec<&str> = running.values().copied().collect();
+            names.sort_unstable();
+            for name in names {
+                abandoned.push(format!("{name} of {service}"));
+            }
         }
-        let producer = self.infra.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || producer.flush(PRODUCER_FLUSH_TIMEOUT)).await;
+        // Aborted, the abandoned workers release their Kafka clients off-thread.
+        drop(tasks);
+
+        // 3. Kafka: the consumer's close (already running) and the
+        // producer's flush, each on a thread of its own.
+        let flush = format!("producer flush of {service}");
+        let flushing = producer.clone();
+        let flush_for = deadline.saturating_duration_since(Instant::now());
+        closing.spawn(flush.clone(), move || {
+            if let Err(err) = flushing.flush(flush_for) {
+                tracing::debug!(error = %err, "final producer flush");
+            }
+        });
+        let _ = timeout_at(deadline, closing.finished()).await;
+        let unfinished_flush = |what: &String| *what == flush;
+        for what in closing.unfinished() {
+            if !unfinished_flush(&what) {
+                abandoned.push(what);
+            } else if producer.in_flight_count() > 0 {
+                // A flush still running with nothing left to deliver gives up nothing.
+                abandoned.push(format!(
+                    "{what} with {} messages",
+                    producer.in_flight_count()
+                ));
+            }
+        }
+        if abandoned.is_empty() && http_done {
+            // Everything else let go of the producer: destroy it too,
+            // off-thread and within the deadline.
+            closing.spawn(format!("producer close of {service}"), move || {
+                drop(producer)
+            });
+            let _ = timeout_at(deadline, closing.finished()).await;
+            for what in closing.unfinished() {
+                if !unfinished_flush(&what) {
+                    abandoned.push(what);
+                }
+            }
+        } else {
+            // Aborted workers and open requests may still hold clones: keep
+            // one for ever, so that no drop of theirs destroys the client
+            // where that could block.
+            std::mem::forget(producer);
+        }
         tracing::info!(%service, "stopped");
-        served
+        Stopped {
+            served,
+            abandoned,
+            deadline,
+        }
+    }
+}
+
+/// The name of the worker that ended with `joined`, or why it failed.
+fn worker_ended(
+    joined: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
+    running: &mut HashMap<tokio::task::Id, &'static str>,
+) -> anyhow::Result<&'static str> {
+    let (id, result) = match joined {
+        Ok((id, result)) => (id, result.map_err(Some)),
+        Err(err) => (err.id(), Err(None)),
+    };
+    let name = running.remove(&id).unwrap_or("worker");
+    match result {
+        Ok(()) => Ok(name),
+        Err(Some(err)) => Err(err.context(format!("{name} stopped"))),
+        Err(None) => anyhow::bail!("{name} panicked"),
     }
 }
 
@@ -253,7 +405,9 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Send + 'static {
 
 /// The whole of a service's `main`: load the configuration (defaults →
 /// `CONFIG_FILE` → environment), set up logging, build the service with
-/// `build` and run it until Ctrl-C or SIGTERM.
+/// `build` and run it until Ctrl-C or SIGTERM, then exit the process within
+/// `SHUTDOWN_TIMEOUT_MS` (a second signal exits at once; see
+/// [`crate::shutdown::shutdown_signals`]).
 ///
 /// With the single argument [`HEALTHCHECK_ARG`] the binary serves nothing and
 /// runs [`healthcheck`] instead, for container health checks.
@@ -273,12 +427,33 @@ where
         ),
     }
     crate::telemetry::init(config.common())?;
-    let ran = build(config)
-        .await?
-        .run_until_stopped(shutdown_signal())
-        .await;
-    crate::telemetry::shutdown().await;
-    ran
+    let service = config.common().service_name.clone();
+    let host = build(config).await?;
+    let shutdown = crate::shutdown::shutdown_signals().context("listening for signals")?;
+    let Stopped {
+        served,
+        mut abandoned,
+        deadline,
+    } = host.run_reporting(shutdown).await;
+    if crate::telemetry::is_exporting()
+        && timeout_at(deadline, crate::telemetry::shutdown())
+            .await
+            .is_err()
+    {
+        abandoned.push(format!("trace export of {service}"));
+    }
+    abandoned.log();
+    // Exit here rather than return: returning would drop the runtime, which
+    // waits for blocking tasks, and with them for the broker.
+    let code = match served {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "service failed");
+            eprintln!("Error: {err:?}");
+            1
+        }
+    };
+    crate::shutdown::exit_now(code)
 }
 
 /// The argument that turns a service binary into a probe of a running instance.
@@ -355,28 +530,6 @@ async fn http_get_status(host: &str, port: u16, path: &str) -> anyhow::Result<u1
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("not an HTTP response: {status_line:?}"))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }
 
 #[cfg(test)]

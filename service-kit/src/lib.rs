@@ -15,7 +15,8 @@
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
 //! - [`openapi`] — the parts of every OpenAPI document that are the same, and its page.
 //! - [`periodic`] — background jobs on a timer (deadline sweeps, expiries).
-//! - [`host`] — runs a service's parts together and shuts them down cleanly.
+//! - [`host`] — runs a service's parts together and shuts them down cleanly, within a bound.
+//! - [`shutdown`] — stop signals, blocking Kafka teardown off the async threads, what a shutdown abandoned.
 
 pub mod config;
 pub mod consumer;
@@ -28,12 +29,14 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod periodic;
+pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
 
 pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};
 pub use host::{
-    healthcheck, run, shutdown_signal, Infrastructure, ServiceConfig, ServiceHost, HEALTHCHECK_ARG,
+    healthcheck, run, Infrastructure, ServiceConfig, ServiceHost, Stopped, HEALTHCHECK_ARG,
 };
 pub use http::{JsonBody, OptionalJsonBody, Problem, QueryParams};
+pub use shutdown::shutdown_signal;

@@ -39,6 +39,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
+use crate::shutdown::OffThreadDrop;
 use crate::trace_context::{self, TRACEPARENT};
 
 /// Writes `event` to the outbox as part of the caller's transaction, with the
@@ -91,8 +92,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct OutboxRelay {
     pool: PgPool,
     /// The relay's own producer, so that one in a fatal state can be replaced
-    /// without touching anyone else's.
-    producer: FutureProducer,
+    /// without touching anyone else's. Released off-thread (destroying it
+    /// can block while the broker is unreachable), also when a shutdown
+    /// abandons the relay in the middle of a batch.
+    producer: OffThreadDrop<FutureProducer>,
     /// To create a fresh producer.
     config: CommonConfig,
     /// Rung by this process after it commits outbox rows.
@@ -159,7 +162,7 @@ impl OutboxRelay {
     pub fn new(config: &CommonConfig, pool: PgPool, wakeup: Wakeup) -> anyhow::Result<OutboxRelay> {
         Ok(OutboxRelay {
             pool,
-            producer: crate::kafka::producer(config)?,
+            producer: OffThreadDrop::new(crate::kafka::producer(config)?),
             config: config.clone(),
             wakeup,
             batch_size: config.outbox_batch_size,
@@ -215,7 +218,7 @@ impl OutboxRelay {
         };
         tracing::error!(%code, reason, "the Kafka producer failed fatally; replacing it");
         match crate::kafka::producer(&self.config) {
-            Ok(fresh) => self.producer = fresh,
+            Ok(fresh) => self.producer = OffThreadDrop::new(fresh),
             Err(err) => tracing::error!(
                 error = format!("{err:#}"),
                 "could not create a new producer"

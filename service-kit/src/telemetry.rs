@@ -10,6 +10,7 @@
 //!   (protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use anyhow::Context;
@@ -41,6 +42,8 @@ const TRACER_NAME: &str = "service-kit";
 
 /// The process's tracer provider, kept to flush exported spans at shutdown.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// Whether [`PROVIDER`] exports spans, i.e. whether [`shutdown`] has work to do.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// A tracer provider for `service`. With an `otlp_endpoint` (a collector's
 /// base URL, e.g. `http://localhost:4318`) spans are batched and posted to
@@ -108,6 +111,7 @@ pub fn init(config: &CommonConfig) -> anyhow::Result<()> {
     if installed.is_ok() {
         if let Some(url) = endpoint {
             tracing::info!(endpoint = url, "exporting traces over OTLP/HTTP");
+            EXPORTING.store(true, Ordering::Relaxed);
         }
         let _ = PROVIDER.set(provider);
     }
@@ -130,9 +134,17 @@ pub fn init_for_tests(default_filter: &str) {
         .try_init();
 }
 
+/// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` was set).
+pub fn is_exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Exports the spans still buffered, if exporting. Called once the service
 /// has stopped.
 pub async fn shutdown() {
+    if !is_exporting() {
+        return;
+    }
     if let Some(provider) = PROVIDER.get() {
         let provider = provider.clone();
         // Shutting down waits for the export, which runs on the runtime:

@@ -817,7 +817,7 @@ impl Infra {
         c.database_max_connections = 5;
         c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
         c.kafka_replication_factor = self.replication_factor;
-        c.kafka_group_id = format!("{name}{}", self.group_suffix);
+        c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
         c.set_topics(&self.topics);
         c.consumer_retry_max_ms = 500;
         c.kafka_statistics_interval_ms = 500;

@@ -1,12 +1,16 @@
-//! The real service binaries as child processes, for tests that kill them.
+//! The real service binaries as child processes, for tests that kill them
+//! or signal them.
 //!
 //! The binaries are the ones cargo built next to the test executable
 //! (`target/<profile>/`); every service package has an integration test, so
 //! `cargo test` builds them before any test runs.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::DEADLINE;
@@ -31,41 +35,159 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// What a process wrote to stdout and stderr, collected as it arrives.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<String>>);
+
+impl Output {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Appends what `pipe` yields until it closes, on a thread of its own.
+    fn collect(&self, mut pipe: impl Read + Send + 'static) -> JoinHandle<()> {
+        let output = self.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(read) = pipe.read(&mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&chunk[..read]);
+                output
+                    .0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&text);
+            }
+        })
+    }
+}
+
+/// How a process ended after a signal.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    /// From the signal to the exit, as seen by polling.
+    pub after: Duration,
+}
+
 /// One service binary running as a child process.
 pub struct ServiceProcess {
     pub name: &'static str,
     pub port: u16,
     env: BTreeMap<String, String>,
     child: Option<Child>,
+    /// Captured stdout and stderr, for processes started with
+    /// [`ServiceProcess::start_capturing`]; otherwise stdout is discarded
+    /// and stderr goes to the test's.
+    output: Option<Output>,
+    /// The threads reading the captured pipes; they end when the process does.
+    readers: Vec<JoinHandle<()>>,
+    /// When the last signal was sent.
+    signalled: Option<Instant>,
 }
 
 impl ServiceProcess {
     /// Starts `name` with `env` plus `PORT` and `HOST`.
     pub fn start(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
+        Self::start_with(name, env, None)
+    }
+
+    /// [`ServiceProcess::start`], with its stdout and stderr (the logs)
+    /// captured for [`ServiceProcess::output`]. `RUST_LOG` in `env` sets what
+    /// is logged.
+    pub fn start_capturing(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
+        Self::start_with(name, env, Some(Output::default()))
+    }
+
+    fn start_with(
+        name: &'static str,
+        env: &BTreeMap<String, String>,
+        output: Option<Output>,
+    ) -> ServiceProcess {
         let mut process = ServiceProcess {
             name,
             port: local_infra::free_port().expect("a free port"),
             env: env.clone(),
             child: None,
+            output,
+            readers: Vec::new(),
+            signalled: None,
         };
         process.spawn();
         process
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(binary(self.name))
-            .envs(&self.env)
-            .env("PORT", self.port.to_string())
-            .env("HOST", "127.0.0.1")
+        let mut command = Command::new(binary(self.name));
+        command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .envs(&self.env)
+            .env("PORT", self.port.to_string())
+            .env("HOST", "127.0.0.1");
+        match &self.output {
+            Some(_) => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
+            None => command.stdout(Stdio::null()).stderr(Stdio::inherit()),
+        };
+        let mut child = command
             .spawn()
             .unwrap_or_else(|err| panic!("starting {}: {err}", self.name));
+        if let Some(output) = &self.output {
+            let stdout = child.stdout.take().expect("piped stdout");
+            let stderr = child.stderr.take().expect("piped stderr");
+            self.readers.push(output.collect(stdout));
+            self.readers.push(output.collect(stderr));
+        }
         self.child = Some(child);
+    }
+
+    /// What the process (and its earlier runs) wrote, if captured; complete
+    /// once it has exited.
+    pub fn output(&mut self) -> String {
+        if self.child.is_none() {
+            // The pipes closed with the process: read to their end.
+            for reader in self.readers.drain(..) {
+                let _ = reader.join();
+            }
+        }
+        self.output.as_ref().map(Output::text).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (a second call sends another), without waiting.
+    pub fn send_sigterm(&mut self) {
+        let child = self.child.as_ref().expect("the process is running");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.signalled = Some(Instant::now());
+    }
+
+    /// Polls for the exit that the last signal asked for; `None` if the
+    /// process is still running `bound` after that signal (it is then
+    /// killed, so the test can go on to report it).
+    pub fn wait_for_exit(&mut self, bound: Duration) -> Option<Exited> {
+        let signalled = self.signalled.expect("a signal was sent");
+        let mut child = self.child.take().expect("the process is running");
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the child") {
+                return Some(Exited {
+                    status,
+                    after: signalled.elapsed(),
+                });
+            }
+            if signalled.elapsed() > bound {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(EXIT_POLL);
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -88,21 +210,10 @@ impl ServiceProcess {
 
     /// SIGTERM, then waits for the exit (failing the test after the deadline).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the process is running");
-        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the child") {
-                return status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("{} did not exit after SIGTERM", self.name);
-            }
-            std::thread::sleep(EXIT_POLL);
+        self.send_sigterm();
+        match self.wait_for_exit(DEADLINE) {
+            Some(exited) => exited.status,
+            None => panic!("{} did not exit after SIGTERM", self.name),
         }
     }
 }
