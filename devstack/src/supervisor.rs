@@ -41,8 +41,10 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
 /// How long an instance may take to exit after SIGTERM (draining consumers,
-/// committing offsets) before it gets SIGKILL.
-const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// committing offsets) before it gets SIGKILL: longer than the services' own
+/// bound (`SHUTDOWN_TIMEOUT_MS`, 15 s by default), so they always get to say
+/// what they abandoned.
+const STOP_GRACE_PERIOD: Duration = Duration::from_secs(20);
 
 /// How long to wait, after an instance exited, for its last output lines (a
 /// grandchild holding the pipe could otherwise keep us waiting forever).
