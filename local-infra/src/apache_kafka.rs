@@ -679,7 +679,7 @@ fn find(nodes: &mut [Node], id: i32) -> anyhow::Result<&mut Node> {
         .with_context(|| format!("no Kafka node {id}"))
 }
 
-fn send(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
+pub(crate) fn send(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
     let pid = libc::pid_t::try_from(child.id())?;
     // SAFETY: kill(2) on a child we have not reaped yet, so the pid is ours.
     if unsafe { libc::kill(pid, signal) } != 0 {
@@ -690,7 +690,7 @@ fn send(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
 }
 
 /// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs and reaps.
-fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
+pub(crate) fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
     let _ = send(child, libc::SIGCONT);
     let _ = send(child, signal);
     let started = Instant::now();
@@ -704,7 +704,7 @@ fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
     let _ = child.wait();
 }
 
-fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+pub(crate) fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         // Refused connections during start-up are expected, not news.
@@ -717,7 +717,7 @@ fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
 /// A detached shell that waits for this process to disappear, then SIGKILLs
 /// whatever broker runs (per the pid files) and, for a temporary cluster,
 /// deletes its directory.
-fn spawn_watchdog(root: &Path, remove: bool) -> anyhow::Result<Child> {
+pub(crate) fn spawn_watchdog(root: &Path, remove: bool) -> anyhow::Result<Child> {
     const SCRIPT: &str = r#"owner=$1 interval=$2 root=$3 remove=$4
 while kill -0 "$owner" 2>/dev/null; do sleep "$interval"; done
 for pid_file in "$root"/node-*/broker.pid; do
@@ -766,7 +766,7 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);

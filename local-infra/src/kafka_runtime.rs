@@ -22,6 +22,12 @@ const POM: &str = concat!(
     "/../kafka-infra/runtime/pom.xml"
 );
 
+/// The same for Kafka 3.9 in ZooKeeper mode, with its ZooKeeper.
+const ZOOKEEPER_POM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../kafka-infra/runtime-zookeeper/pom.xml"
+);
+
 /// Overrides where the resolved jars live (for a read-only checkout).
 const RUNTIME_DIR_ENV: &str = "KAFKA_RUNTIME_DIR";
 
@@ -50,8 +56,18 @@ impl KafkaRuntime {
     /// run already did. The first resolution on a machine downloads about
     /// 100 MB from Maven Central; later ones take no time.
     pub fn resolve() -> anyhow::Result<Self> {
+        Self::resolve_pom(POM)
+    }
+
+    /// As [`resolve`](Self::resolve), for Kafka 3.9 in ZooKeeper mode
+    /// (`kafka-infra/runtime-zookeeper/pom.xml`).
+    pub fn resolve_zookeeper_mode() -> anyhow::Result<Self> {
+        Self::resolve_pom(ZOOKEEPER_POM)
+    }
+
+    fn resolve_pom(pom: &str) -> anyhow::Result<Self> {
         let java = find_java()?;
-        let pom = std::path::absolute(POM).context("locating kafka-infra/runtime/pom.xml")?;
+        let pom = std::path::absolute(pom).with_context(|| format!("locating {pom}"))?;
         let pom_text = std::fs::read(&pom)
             .with_context(|| format!("reading {} (the Kafka runtime's pom)", pom.display()))?;
         let base = match std::env::var_os(RUNTIME_DIR_ENV) {
@@ -81,6 +97,11 @@ impl KafkaRuntime {
     /// Kafka's version, e.g. `4.1.2`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The folder of jars, for a classpath of `<folder>/*`.
+    pub fn jars(&self) -> &Path {
+        &self.jars
     }
 
     /// A command running `main_class` on Kafka's classpath with `jvm_options`.

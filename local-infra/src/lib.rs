@@ -15,6 +15,9 @@
 //!   run as JVM processes from the jars `kafka-infra/runtime/pom.xml` resolves
 //!   ([`KafkaRuntime`]). Needs a JDK and Maven.
 //!
+//! - [`ZooKeeperKafka`]: the seed's topology, ZooKeeper plus a Kafka 3.9
+//!   broker in ZooKeeper mode, for checking the Compose configuration
+//!   without containers.
 //! - [`TestKafka`]: whichever of the two `TEST_KAFKA` asks for, so one test
 //!   suite runs on both.
 //!
@@ -29,9 +32,11 @@ mod kafka_runtime;
 mod os_user;
 mod postgres;
 mod test_kafka;
+mod zookeeper_kafka;
 
 pub use apache_kafka::{ApacheKafka, ApacheKafkaOptions, DEFAULT_HEAP_MB, STOP_TIMEOUT};
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};
 pub use test_kafka::{TestKafka, TestKafkaMode, TEST_KAFKA_ENV};
+pub use zookeeper_kafka::{ZooKeeperKafka, ZooKeeperKafkaOptions};
