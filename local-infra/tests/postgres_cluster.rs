@@ -222,7 +222,10 @@ fn start_and_kill_a_helper(persistent_dir: Option<&Path>) -> (u16, PathBuf) {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(HELPER_ENV, persistent_dir.map_or(std::ffi::OsStr::new(""), Path::as_os_str))
+        .env(
+            HELPER_ENV,
+            persistent_dir.map_or(std::ffi::OsStr::new(""), Path::as_os_str),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
