@@ -52,6 +52,9 @@ pub struct Target {
     pub kafka_bootstrap: Option<String>,
     /// Local service processes; empty for a remote target (memory not reported).
     pub processes: Vec<Process>,
+    /// The local embedded broker's process, whose CPU the long run reports;
+    /// `None` for any other broker.
+    pub broker_pid: Option<u32>,
 }
 
 /// What to run; the defaults are the documented benchmark.
@@ -312,10 +315,6 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
 
 /// An open-loop run of `duration` at `rate`, cut into windows, sampling memory
 /// at the end of each.
-/// The thread of librdkafka's mock cluster: the embedded broker, when the
-/// stack runs in this process (`devstack bench`).
-const EMBEDDED_BROKER_THREAD: &str = "rdk:mock";
-
 async fn run_soak(
     client: &Client,
     target: &Target,
@@ -333,13 +332,17 @@ async fn run_soak(
     ));
     let window = duration / windows as u32;
     let processes = target.processes.clone();
+    let broker_cpu_seconds = {
+        let broker = target.broker_pid;
+        move || broker.and_then(machine::process_cpu_seconds)
+    };
     let sampler = tokio::spawn(async move {
         let started = Instant::now();
-        let mut broker_cpu = machine::thread_cpu_seconds(EMBEDDED_BROKER_THREAD);
+        let mut broker_cpu = broker_cpu_seconds();
         let mut samples = Vec::new();
         for i in 1..=windows {
             tokio::time::sleep_until(started + window * i as u32).await;
-            let now = machine::thread_cpu_seconds(EMBEDDED_BROKER_THREAD);
+            let now = broker_cpu_seconds();
             let broker_percent = match (broker_cpu, now) {
                 (Some(before), Some(after)) => {
                     Some((after - before) / window.as_secs_f64() * 100.0)

@@ -66,27 +66,15 @@ fn field_kb(text: &str, name: &str) -> Option<u64> {
 /// of every Linux architecture.
 const USER_HZ: f64 = 100.0;
 
-/// CPU time, in seconds, used so far by the threads of this process named
-/// `name` (`/proc/self/task/*/comm`); `None` if there is no such thread.
-pub fn thread_cpu_seconds(name: &str) -> Option<f64> {
-    let mut total = None;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
-        let Some((_, after_comm)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-            *total.get_or_insert(0.0) += (user + system) / USER_HZ;
-        }
-    }
-    total
+/// CPU time, in seconds, used so far by process `pid` (all its threads,
+/// `/proc/<pid>/stat`); `None` if there is no such process.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
+    let (_, after_comm) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / USER_HZ)
 }
 
 #[cfg(test)]
@@ -99,27 +87,22 @@ mod tests {
     }
 
     #[test]
-    fn a_named_thread_s_cpu_time_is_read_and_a_missing_one_is_none() {
-        let busy = std::thread::Builder::new()
-            .name("bench-cpu-test".to_owned())
-            .spawn(|| {
-                // Burn CPU until the kernel has charged this thread a tick;
-                // on a busy machine that may take longer than the CPU used.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                loop {
-                    let seconds = thread_cpu_seconds("bench-cpu-test");
-                    if seconds.is_none_or(|s| s > 0.0) || std::time::Instant::now() > deadline {
-                        return seconds;
-                    }
-                    for i in 0..1_000_000u64 {
-                        std::hint::black_box(i);
-                    }
-                }
-            })
-            .unwrap();
-        let seconds = busy.join().unwrap().expect("the thread was found");
+    fn a_process_s_cpu_time_is_read_and_a_missing_one_is_none() {
+        // Burn CPU until the kernel has charged this process a tick; on a busy
+        // machine that may take longer than the CPU used.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let seconds = loop {
+            let seconds = process_cpu_seconds(std::process::id()).expect("we exist");
+            if seconds > 0.0 || std::time::Instant::now() > deadline {
+                break seconds;
+            }
+            for i in 0..1_000_000u64 {
+                std::hint::black_box(i);
+            }
+        };
         assert!(seconds > 0.0, "{seconds}");
-        assert_eq!(thread_cpu_seconds("no-such-thread"), None);
+        // Above the kernel's pid_max, so never a live process.
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

@@ -46,17 +46,20 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
         database_url: cli.database_url.clone(),
         kafka_bootstrap: cli.kafka_bootstrap.clone(),
         processes: Vec::new(),
+        broker_pid: None,
     };
     run(target, options(args, args.markdown.clone())).await
 }
 
-/// Benchmarks the stack devstack runs: `instances` with their `pids`.
+/// Benchmarks the stack devstack runs: `instances` with their `pids`, and
+/// the embedded broker's process if that is the broker.
 pub async fn run_local(
     args: &BenchArgs,
     instances: &[Instance],
     pids: BTreeMap<String, u32>,
     database_url: &str,
     kafka_bootstrap: &str,
+    broker_pid: Option<u32>,
 ) -> anyhow::Result<()> {
     let url_of = |service: &str| {
         instances
@@ -78,6 +81,7 @@ pub async fn run_local(
             .into_iter()
             .map(|(service, pid)| Process { service, pid })
             .collect(),
+        broker_pid,
     };
     let markdown = args.markdown.clone().or_else(|| {
         Path::new(DEFAULT_MARKDOWN)

@@ -104,6 +104,18 @@ pub enum Command {
     /// to the machine's limit (DB-bound and broker round trip, same run).
     /// Starts the stack (stopped afterwards) unless `--url` names a running one.
     Bench(Box<BenchArgs>),
+    /// Internal: hosts the embedded broker for the stack that spawned it.
+    #[command(name = crate::embedded_broker::SUBCOMMAND, hide = true)]
+    EmbeddedBroker(EmbeddedBrokerArgs),
+}
+
+/// `devstack embedded-broker`: what the stack needs of its broker.
+#[derive(Debug, clap::Args)]
+pub struct EmbeddedBrokerArgs {
+    /// Several instances of a service will share a consumer group: give
+    /// their first rebalance a longer window.
+    #[arg(long)]
+    pub scaled_out: bool,
 }
 
 /// `devstack bench`: the benchmark's settings; the defaults are the documented run.
@@ -251,6 +263,21 @@ mod tests {
         assert_eq!(args.rates, [0.25, 0.5, 0.75, 0.9]);
         assert!(args.url.is_none());
         assert!(Cli::try_parse_from(["devstack", "bench", "--payment-url", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn the_broker_command_is_hidden_from_help() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let help = command.render_long_help().to_string();
+        assert!(!help.contains(crate::embedded_broker::SUBCOMMAND), "{help}");
+        let cli = Cli::try_parse_from(["devstack", "embedded-broker", "--scaled-out"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::EmbeddedBroker(EmbeddedBrokerArgs {
+                scaled_out: true
+            }))
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The stack's backing services: Kafka and PostgreSQL, either our own (the
-//! default: the embedded broker, or Apache Kafka with `--kafka apache`, and a
-//! private PostgreSQL) or existing ones the developer points us at.
+//! default: the embedded broker in a child process, see `embedded_broker`, or
+//! Apache Kafka with `--kafka apache`, and a private PostgreSQL) or existing
+//! ones the developer points us at.
 //!
 //! Either way the result is the two connection strings every service gets
 //! (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), with the topics and the
@@ -11,15 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{ApacheKafka, ApacheKafkaOptions, EmbeddedKafka, PostgresCluster};
+use local_infra::{ApacheKafka, ApacheKafkaOptions, PostgresCluster};
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
 
 use crate::cli::KafkaKind;
-
-/// Brokers in the embedded cluster: one is enough locally, and fault-injection
-/// tests that need more build their own.
-const EMBEDDED_BROKERS: i32 = 1;
+use crate::embedded_broker::{BrokerDied, EmbeddedBroker};
 
 /// The database the services share (each in its own schema).
 pub const DATABASE_NAME: &str = "ordersystem";
@@ -32,14 +30,6 @@ const BROKER_DEFAULT_REPLICATION: i32 = -1;
 /// How long an external PostgreSQL may take to accept a connection.
 const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// With several instances of one service, their consumers must join their
-/// group's first rebalance together: on the embedded broker a member joining a
-/// formed group stalls it for the clients' session timeout (see
-/// `EmbeddedKafka::set_group_initial_rebalance_delay`). Instances start
-/// together but initialise at different speeds; this window, Kafka's own
-/// default, covers the spread.
-const SCALED_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_secs(3);
-
 /// Kafka for the stack.
 pub struct Kafka {
     /// What services put in `bootstrap.servers`.
@@ -51,9 +41,8 @@ pub struct Kafka {
 /// The broker devstack owns, if any. Dropping it stops it, so it lives as
 /// long as the stack.
 enum RunningKafka {
-    /// librdkafka's mock cluster, inside this process; held only to keep
-    /// it alive.
-    Embedded(#[allow(dead_code)] EmbeddedKafka),
+    /// librdkafka's mock cluster, in a child process of ours.
+    Embedded(EmbeddedBroker),
     /// Apache Kafka JVMs, with their data in the state directory.
     Apache(ApacheKafka),
     /// The developer's (`--kafka-bootstrap`).
@@ -89,18 +78,14 @@ impl Kafka {
         }
         match plan.kind {
             KafkaKind::Embedded => {
-                let kafka = EmbeddedKafka::start(EMBEDDED_BROKERS)
+                // The child creates the topics itself: the mock has no
+                // CreateTopics API to do it over the wire.
+                let broker = EmbeddedBroker::start(plan.scaled_out)
+                    .await
                     .context("starting the embedded Kafka")?;
-                if plan.scaled_out {
-                    kafka
-                        .set_group_initial_rebalance_delay(SCALED_GROUP_INITIAL_REBALANCE_DELAY)?;
-                }
-                for topic in topics.all_with_dead_letters() {
-                    kafka.create_topic(&topic, DEFAULT_PARTITIONS)?;
-                }
                 Ok(Self {
-                    bootstrap: kafka.bootstrap_servers(),
-                    running: RunningKafka::Embedded(kafka),
+                    bootstrap: broker.bootstrap_servers().to_owned(),
+                    running: RunningKafka::Embedded(broker),
                 })
             }
             KafkaKind::Apache => {
@@ -159,16 +144,44 @@ impl Kafka {
         }
     }
 
+    /// The embedded broker's process, if that is what runs.
+    pub fn embedded_pid(&self) -> Option<u32> {
+        match &self.running {
+            RunningKafka::Embedded(broker) => Some(broker.pid()),
+            _ => None,
+        }
+    }
+
+    /// Resolves if the embedded broker dies; never for another broker (Apache
+    /// Kafka's nodes are watched by their own logs, an external one is the
+    /// developer's).
+    pub fn died(&self) -> impl std::future::Future<Output = BrokerDied> + 'static {
+        let embedded = match &self.running {
+            RunningKafka::Embedded(broker) => Some(broker.died()),
+            _ => None,
+        };
+        async move {
+            match embedded {
+                Some(died) => died.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Stops our broker (Apache Kafka cleanly, keeping its data).
     pub async fn shut_down(self) {
-        if let RunningKafka::Apache(kafka) = self.running {
-            // SIGTERM and the controlled shutdown block for seconds.
-            if tokio::task::spawn_blocking(move || drop(kafka))
-                .await
-                .is_err()
-            {
-                tracing::warn!("stopping Apache Kafka panicked");
+        match self.running {
+            RunningKafka::Embedded(broker) => broker.shut_down().await,
+            RunningKafka::Apache(kafka) => {
+                // SIGTERM and the controlled shutdown block for seconds.
+                if tokio::task::spawn_blocking(move || drop(kafka))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("stopping Apache Kafka panicked");
+                }
             }
+            RunningKafka::External => {}
         }
     }
 }

@@ -1,12 +1,16 @@
 //! devstack: the whole order system on one machine, no Docker.
 //!
 //! `cargo run --release -p devstack` builds the services, starts an embedded
-//! Kafka (librdkafka's mock cluster, topics created) and a private PostgreSQL
-//! (data kept in `.devstack/pgdata`), runs every service as a child process
-//! with its output prefixed by its name, waits until all answer `/health`,
-//! writes `.devstack/stack.json` and prints the URLs. Crashed services are
-//! restarted; Ctrl-C or SIGTERM stops the services, then PostgreSQL, then
-//! Kafka, and exits 0.
+//! Kafka (librdkafka's mock cluster, topics created, in a child process of its
+//! own) and a private PostgreSQL (data kept in `.devstack/pgdata`), runs every
+//! service as a child process with its output prefixed by its name, waits
+//! until all answer `/health`, writes `.devstack/stack.json` and prints the
+//! URLs. Crashed services are restarted; Ctrl-C or SIGTERM stops the
+//! services, then PostgreSQL, then Kafka, and exits 0. If the embedded broker
+//! dies, devstack says so in one line, stops the rest the same way and exits
+//! non-zero. If devstack itself is killed, nothing it started keeps running:
+//! the services and the broker get a signal from the kernel, PostgreSQL's
+//! watchdog stops it.
 //!
 //! Layout:
 //! - `cli`: flags;
@@ -15,6 +19,8 @@
 //! - `catalog`: the services, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
 //! - `infra`: Kafka and PostgreSQL, ours or the developer's;
+//! - `embedded_broker`: the embedded broker's child process (`devstack
+//!   embedded-broker`, hidden) and devstack's watch on it;
 //! - `supervisor`: child processes, output, restarts, termination;
 //! - `health`: waiting for `/health`;
 //! - `stack_file`: the state directory's lock and `stack.json`.
@@ -26,6 +32,7 @@ mod binaries;
 mod catalog;
 mod cli;
 mod dlq;
+mod embedded_broker;
 mod health;
 mod infra;
 mod stack_file;
@@ -55,6 +62,11 @@ const LOG_ENV: &str = "DEVSTACK_LOG";
 /// devstack's log level when [`LOG_ENV`] is unset.
 const DEFAULT_LOG_FILTER: &str = "info";
 
+/// The same in the embedded broker's child: devstack reports its start, and
+/// its last stderr lines are quoted if it dies, so they should be the ones
+/// that matter.
+const BROKER_LOG_FILTER: &str = "warn";
+
 /// The same during `bench`, whose DB-bound limit runs the services' handlers
 /// in this process: their per-event info lines would be measured too.
 const BENCH_LOG_FILTER: &str = "warn,devstack=info";
@@ -62,7 +74,7 @@ const BENCH_LOG_FILTER: &str = "warn,devstack=info";
 /// Variables passed through to the services unchanged (they inherit our whole
 /// environment anyway; these are the ones that matter and are named here so
 /// the contract is visible).
-const PASSED_THROUGH_ENV: [&str; 2] = ["RUST_LOG", "LOG_FORMAT"];
+const PASSED_THROUGH_ENV: [&str; 3] = ["RUST_LOG", "LOG_FORMAT", "SHUTDOWN_TIMEOUT_MS"];
 
 /// The request from the seed project's README, to try the stack out.
 const EXAMPLE_ORDER: &str = r#"{"orderId":"123","userId":"user1","status":"PENDING"}"#;
@@ -73,13 +85,14 @@ const EXAMPLE_ORDER: &str = r#"{"orderId":"123","userId":"user1","status":"PENDI
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Some(cli::Command::Bench(_))) {
-        BENCH_LOG_FILTER
-    } else {
-        DEFAULT_LOG_FILTER
+    init_tracing(match cli.command {
+        Some(cli::Command::Bench(_)) => BENCH_LOG_FILTER,
+        Some(cli::Command::EmbeddedBroker(_)) => BROKER_LOG_FILTER,
+        _ => DEFAULT_LOG_FILTER,
     });
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<AlreadyReported>() => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("devstack: {error:#}");
             ExitCode::FAILURE
@@ -99,9 +112,24 @@ fn init_tracing(default_filter: &str) {
         .init();
 }
 
+/// The failure's `devstack: ...` line has been printed already.
+#[derive(Debug)]
+struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported above")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
 /// Checks the prerequisites that need nothing started, then brings the stack
 /// up, runs it until a signal, and tears down whatever was started.
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(cli::Command::EmbeddedBroker(args)) = &cli.command {
+        return embedded_broker::serve(args).await;
+    }
     if let Some(cli::Command::Dlq(command)) = &cli.command {
         return dlq::run(&cli, command).await;
     }
@@ -122,8 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = stack
         .bring_up_and_run(&cli, &state, &instances, &programs, stop)
         .await;
+    // Before the teardown, which takes seconds: the reason comes first (a
+    // dead broker, say), then the services' and PostgreSQL's goodbyes.
+    if let Err(error) = &result {
+        eprintln!("devstack: {error:#}");
+    }
     stack.tear_down(&state).await;
-    result
+    result.map_err(|_| AlreadyReported.into())
 }
 
 /// A `watch` that turns true on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -166,7 +199,8 @@ impl Stack {
     /// Starts Kafka, PostgreSQL and the services, waits for health, publishes
     /// `stack.json`, then waits for a stop signal (or, for `bench`, runs the
     /// benchmark). Returns `Ok` when stopped by a signal or the benchmark
-    /// finished, an error if start-up or the benchmark failed.
+    /// finished, an error if start-up or the benchmark failed or the embedded
+    /// broker died.
     async fn bring_up_and_run(
         &mut self,
         cli: &Cli,
@@ -204,6 +238,7 @@ impl Stack {
         let starting = Database::start(cli.database_url.as_deref(), &pgdata, cli.pg_port);
         let database = tokio::select! {
             database = starting => database?,
+            died = kafka.died() => return Err(died.into()),
             _ = stop_requested(stop.clone()) => return Ok(()),
         };
         let database = self.database.insert(database);
@@ -227,6 +262,7 @@ impl Stack {
         tokio::select! {
             healthy = health::wait_until_healthy(instances, health::STARTUP_TIMEOUT) => healthy?,
             failure = supervisor.startup_failure() => return Err(failure.into()),
+            died = kafka.died() => return Err(died.into()),
             _ = stop_requested(stop.clone()) => return Ok(()),
         }
         supervisor.mark_running();
@@ -246,14 +282,24 @@ impl Stack {
 
         if let Some(args) = bench {
             let pids = supervisor.pids();
-            let measured = bench::run_local(args, instances, pids, &database.url, &kafka.bootstrap);
+            let measured = bench::run_local(
+                args,
+                instances,
+                pids,
+                &database.url,
+                &kafka.bootstrap,
+                kafka.embedded_pid(),
+            );
             return tokio::select! {
                 result = measured => result,
+                died = kafka.died() => Err(died.into()),
                 _ = stop_requested(stop) => Ok(()),
             };
         }
-        stop_requested(stop).await;
-        Ok(())
+        tokio::select! {
+            died = kafka.died() => Err(died.into()),
+            _ = stop_requested(stop) => Ok(()),
+        }
     }
 
     /// Stops the services, then PostgreSQL, then Kafka; removes `stack.json`.

@@ -10,9 +10,11 @@
 //! clients always go through the URL from [`PostgresCluster::url`].
 //!
 //! Lifetimes are tied to the owning value: dropping a [`PostgresCluster`] stops
-//! its server. A temporary cluster additionally has a detached watchdog process
-//! that stops the server and deletes the directory when the owning process dies
-//! without running destructors (SIGKILL, a test harness timeout, `abort`).
+//! its server. Every cluster also has a detached watchdog process for when the
+//! owning process dies without running destructors (SIGKILL, a test harness
+//! timeout, `abort`): for a temporary cluster it stops the server at once and
+//! deletes the directory; for a persistent one it stops the server cleanly
+//! (`pg_ctl stop -m fast`) and keeps the data.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -228,8 +230,9 @@ pub struct PostgresCluster {
     /// Whether we started the server and have not stopped it, so that drop and
     /// [`stop`](Self::stop) only stop what is running.
     running: bool,
-    /// Temporary clusters only: the process that cleans up if we die without
-    /// running `Drop`; killed by a normal drop.
+    /// The process that stops the server (and, for a temporary cluster,
+    /// deletes its directory) if we die without running `Drop`; killed by a
+    /// normal drop.
     watchdog: Option<Child>,
     /// Temporary clusters only: the directory deleted on drop. Declared last so
     /// it is removed after [`Drop::drop`] has stopped the server.
@@ -276,7 +279,8 @@ impl PostgresCluster {
     /// `dir` is initialised if it holds no cluster yet and reused otherwise. If
     /// a server from an earlier run that did not shut down (a crash, SIGKILL)
     /// still runs on `dir`, it is stopped cleanly and restarted with this run's
-    /// settings. Dropping the value stops the server and keeps the data.
+    /// settings. Dropping the value stops the server and keeps the data; so
+    /// does a watchdog, within a second or two, if this process is killed.
     pub fn start_persistent(dir: &Path, port: u16) -> anyhow::Result<Self> {
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::detect()?;
@@ -302,6 +306,8 @@ impl PostgresCluster {
             cluster.prepare_new_data_dir()?;
             cluster.initdb()?;
         }
+        // Before the server exists, as for temporary clusters.
+        cluster.spawn_watchdog()?;
         cluster.launch()?;
         Ok(cluster)
     }
@@ -560,25 +566,30 @@ impl PostgresCluster {
     }
 
     /// Starts a detached shell that waits for this process to disappear, then
-    /// stops the server and deletes the temporary directory. A no-op for
-    /// persistent clusters, whose data must survive.
+    /// stops the server: a temporary cluster at once (and its directory is
+    /// deleted), a persistent one cleanly, keeping its data.
     fn spawn_watchdog(&mut self) -> anyhow::Result<()> {
-        let Some(root) = &self.temp_root else {
-            return Ok(());
-        };
         // `kill -0` only checks existence. The stop command comes last as "$@",
-        // so no path needs shell quoting.
+        // so no path needs shell quoting; an empty root means "delete nothing".
         const SCRIPT: &str = r#"owner=$1 interval=$2 root=$3
 shift 3
 while kill -0 "$owner" 2>/dev/null; do sleep "$interval"; done
 "$@" >/dev/null 2>&1
-rm -rf "$root""#;
+if [ -n "$root" ]; then rm -rf "$root"; fi"#;
+        let (mode, root) = match (&self.temp_root, self.durability) {
+            (Some(root), _) => (StopMode::Immediate, root.path().as_os_str().to_owned()),
+            (None, Durability::Throwaway) => (StopMode::Immediate, OsString::new()),
+            // Never delete a developer's data, and let the server flush.
+            (None, Durability::Durable) => (StopMode::Fast, OsString::new()),
+        };
         let stop: Vec<OsString> = vec![
             "stop".into(),
+            "--wait".into(),
+            format!("--timeout={}", PG_CTL_TIMEOUT.as_secs()).into(),
             "-D".into(),
             self.data_dir.clone().into(),
             "-m".into(),
-            StopMode::Immediate.as_arg().into(),
+            mode.as_arg().into(),
         ];
         let child = Command::new("/bin/sh")
             .arg("-c")
@@ -586,8 +597,11 @@ rm -rf "$root""#;
             .arg("local-infra-pg-watchdog")
             .arg(std::process::id().to_string())
             .arg(WATCHDOG_POLL_SECONDS.to_string())
-            .arg(root.path())
+            .arg(root)
             .args(self.argv(&self.binaries.pg_ctl, &stop))
+            // From `/`, like every pg_ctl we run: the server account may not
+            // be allowed into our working directory.
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

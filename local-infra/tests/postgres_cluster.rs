@@ -47,7 +47,14 @@ fn nothing_listens_on(port: u16) -> bool {
 
 #[tokio::test]
 async fn temporary_cluster_serves_connections_and_vanishes_on_drop() {
-    let cluster = PostgresCluster::start_temporary().expect("cluster starts");
+    // HELPER_ENV names a data directory for a persistent cluster, or is
+    // empty for a temporary one.
+    let persistent_dir = std::env::var_os(HELPER_ENV).filter(|dir| !dir.is_empty());
+    let cluster = match persistent_dir {
+        Some(dir) => PostgresCluster::start_persistent(Path::new(&dir), free_port()),
+        None => PostgresCluster::start_temporary(),
+    }
+    .expect("cluster starts");
     let port = cluster.port();
     let data_dir = cluster.data_dir().to_path_buf();
 
@@ -167,7 +174,14 @@ fn watchdog_helper_starts_a_cluster_and_waits_to_be_killed() {
     if std::env::var_os(HELPER_ENV).is_none() {
         return;
     }
-    let cluster = PostgresCluster::start_temporary().expect("cluster starts");
+    // HELPER_ENV names a data directory for a persistent cluster, or is
+    // empty for a temporary one.
+    let persistent_dir = std::env::var_os(HELPER_ENV).filter(|dir| !dir.is_empty());
+    let cluster = match persistent_dir {
+        Some(dir) => PostgresCluster::start_persistent(Path::new(&dir), free_port()),
+        None => PostgresCluster::start_temporary(),
+    }
+    .expect("cluster starts");
     // On a line of its own: libtest has already printed "test NAME ... ".
     println!(
         "\n{CLUSTER_MARKER}{} {}",
@@ -190,8 +204,16 @@ fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-#[test]
-fn watchdog_cleans_up_after_a_killed_owner() {
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts the helper (a persistent cluster in `persistent_dir`, else a
+/// temporary one), waits for its cluster to be up, SIGKILLs it and reaps it.
+/// Returns the cluster's port and data directory.
+fn start_and_kill_a_helper(persistent_dir: Option<&Path>) -> (u16, PathBuf) {
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -200,7 +222,10 @@ fn watchdog_cleans_up_after_a_killed_owner() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(HELPER_ENV, "1")
+        .env(
+            HELPER_ENV,
+            persistent_dir.map_or(std::ffi::OsStr::new(""), Path::as_os_str),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -222,6 +247,12 @@ fn watchdog_cleans_up_after_a_killed_owner() {
 
     helper.kill().unwrap(); // SIGKILL: no destructors run.
     helper.wait().unwrap(); // Reap it, or it lingers as a zombie kill -0 still sees.
+    (port, data_dir)
+}
+
+#[test]
+fn watchdog_cleans_up_after_a_killed_owner() {
+    let (port, data_dir) = start_and_kill_a_helper(None);
 
     let cleaned = wait_until(WATCHDOG_CLEANUP_DEADLINE, || {
         nothing_listens_on(port) && !Path::new(&data_dir).exists()
@@ -230,5 +261,24 @@ fn watchdog_cleans_up_after_a_killed_owner() {
         cleaned,
         "server on {port} / {} left behind",
         data_dir.display()
+    );
+}
+
+#[test]
+fn watchdog_stops_a_persistent_cluster_of_a_killed_owner_and_keeps_its_data() {
+    let scratch = scratch_dir();
+    let data_dir = scratch.path().join("pgdata");
+
+    let (port, reported_dir) = start_and_kill_a_helper(Some(&data_dir));
+
+    assert_eq!(reported_dir, data_dir);
+    // A clean stop removes postmaster.pid; an immediate or absent one would not.
+    let stopped = wait_until(WATCHDOG_CLEANUP_DEADLINE, || {
+        nothing_listens_on(port) && !data_dir.join("postmaster.pid").exists()
+    });
+    assert!(stopped, "server on {port} left running");
+    assert!(
+        data_dir.join("PG_VERSION").is_file(),
+        "the watchdog deleted persistent data"
     );
 }
