@@ -384,14 +384,22 @@ fn worker_ended(
     running: &mut HashMap<tokio::task::Id, &'static str>,
 ) -> anyhow::Result<&'static str> {
     let (id, result) = match joined {
-        Ok((id, result)) => (id, result.map_err(Some)),
-        Err(err) => (err.id(), Err(None)),
+        Ok((id, result)) => (id, result.map_err(Ok)),
+        // A cancelled task is the runtime shutting down, not a bug of ours.
+        Err(err) => (
+            err.id(),
+            Err(Err(if err.is_cancelled() {
+                "was cancelled"
+            } else {
+                "panicked"
+            })),
+        ),
     };
     let name = running.remove(&id).unwrap_or("worker");
     match result {
         Ok(()) => Ok(name),
-        Err(Some(err)) => Err(err.context(format!("{name} stopped"))),
-        Err(None) => anyhow::bail!("{name} panicked"),
+        Err(Ok(err)) => Err(err.context(format!("{name} stopped"))),
+        Err(Err(how)) => anyhow::bail!("{name} {how}"),
     }
 }
 
