@@ -171,22 +171,7 @@ impl EmbeddedBroker {
             // the broker before the services that use it.
             .process_group(0)
             .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (prctl, getppid).
-        let parent = std::process::id() as libc::pid_t;
-        unsafe {
-            command.pre_exec(move || {
-                // The signal follows the spawning *thread*: devstack's
-                // single-threaded runtime spawns from the main thread.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        crate::supervisor::die_with_devstack(&mut command, libc::SIGKILL);
         let mut child = command
             .spawn()
             .context("spawning the embedded Kafka broker")?;

@@ -260,6 +260,27 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
 /// Output forwarders of one process.
 type OutputTasks = [JoinHandle<()>; 2];
 
+/// Makes the kernel send `signal` to the child `command` starts when devstack
+/// dies. The signal follows the spawning *thread*; devstack's runtime is
+/// single-threaded, so that is the main thread, which lives as long as
+/// devstack. Spawning fails if devstack died between fork and prctl.
+pub fn die_with_devstack(command: &mut Command, signal: libc::c_int) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid), allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Starts the process with piped output, in its own process group, set to
 /// receive SIGTERM if devstack dies.
 fn spawn(launch: &Launch) -> std::io::Result<(Child, OutputTasks)> {
@@ -274,25 +295,9 @@ fn spawn(launch: &Launch) -> std::io::Result<(Child, OutputTasks)> {
         .process_group(0)
         // If this future is dropped without terminate(), do not leak it.
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid), allocating nothing.
-    let parent = std::process::id() as libc::pid_t;
-    unsafe {
-        command.pre_exec(move || {
-            // Being in our own process group, nothing else would stop the
-            // service if devstack were SIGKILLed. The signal follows the
-            // spawning *thread*; devstack's runtime is single-threaded, so that
-            // is the main thread, which lives as long as devstack.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // devstack may have died between fork and prctl.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    // Being in our own process group, nothing else would stop the service if
+    // devstack were SIGKILLed.
+    die_with_devstack(&mut command, libc::SIGTERM);
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
