@@ -52,9 +52,12 @@ pub struct Target {
     pub kafka_bootstrap: Option<String>,
     /// Local service processes; empty for a remote target (memory not reported).
     pub processes: Vec<Process>,
-    /// The local embedded broker's process, whose CPU the long run reports;
-    /// `None` for any other broker.
-    pub broker_pid: Option<u32>,
+    /// Which broker the services use, as the report names it (e.g.
+    /// "Apache Kafka 4.1.2, 1 node").
+    pub broker: String,
+    /// The local broker's processes (the embedded broker's, or the JVMs of
+    /// Apache Kafka), whose CPU the long run reports; empty for a remote one.
+    pub broker_pids: Vec<u32>,
 }
 
 /// What to run; the defaults are the documented benchmark.
@@ -273,6 +276,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: options.command.clone(),
         machine,
+        kafka: target.broker.clone(),
         target: format!(
             "order-service {}, inventory-service {}, payment-service {}, notification-service {}",
             target.endpoints.order,
@@ -333,8 +337,16 @@ async fn run_soak(
     let window = duration / windows as u32;
     let processes = target.processes.clone();
     let broker_cpu_seconds = {
-        let broker = target.broker_pid;
-        move || broker.and_then(machine::process_cpu_seconds)
+        let pids = target.broker_pids.clone();
+        move || {
+            (!pids.is_empty())
+                .then(|| {
+                    pids.iter()
+                        .map(|&pid| machine::process_cpu_seconds(pid))
+                        .sum::<Option<f64>>()
+                })
+                .flatten()
+        }
     };
     let sampler = tokio::spawn(async move {
         let started = Instant::now();

@@ -37,6 +37,8 @@ pub struct Report {
     /// How to get these figures again.
     pub command: String,
     pub machine: Machine,
+    /// Which broker carried the events.
+    pub kafka: String,
     /// Where the system under test ran (URLs).
     pub target: String,
     pub steps: Vec<Step>,
@@ -120,8 +122,8 @@ pub struct SoakWindow {
     pub confirmed_ms: Summary,
     /// Service name → resident MB at the end of the window.
     pub rss_mb: BTreeMap<String, f64>,
-    /// CPU used by the embedded broker's thread in this window, in percent
-    /// of one core (`None` when the broker is not in this process).
+    /// CPU used by the local broker's processes in this window, in percent
+    /// of one core (`None` when the broker is not local).
     pub broker_cpu_percent: Option<f64>,
 }
 
@@ -232,6 +234,7 @@ impl Report {
             self.machine.load_at_start,
             self.machine.load_at_end
         );
+        let _ = writeln!(out, "broker: {}", self.kafka);
         let _ = writeln!(out, "target: {}\n", self.target);
         out.push_str(&steps_table(&self.steps, TableStyle::Text));
         let _ = writeln!(
@@ -288,8 +291,8 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "Generated {} by `{}`.\n\nMachine: {} cores ({}), {} MB of memory; one-minute load average {:.2} at the start, {:.2} at the end.\nTarget: {}.\n",
-            self.generated_at, self.command, m.cores, m.cpu, m.memory_mb, m.load_at_start, m.load_at_end, self.target
+            "Generated {} by `{}`.\n\nBroker: {}.\nMachine: {} cores ({}), {} MB of memory; one-minute load average {:.2} at the start, {:.2} at the end.\nTarget: {}.\n",
+            self.generated_at, self.command, self.kafka, m.cores, m.cpu, m.memory_mb, m.load_at_start, m.load_at_end, self.target
         );
         out.push_str(&steps_table(&self.steps, TableStyle::Markdown));
         out.push('\n');
@@ -349,7 +352,7 @@ impl Report {
                 soak.offered_per_second,
                 soak.window_seconds,
                 services.join(" / "),
-                if broker { " embedded broker CPU |" } else { "" },
+                if broker { " broker CPU |" } else { "" },
                 if broker { "---|" } else { "" },
             );
             for (i, window) in soak.windows.iter().enumerate() {
@@ -405,21 +408,7 @@ impl Report {
 
     /// Replaces the figures between the markers of `path` with this run's.
     pub fn update_markdown(&self, path: &Path, svg_name: Option<&str>) -> anyhow::Result<()> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let (Some(begin), Some(end)) = (text.find(MARKDOWN_BEGIN), text.find(MARKDOWN_END)) else {
-            anyhow::bail!(
-                "{} has no {MARKDOWN_BEGIN} … {MARKDOWN_END} section to fill",
-                path.display()
-            );
-        };
-        let updated = format!(
-            "{}{MARKDOWN_BEGIN}\n{}{}",
-            &text[..begin],
-            self.markdown(svg_name),
-            &text[end..]
-        );
-        std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+        replace_results_section(path, &self.markdown(svg_name))
     }
 
     /// Latency percentiles against offered rate, from the open-loop steps.
@@ -622,6 +611,110 @@ fn steps_table(steps: &[Step], style: TableStyle) -> String {
     out
 }
 
+/// One broker's run of a comparison, and the name of its plot.
+pub struct BrokerRun<'a> {
+    pub report: &'a Report,
+    pub svg_name: Option<&'a str>,
+}
+
+/// The figures of runs on several brokers, one invocation: the headline
+/// measures side by side, then each run's whole section.
+pub fn side_by_side(runs: &[BrokerRun<'_>]) -> String {
+    let mut out = String::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "Generated {} by `{}`: the same benchmark on each broker, one after the other.\n",
+        first.report.generated_at, first.report.command
+    );
+    let header: Vec<&str> = runs.iter().map(|run| run.report.kafka.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "| measure | {} |\n|---|{}",
+        header.join(" | "),
+        "---|".repeat(runs.len())
+    );
+    let row = |out: &mut String, measure: &str, cell: &dyn Fn(&Report) -> String| {
+        let cells: Vec<String> = runs.iter().map(|run| cell(run.report)).collect();
+        let _ = writeln!(out, "| {measure} | {} |", cells.join(" | "));
+    };
+    row(&mut out, "max end-to-end throughput", &|r| {
+        format!("{:.1} orders/s", r.max_orders_per_second)
+    });
+    row(&mut out, "DB-bound limit (same run)", &|r| {
+        r.db_limit
+            .as_ref()
+            .map_or("not measured".to_owned(), |limit| {
+                format!("{:.1} orders/s", limit.orders_per_second)
+            })
+    });
+    row(&mut out, "achieved / DB-bound limit", &|r| {
+        r.fraction_of_db_limit.map_or("–".to_owned(), |fraction| {
+            format!("{:.0}%", fraction * 100.0)
+        })
+    });
+    row(&mut out, "POST→CONFIRMED p50 / p99 at half load", &|r| {
+        r.half_load_step().map_or("–".to_owned(), |step| {
+            format!(
+                "{:.1} / {:.1} ms at {:.0}/s",
+                step.confirmed_ms.p50,
+                step.confirmed_ms.p99,
+                step.offered_per_second.unwrap_or_default()
+            )
+        })
+    });
+    row(&mut out, "POST p99 at half load", &|r| {
+        r.half_load_step().map_or("–".to_owned(), |step| {
+            format!("{:.1} ms", step.post_ms.p99)
+        })
+    });
+    row(
+        &mut out,
+        "broker produce→consume round trip p50 / p99",
+        &|r| {
+            r.broker
+                .as_ref()
+                .map_or("not measured".to_owned(), |broker| {
+                    format!(
+                        "{:.2} / {:.2} ms",
+                        broker.round_trip_ms.p50, broker.round_trip_ms.p99
+                    )
+                })
+        },
+    );
+    row(&mut out, "one-minute load average, start → end", &|r| {
+        format!(
+            "{:.2} → {:.2}",
+            r.machine.load_at_start, r.machine.load_at_end
+        )
+    });
+    for run in runs {
+        let _ = writeln!(out, "\n### {}\n", run.report.kafka);
+        out.push_str(&run.report.markdown(run.svg_name));
+    }
+    out
+}
+
+/// Replaces what lies between the markers of `path` with `section`.
+pub fn replace_results_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(begin), Some(end)) = (text.find(MARKDOWN_BEGIN), text.find(MARKDOWN_END)) else {
+        anyhow::bail!(
+            "{} has no {MARKDOWN_BEGIN} … {MARKDOWN_END} section to fill",
+            path.display()
+        );
+    };
+    let updated = format!(
+        "{}{MARKDOWN_BEGIN}\n{section}{}",
+        &text[..begin],
+        &text[end..]
+    );
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,5 +753,21 @@ mod tests {
             .flatness()
             .unwrap();
         assert!(latency <= FLAT_LATENCY_FACTOR, "{latency}");
+    }
+
+    #[test]
+    fn the_results_section_is_replaced_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("BENCHMARKS.md");
+        std::fs::write(
+            &path,
+            format!("# Title\n{MARKDOWN_BEGIN}\nold figures\n{MARKDOWN_END}\nafter\n"),
+        )
+        .unwrap();
+        replace_results_section(&path, "new figures\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# Title\n{MARKDOWN_BEGIN}\nnew figures\n{MARKDOWN_END}\nafter\n")
+        );
     }
 }

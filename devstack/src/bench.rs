@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bench::load::Endpoints;
+use bench::report::Report;
 use bench::{Options, Process, Target};
 
 use crate::catalog::{self, Instance};
-use crate::cli::{BenchArgs, Cli};
+use crate::cli::{BenchArgs, Cli, KafkaKind};
+use crate::infra::Kafka;
 
 /// The services' log filter during a local benchmark, unless `RUST_LOG` is
 /// set: per-event info lines would measure the terminal, not the system.
@@ -46,21 +48,116 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
         database_url: cli.database_url.clone(),
         kafka_bootstrap: cli.kafka_bootstrap.clone(),
         processes: Vec::new(),
-        broker_pid: None,
+        broker: cli
+            .kafka_bootstrap
+            .as_ref()
+            .map_or("not named".to_owned(), |bootstrap| {
+                format!("at {bootstrap}")
+            }),
+        broker_pids: Vec::new(),
     };
-    run(target, options(args, args.markdown.clone())).await
+    let outputs = Outputs {
+        json: args.json.clone(),
+        svg: args.svg.clone(),
+        markdown: args.markdown.clone(),
+    };
+    run(target, options(args, outputs)).await.map(drop)
 }
 
-/// Benchmarks the stack devstack runs: `instances` with their `pids`, and
-/// the embedded broker's process if that is the broker.
+/// The brokers `devstack bench` runs on, in order.
+pub fn brokers(args: &BenchArgs, default: KafkaKind) -> Vec<KafkaKind> {
+    if args.brokers.is_empty() {
+        vec![default]
+    } else {
+        args.brokers.clone()
+    }
+}
+
+/// Where one run's files go. A comparison gives each broker its own JSON
+/// and plot (`bench-apache.json`, ...) and writes the Markdown once, at the
+/// end, with every broker's figures.
+pub struct Outputs {
+    json: PathBuf,
+    svg: PathBuf,
+    markdown: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// The files of the run on `kind`.
+    pub fn for_run(args: &BenchArgs, kind: KafkaKind) -> Self {
+        if brokers(args, kind).len() == 1 {
+            return Self {
+                json: args.json.clone(),
+                svg: args.svg.clone(),
+                markdown: markdown_path(args),
+            };
+        }
+        Self {
+            json: with_suffix(&args.json, kind.name()),
+            svg: with_suffix(&args.svg, kind.name()),
+            markdown: None,
+        }
+    }
+}
+
+/// After a run on each of several brokers: their figures side by side in
+/// the Markdown file.
+pub fn write_comparison(args: &BenchArgs, runs: &[(KafkaKind, Report)]) -> anyhow::Result<()> {
+    let Some(path) = markdown_path(args) else {
+        return Ok(());
+    };
+    let svg_names: Vec<Option<String>> = runs
+        .iter()
+        .map(|(kind, _)| {
+            with_suffix(&args.svg, kind.name())
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .collect();
+    let section = bench::report::side_by_side(
+        &runs
+            .iter()
+            .zip(&svg_names)
+            .map(|((_, report), svg)| bench::report::BrokerRun {
+                report,
+                svg_name: svg.as_deref(),
+            })
+            .collect::<Vec<_>>(),
+    );
+    bench::report::replace_results_section(&path, &section)?;
+    println!("updated {}", path.display());
+    Ok(())
+}
+
+/// `--markdown`, else `docs/BENCHMARKS.md` if it exists here.
+fn markdown_path(args: &BenchArgs) -> Option<PathBuf> {
+    args.markdown.clone().or_else(|| {
+        Path::new(DEFAULT_MARKDOWN)
+            .is_file()
+            .then(|| PathBuf::from(DEFAULT_MARKDOWN))
+    })
+}
+
+/// `docs/bench.svg` + `apache` → `docs/bench-apache.svg`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}-{suffix}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{suffix}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Benchmarks the stack devstack runs: `instances` with their `pids`, on
+/// `kafka`, writing the files `outputs` names.
 pub async fn run_local(
     args: &BenchArgs,
     instances: &[Instance],
     pids: BTreeMap<String, u32>,
     database_url: &str,
-    kafka_bootstrap: &str,
-    broker_pid: Option<u32>,
-) -> anyhow::Result<()> {
+    kafka: &Kafka,
+    outputs: Outputs,
+) -> anyhow::Result<Report> {
     let url_of = |service: &str| {
         instances
             .iter()
@@ -76,26 +173,22 @@ pub async fn run_local(
             notification: url_of("notification-service")?,
         },
         database_url: Some(database_url.to_owned()),
-        kafka_bootstrap: Some(kafka_bootstrap.to_owned()),
+        kafka_bootstrap: Some(kafka.bootstrap.clone()),
         processes: pids
             .into_iter()
             .map(|(service, pid)| Process { service, pid })
             .collect(),
-        broker_pid,
+        broker: kafka.description(),
+        broker_pids: kafka.pids(),
     };
-    let markdown = args.markdown.clone().or_else(|| {
-        Path::new(DEFAULT_MARKDOWN)
-            .is_file()
-            .then(|| PathBuf::from(DEFAULT_MARKDOWN))
-    });
-    run(target, options(args, markdown)).await
+    run(target, options(args, outputs)).await
 }
 
 /// Runs the benchmark on a multi-threaded runtime of its own: devstack's is
 /// single-threaded on purpose (see `main`), which would make the load
 /// generator the bottleneck. On a plain thread rather than tokio's blocking
 /// pool, so that a stop signal ends devstack without waiting for it.
-async fn run(target: Target, options: Options) -> anyhow::Result<()> {
+async fn run(target: Target, options: Options) -> anyhow::Result<Report> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench".to_owned())
@@ -105,14 +198,14 @@ async fn run(target: Target, options: Options) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the load generator's runtime")
-                .and_then(|runtime| runtime.block_on(bench::run(&target, &options)).map(drop));
+                .and_then(|runtime| runtime.block_on(bench::run(&target, &options)));
             let _ = done.send(result);
         })
         .context("starting the benchmark thread")?;
     result.await.context("the benchmark panicked")?
 }
 
-fn options(args: &BenchArgs, markdown: Option<PathBuf>) -> Options {
+fn options(args: &BenchArgs, outputs: Outputs) -> Options {
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     Options {
         warm_up: secs(args.warm_up_secs),
@@ -125,9 +218,9 @@ fn options(args: &BenchArgs, markdown: Option<PathBuf>) -> Options {
         soak_window: secs(args.soak_window_secs),
         products: args.products,
         customers: args.customers,
-        json: Some(args.json.clone()),
-        svg: Some(args.svg.clone()),
-        markdown,
+        json: Some(outputs.json),
+        svg: Some(outputs.svg),
+        markdown: outputs.markdown,
         command: command_line(),
         ..Options::default()
     }
@@ -153,6 +246,18 @@ fn with_port(url: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_broker_of_a_comparison_gets_its_own_files() {
+        assert_eq!(
+            with_suffix(Path::new("docs/bench.svg"), "apache"),
+            PathBuf::from("docs/bench-apache.svg")
+        );
+        assert_eq!(
+            with_suffix(Path::new("out/report"), "embedded"),
+            PathBuf::from("out/report-embedded")
+        );
+    }
 
     #[test]
     fn sibling_services_are_found_on_the_same_host() {

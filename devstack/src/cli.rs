@@ -28,6 +28,16 @@ pub enum KafkaKind {
     Apache,
 }
 
+impl KafkaKind {
+    /// The name on the command line and in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaKind::Embedded => "embedded",
+            KafkaKind::Apache => "apache",
+        }
+    }
+}
+
 fn parse_nodes(value: &str) -> Result<usize, String> {
     match value {
         "1" => Ok(1),
@@ -135,6 +145,16 @@ pub struct BenchArgs {
     /// notification-service's base URL with `--url` (default: its host, port 8084).
     #[arg(long, value_name = "URL", requires = "url")]
     pub notification_url: Option<String>,
+    /// Runs the whole benchmark on each of these brokers in turn, each on a
+    /// stack started for it, and writes their figures side by side, e.g.
+    /// `--brokers embedded,apache` (default: the broker `--kafka` names).
+    #[arg(
+        long,
+        value_name = "KIND,...",
+        value_delimiter = ',',
+        conflicts_with = "url"
+    )]
+    pub brokers: Vec<KafkaKind>,
     /// Length of each load step.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub step_secs: f64,
@@ -262,7 +282,27 @@ mod tests {
         assert_eq!(args.clients, [1, 8, 32]);
         assert_eq!(args.rates, [0.25, 0.5, 0.75, 0.9]);
         assert!(args.url.is_none());
+        assert!(args.brokers.is_empty());
         assert!(Cli::try_parse_from(["devstack", "bench", "--payment-url", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn bench_takes_several_brokers_but_not_with_a_url() {
+        let cli =
+            Cli::try_parse_from(["devstack", "bench", "--brokers", "embedded,apache"]).unwrap();
+        let Some(Command::Bench(args)) = cli.command else {
+            panic!("not the bench command");
+        };
+        assert_eq!(args.brokers, [KafkaKind::Embedded, KafkaKind::Apache]);
+        assert!(Cli::try_parse_from([
+            "devstack",
+            "bench",
+            "--brokers",
+            "apache",
+            "--url",
+            "http://x"
+        ])
+        .is_err());
     }
 
     #[test]

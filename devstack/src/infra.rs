@@ -144,11 +144,25 @@ impl Kafka {
         }
     }
 
-    /// The embedded broker's process, if that is what runs.
-    pub fn embedded_pid(&self) -> Option<u32> {
+    /// The processes of the broker we run (none for an external one).
+    pub fn pids(&self) -> Vec<u32> {
         match &self.running {
-            RunningKafka::Embedded(broker) => Some(broker.pid()),
-            _ => None,
+            RunningKafka::Embedded(broker) => vec![broker.pid()],
+            RunningKafka::Apache(kafka) => kafka.pids(),
+            RunningKafka::External => Vec::new(),
+        }
+    }
+
+    /// The broker in words, for reports: "Apache Kafka 4.1.2, 1 node".
+    pub fn description(&self) -> String {
+        match &self.running {
+            RunningKafka::Embedded(_) => "embedded (librdkafka's mock cluster)".to_owned(),
+            RunningKafka::Apache(kafka) => {
+                let nodes = kafka.node_ids().len();
+                let plural = if nodes == 1 { "" } else { "s" };
+                format!("Apache Kafka {}, {nodes} node{plural}", kafka.version())
+            }
+            RunningKafka::External => format!("external ({})", self.bootstrap),
         }
     }
 

@@ -49,10 +49,11 @@ use tokio::sync::watch;
 
 use crate::binaries::Programs;
 use crate::catalog::Instance;
-use crate::cli::Cli;
+use crate::cli::{Cli, KafkaKind};
 use crate::infra::{Database, Kafka, KafkaPlan};
 use crate::stack_file::{StackDescription, StateDir};
 use crate::supervisor::Supervisor;
+use ::bench::report::Report;
 
 /// devstack's own log filter. Not `RUST_LOG`: that one is passed through to
 /// the services, and turning it up for them should not flood the terminal with
@@ -146,17 +147,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let programs = binaries::prepare()?;
     let stop = listen_for_stop_signals()?;
 
-    let mut stack = Stack::default();
-    let result = stack
-        .bring_up_and_run(&cli, &state, &instances, &programs, stop)
-        .await;
-    // Before the teardown, which takes seconds: the reason comes first (a
-    // dead broker, say), then the services' and PostgreSQL's goodbyes.
-    if let Err(error) = &result {
-        eprintln!("devstack: {error:#}");
+    let bench_args = match &cli.command {
+        Some(cli::Command::Bench(args)) => Some(args.as_ref()),
+        _ => None,
+    };
+    let brokers = bench_args.map_or(vec![cli.kafka], |args| bench::brokers(args, cli.kafka));
+    let mut reports = Vec::new();
+    for kind in brokers {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let mut stack = Stack::default();
+        let result = stack
+            .bring_up_and_run(&cli, kind, &state, &instances, &programs, stop.clone())
+            .await;
+        // Before the teardown, which takes seconds: the reason comes first (a
+        // dead broker, say), then the services' and PostgreSQL's goodbyes.
+        if let Err(error) = &result {
+            eprintln!("devstack: {error:#}");
+        }
+        stack.tear_down(&state).await;
+        match result {
+            Ok(Some(report)) => reports.push((kind, report)),
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(AlreadyReported.into()),
+        }
     }
-    stack.tear_down(&state).await;
-    result.map_err(|_| AlreadyReported.into())
+    match bench_args {
+        Some(args) if reports.len() > 1 => bench::write_comparison(args, &reports),
+        _ => Ok(()),
+    }
 }
 
 /// A `watch` that turns true on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -196,19 +216,20 @@ struct Stack {
 }
 
 impl Stack {
-    /// Starts Kafka, PostgreSQL and the services, waits for health, publishes
-    /// `stack.json`, then waits for a stop signal (or, for `bench`, runs the
-    /// benchmark). Returns `Ok` when stopped by a signal or the benchmark
-    /// finished, an error if start-up or the benchmark failed or the embedded
-    /// broker died.
+    /// Starts Kafka (of `kind`), PostgreSQL and the services, waits for
+    /// health, publishes `stack.json`, then waits for a stop signal (or, for
+    /// `bench`, runs the benchmark). Returns `Ok(None)` when stopped by a
+    /// signal, the report when the benchmark finished, an error if start-up
+    /// or the benchmark failed or the embedded broker died.
     async fn bring_up_and_run(
         &mut self,
         cli: &Cli,
+        kind: KafkaKind,
         state: &StateDir,
         instances: &[Instance],
         programs: &Programs,
         stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Report>> {
         // A signal abandons a step half-way; whatever it had started is
         // dropped, which stops it (PostgreSQL's blocking start finishes first,
         // then its cluster is dropped and stopped).
@@ -222,7 +243,7 @@ impl Stack {
                 )
             })?;
         let starting = Kafka::start(KafkaPlan {
-            kind: cli.kafka,
+            kind,
             nodes: cli.kafka_nodes,
             first_port,
             data_dir: state.kafka_dir(),
@@ -231,7 +252,7 @@ impl Stack {
         });
         let kafka = tokio::select! {
             kafka = starting => kafka?,
-            _ = stop_requested(stop.clone()) => return Ok(()),
+            _ = stop_requested(stop.clone()) => return Ok(None),
         };
         let kafka = self.kafka.insert(kafka);
         let pgdata = state.pgdata();
@@ -239,7 +260,7 @@ impl Stack {
         let database = tokio::select! {
             database = starting => database?,
             died = kafka.died() => return Err(died.into()),
-            _ = stop_requested(stop.clone()) => return Ok(()),
+            _ = stop_requested(stop.clone()) => return Ok(None),
         };
         let database = self.database.insert(database);
 
@@ -263,7 +284,7 @@ impl Stack {
             healthy = health::wait_until_healthy(instances, health::STARTUP_TIMEOUT) => healthy?,
             failure = supervisor.startup_failure() => return Err(failure.into()),
             died = kafka.died() => return Err(died.into()),
-            _ = stop_requested(stop.clone()) => return Ok(()),
+            _ = stop_requested(stop.clone()) => return Ok(None),
         }
         supervisor.mark_running();
 
@@ -287,18 +308,18 @@ impl Stack {
                 instances,
                 pids,
                 &database.url,
-                &kafka.bootstrap,
-                kafka.embedded_pid(),
+                kafka,
+                bench::Outputs::for_run(args, kind),
             );
             return tokio::select! {
-                result = measured => result,
+                result = measured => result.map(Some),
                 died = kafka.died() => Err(died.into()),
-                _ = stop_requested(stop) => Ok(()),
+                _ = stop_requested(stop) => Ok(None),
             };
         }
         tokio::select! {
             died = kafka.died() => Err(died.into()),
-            _ = stop_requested(stop) => Ok(()),
+            _ = stop_requested(stop) => Ok(None),
         }
     }
 

@@ -3,8 +3,9 @@
 //! order reaches a terminal status, and the table, JSON, SVG and Markdown are
 //! produced. No timing is asserted: the figures depend on the machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,8 +14,23 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(300);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-#[test]
-fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
+/// What one `devstack bench` run left behind.
+struct Run {
+    /// Holds the reports and the state directory.
+    dir: tempfile::TempDir,
+    /// The Markdown file the run filled.
+    markdown: PathBuf,
+    /// What it printed.
+    table: String,
+}
+
+/// Runs `devstack [global] bench <tiny load> [bench_args]` on ports of its
+/// own, with its files in a temporary directory, and checks that it exited 0.
+fn run_bench(global: &[&str], bench_args: &[&str]) -> Run {
+    // One run at a time: they share the ports below, and each would slow
+    // the other's stack down.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
     let dir = tempfile::tempdir().unwrap();
     // Postgres runs as the `postgres` user when the tests run as root.
@@ -38,6 +54,7 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         .args(["--dir", dir.path().join("state").to_str().unwrap()])
         .args(["--port-offset", &offset.to_string()])
         .args(["--pg-port", &local_infra::free_port().unwrap().to_string()])
+        .args(global)
         .arg("bench")
         .args(["--warm-up-secs", "0", "--step-secs", "1"])
         .args(["--clients", "2", "--rates", "0.5"])
@@ -46,6 +63,7 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         .args(["--json", json.to_str().unwrap()])
         .args(["--svg", svg.to_str().unwrap()])
         .args(["--markdown", markdown.to_str().unwrap()])
+        .args(bench_args)
         // Use the binaries cargo built for this test run; no nested build.
         .env_remove("CARGO")
         .stdout(Stdio::piped())
@@ -74,10 +92,16 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         status.success(),
         "devstack bench failed ({status}):\n{table}"
     );
-    assert!(table.contains("DB-bound limit"), "{table}");
-    assert!(table.contains("→CONFIRMED p50"), "{table}");
+    Run {
+        dir,
+        markdown,
+        table,
+    }
+}
 
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+/// Every accepted order of every step confirmed, and every part measured.
+fn assert_complete(report: &Path) {
+    let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "one closed and one open step");
     for step in steps {
@@ -95,11 +119,53 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     let memory = report["memory"].as_array().unwrap();
     assert_eq!(memory.len(), 4, "every service's memory: {memory:?}");
     assert!(memory.iter().all(|m| m["idleMb"].as_f64().unwrap() > 0.0));
+}
 
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
-    let markdown = std::fs::read_to_string(&markdown).unwrap();
+/// The section between the markers was replaced, and the rest kept.
+fn filled_markdown(run: &Run) -> String {
+    let markdown = std::fs::read_to_string(&run.markdown).unwrap();
     assert!(!markdown.contains("PLACEHOLDER"), "{markdown}");
     assert!(
-        markdown.contains("| step |") && markdown.ends_with("<!-- bench:results:end -->\nafter\n")
+        markdown.contains("| step |") && markdown.ends_with("<!-- bench:results:end -->\nafter\n"),
+        "{markdown}"
     );
+    markdown
+}
+
+#[test]
+fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
+    let run = run_bench(&[], &[]);
+    assert!(run.table.contains("DB-bound limit"), "{}", run.table);
+    assert!(run.table.contains("→CONFIRMED p50"), "{}", run.table);
+    assert_complete(&run.dir.path().join("bench.json"));
+    assert!(std::fs::read_to_string(run.dir.path().join("bench.svg"))
+        .unwrap()
+        .contains("<svg"));
+    filled_markdown(&run);
+}
+
+/// Needs Java and Maven, so it runs in the real-broker pass only.
+#[test]
+fn one_invocation_benchmarks_both_brokers_side_by_side() {
+    if local_infra::TestKafkaMode::from_env().unwrap() != local_infra::TestKafkaMode::Apache {
+        eprintln!("skipped: runs with TEST_KAFKA=apache (it starts Apache Kafka)");
+        return;
+    }
+    let run = run_bench(&[], &["--brokers", "embedded,apache"]);
+    for broker in ["embedded", "apache"] {
+        assert_complete(&run.dir.path().join(format!("bench-{broker}.json")));
+        assert!(
+            std::fs::read_to_string(run.dir.path().join(format!("bench-{broker}.svg")))
+                .unwrap()
+                .contains("<svg"),
+            "{broker}'s plot"
+        );
+    }
+    let markdown = filled_markdown(&run);
+    let side_by_side = markdown
+        .lines()
+        .find(|line| line.starts_with("| measure | embedded"))
+        .unwrap_or_else(|| panic!("no side-by-side table:\n{markdown}"));
+    assert!(side_by_side.contains("Apache Kafka 4."), "{side_by_side}");
+    assert!(markdown.contains("(bench-embedded.svg)") && markdown.contains("(bench-apache.svg)"));
 }

@@ -222,6 +222,14 @@ impl ApacheKafka {
             .collect()
     }
 
+    /// The process ids of the nodes' JVMs that run now (paused ones too).
+    pub fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .iter()
+            .filter_map(|node| node.process.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The replication factor topics should get: every node, up to three.
     pub fn replication_factor(&self) -> i32 {
         i32::try_from(self.lock().len().min(3)).expect("at most three nodes")
