@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use futures::future::LocalBoxFuture;
+use local_infra::PostgresCluster;
 use service_kit::{CommonConfig, ServiceConfig, ServiceHost};
+use sqlx::{Connection, PgConnection};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Variables the services read outside their configuration: the log filter
@@ -32,6 +34,30 @@ pub fn workspace_root() -> PathBuf {
 pub fn read(relative: &str) -> String {
     let path = workspace_root().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+}
+
+/// The init script the compose file's `postgres` service runs on first start.
+pub const INIT_SQL: &str = "deploy/postgres/init.sql";
+
+/// The compose file's Postgres service.
+pub const POSTGRES: &str = "postgres";
+
+/// A temporary Postgres initialised as the compose file's `postgres` service
+/// initialises it: the database its `POSTGRES_DB` names, then [`INIT_SQL`]
+/// run by the superuser. Returns the cluster and the database's name. Needs
+/// a multi-threaded runtime (the cluster's start blocks).
+pub async fn postgres_as_compose_initialises_it(compose: &Compose) -> (PostgresCluster, String) {
+    let database = compose.environment(POSTGRES)["POSTGRES_DB"].clone();
+    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
+    cluster.ensure_database(&database).await.unwrap();
+    let mut superuser = PgConnection::connect(&cluster.url(&database))
+        .await
+        .unwrap();
+    sqlx::raw_sql(&read(INIT_SQL))
+        .execute(&mut superuser)
+        .await
+        .unwrap_or_else(|err| panic!("{INIT_SQL} fails: {err}"));
+    (cluster, database)
 }
 
 /// One service binary, described by its own crate.

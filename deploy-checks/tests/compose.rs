@@ -9,9 +9,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use deploy_checks::{
-    read, services, workspace_root, Compose, DatabaseUrl, ENV_READ_OUTSIDE_CONFIG,
+    postgres_as_compose_initialises_it, read, services, workspace_root, Compose, DatabaseUrl,
+    ENV_READ_OUTSIDE_CONFIG, POSTGRES,
 };
-use local_infra::{EmbeddedKafka, PostgresCluster};
+use local_infra::EmbeddedKafka;
 use service_kit::{CommonConfig, HEALTHCHECK_ARG};
 use sqlx::{Connection, PgConnection};
 
@@ -19,14 +20,12 @@ const COMPOSE: &str = "docker-compose.yml";
 const KAFKA_INFRA: &str = "kafka-infra/docker-compose.yml";
 const DOCKERFILE: &str = "Dockerfile";
 const CI: &str = ".ci/run";
-const INIT_SQL: &str = "deploy/postgres/init.sql";
 const DIAGRAM_SOURCE: &str = "docs/infra.dot";
 const DIAGRAM: &str = "docs/infra.svg";
 
 /// The one-shot step that creates the topics, and the Kafka and Postgres services.
 const TOPIC_INIT: &str = "topic-init";
 const KAFKA: &str = "kafka";
-const POSTGRES: &str = "postgres";
 /// The services kafka-infra/docker-compose.yml runs on its own.
 const BROKER_SERVICES: [&str; 3] = ["zookeeper", "kafka", "kafdrop"];
 
@@ -530,16 +529,7 @@ fn decode_xml_character_references(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_service_starts_as_its_own_role_and_cannot_read_another_services_schema() {
     let compose = Compose::load(COMPOSE);
-    let database = compose.environment(POSTGRES)["POSTGRES_DB"].clone();
-    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
-    cluster.ensure_database(&database).await.unwrap();
-    let mut superuser = PgConnection::connect(&cluster.url(&database))
-        .await
-        .unwrap();
-    sqlx::raw_sql(&read(INIT_SQL))
-        .execute(&mut superuser)
-        .await
-        .unwrap_or_else(|err| panic!("{INIT_SQL} fails: {err}"));
+    let (cluster, database) = postgres_as_compose_initialises_it(&compose).await;
 
     let kafka = EmbeddedKafka::start(1).unwrap();
     let partitions: i32 = compose.environment(TOPIC_INIT)["PARTITIONS"]

@@ -14,15 +14,12 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deploy_checks::{read, services, Compose, DatabaseUrl};
-use local_infra::{PostgresCluster, TestKafkaMode, ZooKeeperKafka, ZooKeeperKafkaOptions};
-use sqlx::{Connection, PgConnection};
+use deploy_checks::{postgres_as_compose_initialises_it, services, Compose, DatabaseUrl, POSTGRES};
+use local_infra::{TestKafkaMode, ZooKeeperKafka, ZooKeeperKafkaOptions};
 
 const COMPOSE: &str = "docker-compose.yml";
-const INIT_SQL: &str = "deploy/postgres/init.sql";
 const KAFKA: &str = "kafka";
 const TOPIC_INIT: &str = "topic-init";
-const POSTGRES: &str = "postgres";
 /// Broker settings the launcher owns: where it listens and its ZooKeeper.
 const LAUNCHER_SETTINGS: [&str; 5] = [
     "KAFKA_ZOOKEEPER_CONNECT",
@@ -116,16 +113,7 @@ async fn the_compose_topology_on_zookeeper_confirms_the_seed_order() {
         .collect();
 
     // Postgres as the compose file's postgres service initialises it.
-    let database = compose.environment(POSTGRES)["POSTGRES_DB"].clone();
-    let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
-    cluster.ensure_database(&database).await.unwrap();
-    let mut superuser = PgConnection::connect(&cluster.url(&database))
-        .await
-        .unwrap();
-    sqlx::raw_sql(&read(INIT_SQL))
-        .execute(&mut superuser)
-        .await
-        .unwrap();
+    let (cluster, _) = postgres_as_compose_initialises_it(&compose).await;
     let postgres_port = compose
         .ports(POSTGRES)
         .first()
