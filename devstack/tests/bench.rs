@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 /// Generous: start-up, a couple of one-second steps, draining, the limit.
 const DEADLINE: Duration = Duration::from_secs(300);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -32,13 +34,7 @@ fn run_bench(global: &[&str], bench_args: &[&str]) -> Run {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
-    let dir = tempfile::tempdir().unwrap();
-    // Postgres runs as the `postgres` user when the tests run as root.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = common::state_dir();
     let markdown = dir.path().join("BENCHMARKS.md");
     std::fs::write(
         &markdown,

@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{children_named, wait_until, Process};
+
+mod common;
+
 /// How long the stack may take to come up.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -32,80 +36,6 @@ const SERVICES: [&str; 4] = [
 /// What devstack's one line about a dead broker starts with.
 const BROKER_DIED_LINE: &str = "devstack: the embedded Kafka broker";
 
-/// A process as seen in /proc: its pid and start time, so that a recycled
-/// pid is not mistaken for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Process {
-    /// What it runs, for the failure message.
-    name: String,
-    pid: u32,
-    /// Field 22 of `/proc/<pid>/stat`, in clock ticks since boot.
-    start_time: u64,
-}
-
-/// `/proc/<pid>/stat` fields after "pid (comm) ": state first.
-fn stat_fields(pid: u32) -> Option<(String, Vec<String>)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(") ")?;
-    let comm = head.split_once('(')?.1.to_owned();
-    Some((comm, rest.split_whitespace().map(str::to_owned).collect()))
-}
-
-impl Process {
-    fn of(pid: u32) -> Option<Self> {
-        let (name, fields) = stat_fields(pid)?;
-        Some(Self {
-            name,
-            pid,
-            start_time: fields.get(19)?.parse().ok()?,
-        })
-    }
-
-    /// Still running: same process, not a zombie waiting to be reaped.
-    fn is_alive(&self) -> bool {
-        match stat_fields(self.pid) {
-            Some((_, fields)) => {
-                fields.first().map(String::as_str) != Some("Z")
-                    && fields.get(19).and_then(|t| t.parse().ok()) == Some(self.start_time)
-            }
-            None => false,
-        }
-    }
-}
-
-/// `parent`'s children whose executable name starts with (the 15 characters
-/// the kernel keeps of) `name`.
-fn children_named(parent: u32, name: &str) -> Vec<Process> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Some((comm, fields)) = stat_fields(pid) else {
-            continue;
-        };
-        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && name.starts_with(&comm) {
-            found.extend(Process::of(pid));
-        }
-    }
-    found
-}
-
-fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
 /// A devstack on the embedded broker in a temporary directory, with its
 /// stderr collected line by line.
 struct Devstack {
@@ -121,13 +51,7 @@ impl Devstack {
     /// the ports of the tests in this file apart.
     fn start(slot: u16) -> Self {
         let exe = Path::new(env!("CARGO_BIN_EXE_devstack"));
-        let dir = tempfile::tempdir().unwrap();
-        // Postgres runs as the `postgres` user when the tests run as root.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let dir = common::state_dir();
         let state = dir.path().join("state");
         // Services on 9081-17084: away from a developer's devstack (8081-8084),
         // bench.rs (18081 up), stack.rs (28081 up) and the ephemeral range.

@@ -4,49 +4,15 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use common::{children_named, wait_until};
+
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(120);
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Pids of `parent`'s children running the executable `name`.
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && name.starts_with(comm) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
 
 struct Devstack(Child);
 
@@ -85,13 +51,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
             "{service} is not built next to devstack; run `cargo test --workspace`"
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    // Postgres runs as the `postgres` user when the tests run as root.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = common::state_dir();
     let state = dir.path().join("state");
     // Ports away from a developer's own devstack on 8081-8084.
     let offset = 20_000 + (std::process::id() % 1_000) as u16 * 10;
@@ -115,7 +75,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     let devstack = Devstack(child);
 
     let stack_file = state.join("stack.json");
-    let stack: Value = wait_until("stack.json", || {
+    let stack: Value = wait_until("stack.json", DEADLINE, || {
         serde_json::from_str(&std::fs::read_to_string(&stack_file).ok()?).ok()
     });
     assert!(stack["kafkaBootstrap"].as_str().unwrap().contains(':'));
@@ -145,24 +105,24 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         .send()
         .unwrap();
     assert_eq!(created.status(), 201);
-    wait_until("order 123 confirmed", || {
+    wait_until("order 123 confirmed", DEADLINE, || {
         (order_status(&http, &order_base, "123")? == "CONFIRMED").then_some(())
     });
 
     // A service dies without warning: devstack starts it again.
     let devstack_pid = devstack.0.id();
-    let killed = wait_until("payment-service's pid", || {
+    let killed = wait_until("payment-service's pid", DEADLINE, || {
         children_named(devstack_pid, "payment-service")
             .first()
-            .copied()
+            .map(|process| process.pid)
     });
     // SAFETY: signalling a process we found as our child's child.
     unsafe {
         libc::kill(killed as libc::pid_t, libc::SIGKILL);
     }
-    wait_until("payment-service restarted", || {
+    wait_until("payment-service restarted", DEADLINE, || {
         let pids = children_named(devstack_pid, "payment-service");
-        let restarted = pids.iter().any(|pid| *pid != killed);
+        let restarted = pids.iter().any(|process| process.pid != killed);
         let healthy = http
             .get(format!("{payment_base}/health"))
             .send()
@@ -174,7 +134,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         .json(&json!({"orderId": "after-restart", "userId": "user2", "items": [{"sku": "widget", "quantity": 1}]}))
         .send()
         .unwrap();
-    wait_until("the next order confirmed", || {
+    wait_until("the next order confirmed", DEADLINE, || {
         (order_status(&http, &order_base, "after-restart")? == "CONFIRMED").then_some(())
     });
 
@@ -214,7 +174,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         );
         String::from_utf8(output.stdout).unwrap()
     };
-    let listed = wait_until("two dead letters", || {
+    let listed = wait_until("two dead letters", DEADLINE, || {
         let listed = dlq("list");
         listed.contains("2 dead letter(s)").then_some(listed)
     });
