@@ -33,6 +33,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::cli::EmbeddedBrokerArgs;
+use crate::supervisor::{self, Stream};
 
 /// The hidden command that runs the child (see [`crate::cli::Command`]).
 pub const SUBCOMMAND: &str = "embedded-broker";
@@ -313,30 +314,19 @@ fn died(pid: u32, status: std::io::Result<ExitStatus>, last_words: &LastWords) -
 /// Copies the child's stderr to ours behind [`OUTPUT_PREFIX`], keeping the
 /// last [`LAST_WORDS_LINES`] non-empty lines.
 async fn forward(source: impl AsyncRead + Unpin, last_words: LastWords) {
-    let mut reader = BufReader::new(source);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\n', '\r']);
-                // A closed terminal or pipe is not worth crashing over.
-                let _ = writeln!(std::io::stderr().lock(), "{OUTPUT_PREFIX}{text}");
-                if text.trim().is_empty() {
-                    continue;
-                }
-                let mut kept = last_words
-                    .lock()
-                    .expect("the last words are never poisoned");
-                if kept.len() == LAST_WORDS_LINES {
-                    kept.pop_front();
-                }
-                kept.push_back(text.to_owned());
-            }
+    let keep = move |text: &str| {
+        if text.trim().is_empty() {
+            return;
         }
-    }
+        let mut kept = last_words
+            .lock()
+            .expect("the last words are never poisoned");
+        if kept.len() == LAST_WORDS_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(text.to_owned());
+    };
+    supervisor::forward(source, OUTPUT_PREFIX.to_owned(), Stream::Stderr, keep).await;
 }
 
 /// Waits briefly for the forwarder to take the child's last lines (a

@@ -307,8 +307,8 @@ fn spawn(launch: &Launch) -> std::io::Result<(Child, OutputTasks)> {
         width = launch.prefix_width
     );
     let output = [
-        tokio::spawn(forward(stdout, prefix.clone(), Stream::Stdout)),
-        tokio::spawn(forward(stderr, prefix, Stream::Stderr)),
+        tokio::spawn(forward(stdout, prefix.clone(), Stream::Stdout, |_| {})),
+        tokio::spawn(forward(stderr, prefix, Stream::Stderr, |_| {})),
     ];
     tracing::debug!(instance = launch.name, pid = child.id(), "spawned");
     if let Some(pid) = child.id() {
@@ -323,14 +323,20 @@ fn spawn(launch: &Launch) -> std::io::Result<(Child, OutputTasks)> {
 
 /// Which of our streams a child stream goes to.
 #[derive(Debug, Clone, Copy)]
-enum Stream {
+pub enum Stream {
     Stdout,
     Stderr,
 }
 
 /// Copies `source` to our stdout or stderr line by line, each line behind
-/// `prefix`. Bytes that are not UTF-8 are shown lossily rather than dropped.
-async fn forward(source: impl AsyncRead + Unpin, prefix: String, stream: Stream) {
+/// `prefix`, and hands each line (without its newline) to `seen`. Bytes that
+/// are not UTF-8 are shown lossily rather than dropped.
+pub async fn forward(
+    source: impl AsyncRead + Unpin,
+    prefix: String,
+    stream: Stream,
+    mut seen: impl FnMut(&str),
+) {
     let mut reader = BufReader::new(source);
     let mut line = Vec::new();
     loop {
@@ -345,6 +351,7 @@ async fn forward(source: impl AsyncRead + Unpin, prefix: String, stream: Stream)
                     Stream::Stdout => writeln!(std::io::stdout().lock(), "{prefix}{text}"),
                     Stream::Stderr => writeln!(std::io::stderr().lock(), "{prefix}{text}"),
                 };
+                seen(text);
             }
         }
     }
