@@ -62,35 +62,16 @@ pub enum HandlerError {
     Failed(anyhow::Error),
 }
 
+/// Retried for as long as it takes if [`crate::db::is_transient`] says it may
+/// pass (the same rule that makes the HTTP API answer 503), else retried a
+/// few times and dead-lettered.
 impl From<sqlx::Error> for HandlerError {
     fn from(err: sqlx::Error) -> Self {
-        if is_transient(&err) {
+        if crate::db::is_transient(&err) {
             HandlerError::Transient(err.into())
         } else {
             HandlerError::Failed(err.into())
         }
-    }
-}
-
-/// Errors that say "try again later" rather than "this event is bad".
-fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // 08: connection exception; 40: serialization failure or deadlock;
-            // 53: insufficient resources; 57: operator intervention (shutdown,
-            // statement timeout).
-            ["08", "40", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }
-        _ => false,
     }
 }
 

@@ -132,6 +132,33 @@ pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 
+/// Errors that say "try again later" rather than "this is wrong": the
+/// database unreachable or restarting, the pool exhausted, a serialisation
+/// conflict or deadlock, a statement timeout. The one rule for both callers:
+/// the consumer retries such an event for as long as it takes
+/// ([`crate::HandlerError::Transient`]), and the HTTP API answers 503 with
+/// `Retry-After` ([`crate::Problem`]) instead of 500.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception; 40: serialization failure or deadlock;
+            // 53: insufficient resources; 57: operator intervention (shutdown,
+            // statement timeout).
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        _ => false,
+    }
+}
+
 /// Serialises work on one key (an order) for the rest of the transaction.
 ///
 /// One order's events travel on several topics, so different instances may
@@ -144,4 +171,24 @@ pub async fn lock_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<(), sqlx
         .execute(tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_and_a_busy_pool_are_transient() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(is_transient(&sqlx::Error::Io(reset)));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::PoolClosed));
+    }
+
+    #[test]
+    fn bugs_and_bad_data_are_not_transient() {
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
+        assert!(!is_transient(&sqlx::Error::Decode("not a status".into())));
+    }
 }

@@ -70,11 +70,11 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
 
 fn decode_json<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, Problem> {
     if !is_json {
-        return Err(Problem::with_status(
+        return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "/problems/unsupported-media-type",
             "Unsupported media type",
-            "send the body as Content-Type: application/json".into(),
+            "send the body as Content-Type: application/json",
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
@@ -83,7 +83,7 @@ fn decode_json<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, Pr
 
 fn body_problem(rejection: BytesRejection) -> Problem {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::with_status(
+        Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "/problems/body-too-large",
             "Request body too large",

@@ -27,7 +27,7 @@ use tower_http::trace::TraceLayer;
 
 pub use extract::{page_limit, JsonBody, OptionalJsonBody, QueryParams};
 pub use health::HealthState;
-pub use problem::{database_problem, Problem};
+pub use problem::{Problem, PROBLEM_CONTENT_TYPE, TRANSIENT_RETRY_AFTER};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -69,11 +69,11 @@ async fn no_such_route() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::with_status(
+    Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "/problems/method-not-allowed",
         "Method not allowed",
-        "this resource does not support that method".into(),
+        "this resource does not support that method",
     )
 }
 
