@@ -17,7 +17,9 @@
 //! usual retries and dead-lettering.
 //!
 //! A service supplies only an [`EventHandler`]: "what does this event do to my
-//! state, and what does it cause".
+//! state, and what does it cause". The loop commits through the [`Outbox`],
+//! which wakes the relay when caused events were written, so no handler has
+//! to remember it.
 //!
 //! Each event is handled inside an `event` span carrying its `order_id`, and
 //! that span continues the trace named by the message's `traceparent` header,
@@ -32,16 +34,16 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use shared_events::{Envelope, Topics};
+use shared_events::Envelope;
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
-use crate::outbox::Wakeup;
+use crate::outbox::{Outbox, OutboxTx};
 use crate::shutdown::{Closing, OffThreadDrop};
-use crate::{dlq, metrics, outbox, trace_context};
+use crate::{dlq, metrics, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
 #[derive(Debug, Error)]
@@ -111,7 +113,8 @@ pub struct EventConsumer<H> {
     consumer: OffThreadDrop<crate::kafka::EventStreamConsumer>,
     pool: PgPool,
     handler: H,
-    topics: Topics,
+    /// Where caused events are written; committing through it wakes the relay.
+    outbox: Outbox,
     /// Writes dead letters.
     producer: FutureProducer,
     /// Named in dead letters and logs.
@@ -124,8 +127,6 @@ pub struct EventConsumer<H> {
     max_attempts: u32,
     /// Most waiting messages applied in one transaction.
     batch_size: usize,
-    /// Rung after a commit that wrote caused events to the outbox.
-    outbox: Wakeup,
     /// Where the final commit and close run when the loop ends, so that
     /// shutdown can wait for them with a deadline.
     closing: Closing,
@@ -137,7 +138,7 @@ impl<H: EventHandler> EventConsumer<H> {
         config: &CommonConfig,
         pool: PgPool,
         producer: FutureProducer,
-        outbox: Wakeup,
+        outbox: Outbox,
         closing: Closing,
         subscriptions: &[&str],
         handler: H,
@@ -146,14 +147,13 @@ impl<H: EventHandler> EventConsumer<H> {
             consumer: OffThreadDrop::new(crate::kafka::consumer(config, subscriptions)?),
             pool,
             handler,
-            topics: config.topics(),
+            outbox,
             producer,
             service: config.service_name.clone(),
             retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
             retry_max: Duration::from_millis(config.consumer_retry_max_ms),
             max_attempts: config.consumer_max_attempts.max(1),
             batch_size: config.consumer_batch_size.max(1),
-            outbox,
             closing,
         })
     }
@@ -272,10 +272,7 @@ impl<H: EventHandler> EventConsumer<H> {
             .zip(events)
             .map(|(message, event)| (Source::of(message), event))
             .collect();
-        let applied = apply_batch(&self.pool, &self.handler, &self.topics, &sourced).await?;
-        if applied.iter().flatten().any(|caused| !caused.is_empty()) {
-            self.outbox.committed();
-        }
+        let applied = apply_batch(&self.pool, &self.handler, &self.outbox, &sourced).await?;
         Ok(applied.iter().map(Option::is_some).collect())
     }
 
@@ -405,10 +402,7 @@ impl<H: EventHandler> EventConsumer<H> {
         event: &Envelope,
     ) -> Result<bool, HandlerError> {
         let source = Source::of(message);
-        let applied = apply(&self.pool, &self.handler, &self.topics, &source, event).await?;
-        if applied.as_ref().is_some_and(|caused| !caused.is_empty()) {
-            self.outbox.committed();
-        }
+        let applied = apply(&self.pool, &self.handler, &self.outbox, &source, event).await?;
         Ok(applied.is_some())
     }
 }
@@ -457,14 +451,14 @@ fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
 async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     source: &Source<'_>,
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
-    let mut tx = pool.begin().await?;
-    let caused = apply_in(&mut tx, handler, topics, source, event).await?;
+    let mut tx = outbox.begin(pool).await?;
+    let caused = apply_in(&mut tx, handler, outbox, source, event).await?;
     if caused.is_some() {
-        tx.commit().await?;
+        outbox.commit(tx).await?;
     }
     Ok(caused)
 }
@@ -478,28 +472,28 @@ async fn apply<H: EventHandler>(
 pub async fn apply_batch<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     events: &[(Source<'_>, &Envelope)],
 ) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = outbox.begin(pool).await?;
     let mut applied = Vec::with_capacity(events.len());
     for (source, event) in events {
         let span = event_span(event, source.traceparent);
         applied.push(
-            apply_in(&mut tx, handler, topics, source, event)
+            apply_in(&mut tx, handler, outbox, source, event)
                 .instrument(span)
                 .await?,
         );
     }
-    tx.commit().await?;
+    outbox.commit(tx).await?;
     Ok(applied)
 }
 
 /// [`apply`] inside the caller's transaction, which it does not commit.
 async fn apply_in<H: EventHandler>(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     source: &Source<'_>,
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
@@ -514,7 +508,7 @@ async fn apply_in<H: EventHandler>(
     .bind(source.topic)
     .bind(source.partition)
     .bind(source.offset)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected()
         == 1;
@@ -523,7 +517,7 @@ async fn apply_in<H: EventHandler>(
     }
     let caused = handler.handle(tx, event).await?;
     for follow_up in &caused {
-        outbox::enqueue(tx, topics, follow_up).await?;
+        outbox.enqueue(tx, follow_up).await?;
     }
     Ok(Some(caused))
 }

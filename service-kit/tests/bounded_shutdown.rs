@@ -10,7 +10,6 @@ use local_infra::{EmbeddedKafka, PostgresCluster};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
-use service_kit::outbox;
 use service_kit::{CommonConfig, EventHandler, HandlerError, Infrastructure, ServiceHost};
 use shared_events::topics::DEFAULT_PARTITIONS;
 use shared_events::{Envelope, Event, OrderCreated, OrderId, UserId};
@@ -63,7 +62,7 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
         let infra = Infrastructure::connect(&config, &NO_SERVICE_MIGRATIONS)
             .await
             .unwrap();
-        let (pool, wakeup) = (infra.pool.clone(), infra.outbox.clone());
+        let (pool, outbox) = (infra.pool.clone(), infra.outbox.clone());
         let (seen, mut handled) = tokio::sync::mpsc::unbounded_channel();
         let topic = config.topics().order_created;
         let host = ServiceHost::bind(infra, Router::new())
@@ -88,12 +87,9 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
         // The broker goes; an event committed now stays in the relay's batch.
         kafka.broker_down(-1).unwrap();
         let stuck = order_created("during-outage");
-        let mut tx = pool.begin().await.unwrap();
-        outbox::enqueue(&mut tx, &config.topics(), &stuck)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        wakeup.committed();
+        let mut tx = outbox.begin(&pool).await.unwrap();
+        outbox.enqueue(&mut tx, &stuck).await.unwrap();
+        outbox.commit(tx).await.unwrap();
         wait_until_the_relay_holds(&pool, &stuck).await;
 
         let asked = Instant::now();

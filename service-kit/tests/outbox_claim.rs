@@ -2,7 +2,8 @@
 //! order they were written.
 
 use local_infra::PostgresCluster;
-use service_kit::{outbox, CommonConfig};
+use service_kit::outbox::{self, Outbox};
+use service_kit::CommonConfig;
 use shared_events::{Envelope, Event, OrderCreated, OrderId, Topics, UserId};
 use sqlx::migrate::Migrator;
 
@@ -30,14 +31,15 @@ async fn a_relay_skips_an_order_whose_older_event_another_relay_holds() {
         .await
         .unwrap();
 
-    let topics = Topics::default();
-    let mut conn = pool.acquire().await.unwrap();
+    let writer = Outbox::new(Topics::default(), "test");
     for order in ["a", "b", "a"] {
-        outbox::enqueue(&mut conn, &topics, &order_created(order))
+        let mut tx = writer.begin(&pool).await.unwrap();
+        writer
+            .enqueue(&mut tx, &order_created(order))
             .await
             .unwrap();
+        writer.commit(tx).await.unwrap();
     }
-    drop(conn);
 
     // Relay 1 holds order a's first event (as while publishing it).
     let mut relay_one = pool.begin().await.unwrap();

@@ -72,13 +72,15 @@ impl From<CancelError> for Problem {
     }
 }
 
+/// Locks the order, decides, and cancels it in one transaction, committed
+/// through the outbox so that the OrderCancelled leaves at once.
 async fn cancel_in_tx(
     state: &AppState,
     order_id: &OrderId,
     reason: &CancelReason,
 ) -> Result<db::Order, CancelError> {
     let not_found = || CancelError::NotFound(order_id.clone());
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.outbox.begin(&state.pool).await?;
     let candidate = db::lock_for_cancel(&mut tx, order_id.as_str())
         .await?
         .ok_or_else(not_found)?;
@@ -88,8 +90,7 @@ async fn cancel_in_tx(
         CancelDecision::Cancel => {
             db::cancel(
                 &mut tx,
-                &state.topics,
-                &state.service_name,
+                &state.outbox,
                 order_id,
                 &candidate,
                 CancelInitiator::Customer,
@@ -103,9 +104,6 @@ async fn cancel_in_tx(
     let order = db::load(&mut tx, order_id.as_str())
         .await?
         .ok_or_else(not_found)?;
-    tx.commit().await?;
-    if let CancelDecision::Cancel = decision {
-        state.outbox.committed();
-    }
+    state.outbox.commit(tx).await?;
     Ok(order)
 }

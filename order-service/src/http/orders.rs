@@ -109,17 +109,9 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
-    let placement = db::place(
-        &state.pool,
-        &state.topics,
-        &state.service_name,
-        &new,
-        state.saga_deadline,
-    )
-    .await?;
+    let placement = db::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
     match placement {
         Placement::Created(order) => {
-            state.outbox.committed();
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
             let location = format!("/api/orders/{}", order.order_id);
             Ok((
