@@ -17,9 +17,13 @@
 //! usual retries and dead-lettering.
 //!
 //! A service supplies only an [`EventHandler`]: "what does this event do to my
-//! state, and what does it cause". The loop commits through the [`Outbox`],
-//! which wakes the relay when caused events were written, so no handler has
-//! to remember it.
+//! state, and what does it cause". Policies every event needs are the loop's,
+//! so no handler can forget them: it takes the per-order lock
+//! ([`crate::db::lock_keys`]) before applying an event, so one order's events,
+//! which arrive on several topics and may reach several instances at once,
+//! apply one at a time (a batch locks all its orders first, in one order, so
+//! two batches cannot deadlock on them); and it commits through the
+//! [`Outbox`], which wakes the relay when caused events were written.
 //!
 //! Each event is handled inside an `event` span carrying its `order_id`, and
 //! that span continues the trace named by the message's `traceparent` header,
@@ -91,6 +95,9 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx` and returns the events it causes; they are
     /// written to the outbox in the same transaction. Events this service does
     /// not care about return an empty list.
+    ///
+    /// `tx` already holds the lock on the event's order: until it ends, no
+    /// other event of that order is applied by any instance of the service.
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
@@ -445,9 +452,9 @@ fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
 }
 
 /// The unit of work the consumer loop commits for one event, in one
-/// transaction: the inbox row, the handler's effect, and the caused events in
-/// the outbox. Returns the caused events, or `None` for a duplicate (nothing
-/// was written).
+/// transaction under the order's lock: the inbox row, the handler's effect,
+/// and the caused events in the outbox. Returns the caused events, or `None`
+/// for a duplicate (nothing was written).
 async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
@@ -456,6 +463,7 @@ async fn apply<H: EventHandler>(
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
     let mut tx = outbox.begin(pool).await?;
+    crate::db::lock_keys(&mut tx, &[event.order_id.as_str()]).await?;
     let caused = apply_in(&mut tx, handler, outbox, source, event).await?;
     if caused.is_some() {
         outbox.commit(tx).await?;
@@ -464,8 +472,10 @@ async fn apply<H: EventHandler>(
 }
 
 /// What the consumer loop commits for several waiting messages, in one
-/// transaction: for each event its inbox row, the handler's effect and the
-/// caused events in the outbox (`None` for a duplicate). All or nothing.
+/// transaction: the locks of all their orders first (in one order, so that
+/// concurrent batches cannot deadlock on them), then for each event its inbox
+/// row, the handler's effect and the caused events in the outbox (`None` for
+/// a duplicate). All or nothing.
 ///
 /// Public so that tools can run exactly what a service commits without a
 /// broker (the benchmark's database-bound limit does).
@@ -476,6 +486,8 @@ pub async fn apply_batch<H: EventHandler>(
     events: &[(Source<'_>, &Envelope)],
 ) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
     let mut tx = outbox.begin(pool).await?;
+    let orders: Vec<&str> = events.iter().map(|(_, e)| e.order_id.as_str()).collect();
+    crate::db::lock_keys(&mut tx, &orders).await?;
     let mut applied = Vec::with_capacity(events.len());
     for (source, event) in events {
         let span = event_span(event, source.traceparent);
@@ -489,7 +501,8 @@ pub async fn apply_batch<H: EventHandler>(
     Ok(applied)
 }
 
-/// [`apply`] inside the caller's transaction, which it does not commit.
+/// [`apply`] inside the caller's transaction, which it does not commit; the
+/// caller holds the order's lock.
 async fn apply_in<H: EventHandler>(
     tx: &mut OutboxTx,
     handler: &H,

@@ -159,17 +159,33 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Serialises work on one key (an order) for the rest of the transaction.
+/// Serialises work on each of `keys` (orders) for the rest of the transaction.
 ///
 /// One order's events travel on several topics, so different instances may
-/// handle two of them at the same moment; a service that decides from "what
-/// have I seen of this order so far" takes this lock first. It is a
-/// transaction-scoped advisory lock: no table, released on commit or rollback.
-pub async fn lock_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(key)
-        .execute(tx)
-        .await?;
+/// handle two of them at the same moment; the consumer loop takes this lock
+/// for every event it applies, so each service decides from "what have I
+/// seen of this order so far" with nobody changing it meanwhile. It is a
+/// transaction-scoped advisory lock: no table, released on commit or
+/// rollback.
+///
+/// The locks are taken in one order (by lock id, each once) whatever the
+/// order of `keys`, so two transactions locking overlapping sets (two
+/// batches) wait for each other rather than deadlock. Take them before any
+/// other lock in the transaction: a transaction then never waits for one of
+/// them while holding something else.
+pub async fn lock_keys(tx: &mut sqlx::PgConnection, keys: &[&str]) -> Result<(), sqlx::Error> {
+    // A sorted subquery is evaluated before the outer projection calls the
+    // lock function on its rows, one after another in that order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(id) FROM (
+             SELECT DISTINCT hashtextextended(key, 0) AS id
+             FROM unnest($1::text[]) AS key
+             ORDER BY id
+         ) AS ids",
+    )
+    .bind(keys)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
