@@ -14,6 +14,8 @@
 mod extract;
 mod health;
 mod problem;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,39 +119,4 @@ fn order_id_of(route: &str, uri: &axum::http::Uri) -> Option<String> {
             .find(|(name, _)| name == ORDER_ID_QUERY)
             .map(|(_, value)| value.into_owned())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_order_in_the_path_or_the_query() {
-        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
-        assert_eq!(
-            order_id_of("/api/orders/{order_id}", &uri("/api/orders/o-1")).as_deref(),
-            Some("o-1")
-        );
-        assert_eq!(
-            order_id_of(
-                "/api/orders/{orderId}/events",
-                &uri("/api/orders/o-2/events")
-            )
-            .as_deref(),
-            Some("o-2")
-        );
-        assert_eq!(
-            order_id_of(
-                "/api/notifications",
-                &uri("/api/notifications?userId=u&orderId=o-3")
-            )
-            .as_deref(),
-            Some("o-3")
-        );
-        assert_eq!(
-            order_id_of("/api/inventory/{sku}", &uri("/api/inventory/widget")),
-            None
-        );
-        assert_eq!(order_id_of("unmatched", &uri("/nowhere")), None);
-    }
 }
