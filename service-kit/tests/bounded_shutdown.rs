@@ -12,9 +12,12 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use service_kit::{CommonConfig, EventHandler, HandlerError, Infrastructure, ServiceHost};
 use shared_events::topics::DEFAULT_PARTITIONS;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, UserId};
+use shared_events::Envelope;
 use sqlx::migrate::Migrator;
 use sqlx::PgConnection;
+
+mod common;
+use common::order_created;
 
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
 
@@ -123,17 +126,6 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
     runtime_dropped
         .recv_timeout(DEADLINE)
         .expect("the runtime shut down");
-}
-
-fn order_created(order: &str) -> Envelope {
-    Envelope::new(
-        OrderId::parse(order).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    )
 }
 
 async fn publish(bootstrap: &str, topic: &str, event: &Envelope) {

@@ -10,9 +10,12 @@ use local_infra::PostgresCluster;
 use service_kit::consumer::{apply_batch, Source};
 use service_kit::outbox::Outbox;
 use service_kit::{CommonConfig, EventHandler, HandlerError};
-use shared_events::{Envelope, Event, OrderCreated, OrderId, Topics, UserId};
+use shared_events::{Envelope, Topics};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
+
+mod common;
+use common::order_created;
 
 /// The test needs only the plumbing tables.
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
@@ -136,17 +139,6 @@ async fn database(name: &str) -> (PostgresCluster, PgPool) {
         .await
         .unwrap();
     (cluster, pool)
-}
-
-fn order_created(order: &str) -> Envelope {
-    Envelope::new(
-        OrderId::parse(order).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    )
 }
 
 fn source(offset: i64) -> Source<'static> {

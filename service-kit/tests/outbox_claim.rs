@@ -4,22 +4,14 @@
 use local_infra::PostgresCluster;
 use service_kit::outbox::{self, Outbox};
 use service_kit::CommonConfig;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, Topics, UserId};
+use shared_events::Topics;
 use sqlx::migrate::Migrator;
+
+mod common;
+use common::order_created;
 
 /// The test needs only the plumbing tables.
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
-
-fn order_created(order_id: &str) -> Envelope {
-    Envelope::new(
-        OrderId::parse(order_id).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_skips_an_order_whose_older_event_another_relay_holds() {

@@ -10,9 +10,12 @@ use rdkafka::producer::Producer;
 use service_kit::outbox::{Outbox, OutboxRelay};
 use service_kit::CommonConfig;
 use shared_events::topics::DEFAULT_PARTITIONS;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, UserId};
+use shared_events::Envelope;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::order_created;
 
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
 
@@ -92,14 +95,7 @@ async fn infrastructure() -> (PostgresCluster, EmbeddedKafka, CommonConfig) {
 
 /// Commits an OrderCreated for `order` to the outbox, as a service would.
 async fn commit_event(pool: &sqlx::PgPool, outbox: &Outbox, order: &str) -> Envelope {
-    let event = Envelope::new(
-        OrderId::parse(order).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    );
+    let event = order_created(order);
     let mut tx = outbox.begin(pool).await.unwrap();
     outbox.enqueue(&mut tx, &event).await.unwrap();
     outbox.commit(tx).await.unwrap();
