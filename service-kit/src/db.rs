@@ -166,7 +166,9 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
 /// for every event it applies, so each service decides from "what have I
 /// seen of this order so far" with nobody changing it meanwhile. It is a
 /// transaction-scoped advisory lock: no table, released on commit or
-/// rollback.
+/// rollback. Advisory locks belong to the whole database, so the lock id
+/// mixes in the connection's schema: services sharing a database (each
+/// deciding from its own schema only) do not wait for each other's locks.
 ///
 /// The locks are taken in one order (by lock id, each once) whatever the
 /// order of `keys`, so two transactions locking overlapping sets (two
@@ -178,7 +180,7 @@ pub async fn lock_keys(tx: &mut sqlx::PgConnection, keys: &[&str]) -> Result<(),
     // lock function on its rows, one after another in that order.
     sqlx::query(
         "SELECT pg_advisory_xact_lock(id) FROM (
-             SELECT DISTINCT hashtextextended(key, 0) AS id
+             SELECT DISTINCT hashtextextended(key, hashtext(current_schema())) AS id
              FROM unnest($1::text[]) AS key
              ORDER BY id
          ) AS ids",

@@ -1,7 +1,8 @@
 //! The consumer applies every event under its order's lock, whatever the
-//! handler does, and a batch takes its orders' locks in one consistent order,
-//! so that two batches sharing orders wait for each other instead of
-//! deadlocking.
+//! handler does; a batch takes its orders' locks in one consistent order, so
+//! that two batches sharing orders wait for each other instead of
+//! deadlocking; and the lock is the service's own, so services sharing a
+//! database do not wait for each other.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -128,17 +129,43 @@ async fn a_batch_waiting_for_one_orders_lock_holds_none_it_takes_later() {
     waiter.commit().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sharing_a_database_do_not_wait_for_each_others_order_locks() {
+    let (cluster, inventory) = database("sharedlocks").await;
+    let payments = pool_for_schema(&cluster, "sharedlocks", "lockpayments").await;
+
+    let mut holder = inventory.begin().await.unwrap();
+    service_kit::db::lock_keys(&mut holder, &["o-1"])
+        .await
+        .unwrap();
+
+    assert!(
+        try_lock(&payments, "o-1").await,
+        "another service's lock on the order is its own"
+    );
+    assert!(
+        !try_lock(&inventory, "o-1").await,
+        "the service's own other instances wait"
+    );
+    holder.commit().await.unwrap();
+}
+
 /// A private Postgres (kept alive by the caller) and a pool on a fresh
 /// database with the plumbing tables.
 async fn database(name: &str) -> (PostgresCluster, PgPool) {
     let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary).unwrap();
     cluster.ensure_database(name).await.unwrap();
-    let mut config = CommonConfig::defaults("lock-test", 0, "locktest");
-    config.database_url = cluster.url(name);
-    let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
-        .await
-        .unwrap();
+    let pool = pool_for_schema(&cluster, name, "locktest").await;
     (cluster, pool)
+}
+
+/// A pool on `database` pinned to `schema`, as a service's is.
+async fn pool_for_schema(cluster: &PostgresCluster, database: &str, schema: &str) -> PgPool {
+    let mut config = CommonConfig::defaults("lock-test", 0, schema);
+    config.database_url = cluster.url(database);
+    service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
+        .await
+        .unwrap()
 }
 
 fn source(offset: i64) -> Source<'static> {
@@ -150,11 +177,21 @@ fn source(offset: i64) -> Source<'static> {
     }
 }
 
+/// The id of `key`'s lock, as [`service_kit::db::lock_keys`] makes it for
+/// connections to the test's schema.
+async fn lock_id(pool: &PgPool, key: &str) -> i64 {
+    sqlx::query_scalar("SELECT hashtextextended($1, hashtext(current_schema()))")
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Could a transaction of its own take `order`'s lock right now? (It lets go
 /// of it again at once.)
 async fn try_lock(pool: &PgPool, order: &str) -> bool {
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(order)
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(lock_id(pool, order).await)
         .fetch_one(pool)
         .await
         .unwrap()
@@ -166,14 +203,7 @@ async fn by_lock_order(
     a: &'static str,
     b: &'static str,
 ) -> (&'static str, &'static str) {
-    let a_first: bool =
-        sqlx::query_scalar("SELECT hashtextextended($1, 0) < hashtextextended($2, 0)")
-            .bind(a)
-            .bind(b)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    if a_first {
+    if lock_id(pool, a).await < lock_id(pool, b).await {
         (a, b)
     } else {
         (b, a)
