@@ -12,10 +12,11 @@
 //!   rows, effects and caused events in the outbox — and hands the caused
 //!   events to the consumers subscribed to their topics (each service's own
 //!   `app::subscriptions`). A relay per schema claims and marks the outbox
-//!   rows sent, woken after each commit as the services' relays are. So the
-//!   limit is the same pipeline as the system, minus the broker and HTTP. It
-//!   runs in scratch schemas (`bench_*`), created by the services' migrations
-//!   and dropped afterwards, so the running services never see its rows;
+//!   rows sent, woken by the commits through its service's [`Outbox`], as
+//!   the services' relays are. So the limit is the same pipeline as the
+//!   system, minus the broker and HTTP. It runs in scratch schemas
+//!   (`bench_*`), created by the services' migrations and dropped
+//!   afterwards, so the running services never see its rows;
 //! - **broker round trip**: produce → consume on a scratch topic of the same
 //!   broker, with the services' producer and consumer settings.
 
@@ -32,7 +33,7 @@ use rdkafka::util::Timeout;
 use serde::Serialize;
 use service_kit::consumer::{apply_batch, Source};
 use service_kit::kafka::EventStreamConsumer;
-use service_kit::outbox::Wakeup;
+use service_kit::outbox::Outbox;
 use service_kit::{CommonConfig, EventHandler, HandlerError, ServiceConfig};
 use shared_events::{
     Cents, Envelope, Event, OrderCreated, OrderId, OrderLine, Quantity, Sku, Topics, UserId,
@@ -267,7 +268,15 @@ async fn database_in_scratch_schemas(
 
     let topics = Topics::default();
     let stop = CancellationToken::new();
-    let wakeups: [Wakeup; 4] = Default::default();
+    // One outbox per service, as each service has: a commit through it wakes
+    // that service's stand-in relay.
+    let [order_outbox, inventory_outbox, payment_outbox, notification_outbox] = [
+        "order-service",
+        "inventory-service",
+        "payment-service",
+        "notification-service",
+    ]
+    .map(|service| Outbox::new(topics.clone(), service));
     let mut queues = HashMap::new();
     let mut subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>> = HashMap::new();
     for (service, subscriptions) in [
@@ -305,8 +314,12 @@ async fn database_in_scratch_schemas(
     });
 
     let mut relays = tokio::task::JoinSet::new();
-    for (pool, wakeup) in [&orders, &inventory, &payments].into_iter().zip(&wakeups) {
-        relays.spawn(relay(pool.clone(), wakeup.clone(), stop.clone()));
+    for (pool, outbox) in [
+        (&orders, &order_outbox),
+        (&inventory, &inventory_outbox),
+        (&payments, &payment_outbox),
+    ] {
+        relays.spawn(relay(pool.clone(), outbox.clone(), stop.clone()));
     }
     let mut consumers = tokio::task::JoinSet::new();
     let mut queue = |service| queues.remove(service).expect("a queue per service");
@@ -315,7 +328,7 @@ async fn database_in_scratch_schemas(
         orders.clone(),
         order_service::consumer::OrderEvents,
         queue("order-service"),
-        wakeups[0].clone(),
+        order_outbox.clone(),
         pipeline.clone(),
     ));
     consumers.spawn(consume(
@@ -327,7 +340,7 @@ async fn database_in_scratch_schemas(
                 .inventory_reservation_ttl_secs,
         },
         queue("inventory-service"),
-        wakeups[1].clone(),
+        inventory_outbox,
         pipeline.clone(),
     ));
     consumers.spawn(consume(
@@ -339,7 +352,7 @@ async fn database_in_scratch_schemas(
             default_credit: Cents::parse(i64::MAX / 4).expect("a valid amount"),
         },
         queue("payment-service"),
-        wakeups[2].clone(),
+        payment_outbox,
         pipeline.clone(),
     ));
     consumers.spawn(consume(
@@ -347,7 +360,7 @@ async fn database_in_scratch_schemas(
         notifications.clone(),
         notification_service::consumer::NotificationEvents,
         queue("notification-service"),
-        wakeups[3].clone(),
+        notification_outbox,
         pipeline.clone(),
     ));
 
@@ -363,13 +376,12 @@ async fn database_in_scratch_schemas(
             slots.clone(),
             next_order.clone(),
         );
-        let (workload, wakeup) = (workload.clone(), wakeups[0].clone());
+        let (workload, outbox) = (workload.clone(), order_outbox.clone());
         placing.spawn(async move {
             while Instant::now() < deadline {
                 let slot = slots.clone().acquire_owned().await?;
                 let n = next_order.fetch_add(1, Ordering::Relaxed);
-                place(&orders, &pipeline, &workload, n, slot).await?;
-                wakeup.committed();
+                place(&orders, &outbox, &pipeline, &workload, n, slot).await?;
             }
             anyhow::Ok(())
         });
@@ -434,6 +446,7 @@ async fn database_in_scratch_schemas(
 /// `OrderCreated` in the outbox, one transaction) and starts its saga.
 async fn place(
     orders: &PgPool,
+    outbox: &Outbox,
     pipeline: &Pipeline,
     workload: &Workload,
     n: u64,
@@ -459,7 +472,7 @@ async fn place(
     };
     let deadline = Duration::from_secs(order_service::Config::defaults().order_saga_deadline_secs);
     let placed = Instant::now();
-    order_service::db::place(orders, &pipeline.topics, "order-service", &new, deadline)
+    order_service::db::place(orders, outbox, &new, deadline)
         .await
         .context("placing an order")?;
     pipeline.in_flight.lock().unwrap().insert(
@@ -498,7 +511,7 @@ async fn consume<H: EventHandler>(
     pool: PgPool,
     handler: H,
     mut queue: UnboundedReceiver<Delivery>,
-    wakeup: Wakeup,
+    outbox: Outbox,
     pipeline: Arc<Pipeline>,
 ) -> anyhow::Result<(&'static str, ConsumerStats)> {
     let mut stats = ConsumerStats::default();
@@ -514,12 +527,9 @@ async fn consume<H: EventHandler>(
                 Err(_) => break,
             }
         }
-        let (caused, transactions) = apply(&pool, &handler, &pipeline, &batch).await?;
+        let (caused, transactions) = apply(&pool, &handler, &outbox, &pipeline, &batch).await?;
         stats.events += batch.len() as u64;
         stats.transactions += transactions;
-        if !caused.is_empty() {
-            wakeup.committed();
-        }
         pipeline.publish(caused)?;
         for delivery in &batch {
             pipeline.applied(&delivery.event.order_id);
@@ -533,6 +543,7 @@ async fn consume<H: EventHandler>(
 async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
+    outbox: &Outbox,
     pipeline: &Pipeline,
     batch: &[Delivery],
 ) -> anyhow::Result<(Vec<Envelope>, u64)> {
@@ -548,13 +559,12 @@ async fn apply<H: EventHandler>(
             (source, &delivery.event)
         })
         .collect();
-    let (applied, transactions) = match apply_batch(pool, handler, &pipeline.topics, &sourced).await
-    {
+    let (applied, transactions) = match apply_batch(pool, handler, outbox, &sourced).await {
         Ok(applied) => (applied, 1),
         Err(_) => {
             let mut one_by_one = Vec::with_capacity(sourced.len());
             for event in &sourced {
-                one_by_one.push(apply_alone(pool, handler, &pipeline.topics, event).await?);
+                one_by_one.push(apply_alone(pool, handler, outbox, event).await?);
             }
             (one_by_one, sourced.len() as u64)
         }
@@ -571,13 +581,13 @@ async fn apply<H: EventHandler>(
 async fn apply_alone<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     (source, event): &(Source<'_>, &Envelope),
 ) -> anyhow::Result<Option<Vec<Envelope>>> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match apply_batch(pool, handler, topics, &[(*source, *event)]).await {
+        match apply_batch(pool, handler, outbox, &[(*source, *event)]).await {
             Ok(mut applied) => return Ok(applied.remove(0)),
             Err(HandlerError::Transient(_)) if attempts < TRANSIENT_ATTEMPTS => {}
             Err(error) => anyhow::bail!("applying an event in the limit run: {error:#}"),
@@ -587,7 +597,7 @@ async fn apply_alone<H: EventHandler>(
 
 /// The outbox relay's database work without the broker: woken after each
 /// commit that wrote outbox rows, claim a batch, mark it sent, commit.
-async fn relay(pool: PgPool, wakeup: Wakeup, stop: CancellationToken) -> anyhow::Result<()> {
+async fn relay(pool: PgPool, outbox: Outbox, stop: CancellationToken) -> anyhow::Result<()> {
     while !stop.is_cancelled() {
         let mut tx = pool.begin().await?;
         let rows = service_kit::outbox::claim(&mut tx, RELAY_BATCH).await?;
@@ -597,7 +607,7 @@ async fn relay(pool: PgPool, wakeup: Wakeup, stop: CancellationToken) -> anyhow:
         if (ids.len() as i64) < RELAY_BATCH {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = wakeup.woken() => {}
+                _ = outbox.wait_for_commit() => {}
                 _ = tokio::time::sleep(RELAY_POLL) => {}
             }
         }

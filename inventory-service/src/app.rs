@@ -3,13 +3,13 @@
 //! reservation expiry.
 
 use anyhow::Context;
+use service_kit::outbox::{Outbox, OutboxTx};
 use service_kit::periodic::BatchJob;
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::{
     CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderId, Topics, UserId,
 };
 use sqlx::migrate::Migrator;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -61,8 +61,7 @@ impl Application {
             reservation_ttl_secs: config.inventory_reservation_ttl_secs,
         };
         let expiry = ReservationExpiry {
-            topics: topics.clone(),
-            service_name: config.common.service_name.clone(),
+            outbox: infra.outbox.clone(),
         };
         Ok(ServiceHost::bind(infra, routes)
             .await?
@@ -83,12 +82,12 @@ const EXPIRY_BATCH: i64 = 100;
 /// Gives back stock held for sagas that never finished, and calls those sagas
 /// off so that no one charges or confirms them later.
 struct ReservationExpiry {
-    topics: Topics,
-    service_name: String,
+    /// Where the cancellations are announced.
+    outbox: Outbox,
 }
 
 impl BatchJob for ReservationExpiry {
-    async fn pass(&self, tx: &mut PgConnection, batch: i64) -> anyhow::Result<usize> {
+    async fn pass(&self, tx: &mut OutboxTx, batch: i64) -> anyhow::Result<usize> {
         let expired = db::release_expired(tx, batch).await?;
         for reservation in &expired {
             let event = Envelope::in_saga(
@@ -99,9 +98,9 @@ impl BatchJob for ReservationExpiry {
                     initiator: CancelInitiator::ReservationExpiry,
                     reason: CancelReason::timeout(),
                 }),
-                &self.service_name,
+                self.outbox.producer(),
             );
-            service_kit::outbox::enqueue(tx, &self.topics, &event).await?;
+            self.outbox.enqueue(tx, &event).await?;
             tracing::warn!(
                 order_id = %reservation.order_id,
                 "reservation expired; stock released and order cancelled"

@@ -6,8 +6,9 @@
 //! - OrderCancelled releases a held reservation, returns sold units to stock,
 //!   or, when nothing was reserved yet, makes sure nothing will be.
 //!
-//! The three arrive on different topics, in any order; a per-order lock
-//! ([`service_kit::db::lock_key`]) makes each order's events apply one at a time.
+//! The three arrive on different topics, in any order; the consumer loop holds
+//! the order's lock ([`service_kit::db::lock_keys`]) while one is applied, so
+//! each order's events apply one at a time.
 
 use service_kit::{EventHandler, HandlerError};
 use shared_events::{
@@ -33,12 +34,8 @@ impl EventHandler for InventoryEvents {
     ) -> Result<Vec<Envelope>, HandlerError> {
         let order_id = event.order_id.as_str();
         match &event.event {
-            Event::OrderCreated(created) => {
-                service_kit::db::lock_key(tx, order_id).await?;
-                self.reserve(tx, event, created).await
-            }
+            Event::OrderCreated(created) => self.reserve(tx, event, created).await,
             Event::PaymentProcessed(payment) => {
-                service_kit::db::lock_key(tx, order_id).await?;
                 let (how, ended_by) = match payment.outcome {
                     Payment::Approved => (Settlement::Sell, "PAYMENT_APPROVED"),
                     Payment::Declined { .. } => (Settlement::Release, "PAYMENT_DECLINED"),
@@ -55,7 +52,6 @@ impl EventHandler for InventoryEvents {
                 Ok(vec![])
             }
             Event::OrderCancelled(cancelled) => {
-                service_kit::db::lock_key(tx, order_id).await?;
                 cancel(tx, order_id, cancelled).await?;
                 Ok(vec![])
             }

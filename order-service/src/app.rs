@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use service_kit::outbox::{Outbox, OutboxTx};
 use service_kit::periodic::BatchJob;
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::{CancelInitiator, CancelReason, Topics};
 use sqlx::migrate::Migrator;
-use sqlx::PgConnection;
 
 use crate::config::Config;
 use crate::consumer::OrderEvents;
@@ -45,17 +45,14 @@ impl Application {
         );
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
-            topics: topics.clone(),
-            service_name: config.common.service_name.clone(),
+            outbox: infra.outbox.clone(),
             cancel_window: config.order_cancel_window_secs.map(Duration::from_secs),
             saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
             feed: feed.clone(),
             live: config.live.clone(),
-            outbox: infra.outbox.clone(),
         });
         let deadline = SagaDeadline {
-            topics: topics.clone(),
-            service_name: config.common.service_name.clone(),
+            outbox: infra.outbox.clone(),
             deadline_secs: config.order_saga_deadline_secs,
         };
         let host = ServiceHost::bind(infra, routes)
@@ -77,20 +74,20 @@ impl Application {
 /// Cancels orders that did not finish in time, through the same path as a
 /// customer's cancellation, so every service undoes its part.
 struct SagaDeadline {
-    topics: Topics,
-    service_name: String,
+    /// Where the cancellations are announced.
+    outbox: Outbox,
+    /// How long after it was placed an unfinished order is cancelled.
     deadline_secs: u64,
 }
 
 impl BatchJob for SagaDeadline {
-    async fn pass(&self, tx: &mut PgConnection, batch: i64) -> anyhow::Result<usize> {
+    async fn pass(&self, tx: &mut OutboxTx, batch: i64) -> anyhow::Result<usize> {
         let reason = CancelReason::timeout();
         let overdue = db::lock_overdue(tx, self.deadline_secs, batch).await?;
         for (order_id, candidate) in &overdue {
             db::cancel(
                 tx,
-                &self.topics,
-                &self.service_name,
+                &self.outbox,
                 order_id,
                 candidate,
                 CancelInitiator::SagaDeadline,

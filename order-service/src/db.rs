@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use service_kit::outbox::{Outbox, OutboxTx};
 use shared_events::{
     CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderCreated, OrderId,
-    OrderLine, PricedLine, Topics, UserId,
+    OrderLine, PricedLine, UserId,
 };
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -110,13 +111,13 @@ pub enum Placement {
     Existing(Order),
 }
 
-/// Stores a new PENDING order and its OrderCreated event in one transaction.
-/// If the id is taken, returns the stored order instead and writes nothing.
-/// The saga must be over within `saga_deadline`.
+/// Stores a new PENDING order and its OrderCreated event in one transaction,
+/// committed through `outbox` (which wakes its relay). If the id is taken,
+/// returns the stored order instead and writes nothing. The saga must be
+/// over within `saga_deadline`.
 pub async fn place(
     pool: &PgPool,
-    topics: &Topics,
-    producer: &str,
+    outbox: &Outbox,
     new: &NewOrder,
     saga_deadline: std::time::Duration,
 ) -> Result<Placement, sqlx::Error> {
@@ -125,10 +126,10 @@ pub async fn place(
     let event = Envelope::new(
         new.order_id.clone(),
         Event::OrderCreated(new.created.clone()),
-        producer,
+        outbox.producer(),
     )
     .with_deadline(deadline);
-    let mut tx = pool.begin().await?;
+    let mut tx = outbox.begin(pool).await?;
     let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO orders (order_id, user_id, status, correlation_id) VALUES ($1, $2, 'PENDING', $3)
          ON CONFLICT (order_id) DO NOTHING
@@ -164,9 +165,9 @@ pub async fn place(
         .await?;
     }
 
-    service_kit::outbox::enqueue(&mut tx, topics, &event).await?;
+    outbox.enqueue(&mut tx, &event).await?;
     record_event(&mut tx, &event).await?;
-    tx.commit().await?;
+    outbox.commit(tx).await?;
     // Everything about the new order is known; no need to read it back.
     Ok(Placement::Created(Order {
         order_id: new.order_id.to_string(),
@@ -359,13 +360,12 @@ pub async fn lock_for_cancel(
     .transpose()
 }
 
-/// Moves a locked order to CANCELLED and announces it, in the caller's
-/// transaction: the status, the OrderCancelled in the outbox and the timeline
-/// entry are committed together or not at all.
+/// Moves a locked order to CANCELLED and announces it through `outbox`, in
+/// the caller's transaction: the status, the OrderCancelled in the outbox and
+/// the timeline entry are committed together or not at all.
 pub async fn cancel(
-    tx: &mut PgConnection,
-    topics: &Topics,
-    producer: &str,
+    tx: &mut OutboxTx,
+    outbox: &Outbox,
     order_id: &OrderId,
     candidate: &CancelCandidate,
     initiator: CancelInitiator,
@@ -380,11 +380,11 @@ pub async fn cancel(
             initiator,
             reason: reason.clone(),
         }),
-        producer,
+        outbox.producer(),
     );
     let created_at = mark_cancelled(tx, order_id.as_str(), initiator, reason).await?;
     crate::metrics::status_changed(candidate.target.status, OrderStatus::Cancelled, created_at);
-    service_kit::outbox::enqueue(tx, topics, &event).await?;
+    outbox.enqueue(tx, &event).await?;
     record_event(tx, &event).await?;
     Ok(())
 }

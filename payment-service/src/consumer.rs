@@ -5,7 +5,8 @@
 //! - OrderCancelled refunds a captured payment (answering PaymentRefunded) and
 //!   is remembered, so a reservation arriving later is never charged.
 //!
-//! The two arrive on different topics, in any order; a per-order lock makes
+//! The two arrive on different topics, in any order; the consumer loop holds
+//! the order's lock ([`service_kit::db::lock_keys`]) while one is applied, so
 //! each order's events apply one at a time.
 
 use service_kit::{EventHandler, HandlerError};
@@ -48,7 +49,6 @@ impl PaymentEvents {
             return Ok(vec![]);
         };
         let order_id = event.order_id.as_str();
-        service_kit::db::lock_key(tx, order_id).await?;
         if db::is_cancelled(tx, order_id).await? {
             tracing::info!("order already cancelled; not charging");
             return Ok(vec![]);
@@ -95,7 +95,6 @@ impl PaymentEvents {
         cancelled: &OrderCancelled,
     ) -> Result<Vec<Envelope>, HandlerError> {
         let order_id = event.order_id.as_str();
-        service_kit::db::lock_key(tx, order_id).await?;
         db::record_cancellation(
             tx,
             order_id,

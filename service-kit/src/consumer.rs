@@ -17,7 +17,13 @@
 //! usual retries and dead-lettering.
 //!
 //! A service supplies only an [`EventHandler`]: "what does this event do to my
-//! state, and what does it cause".
+//! state, and what does it cause". Policies every event needs are the loop's,
+//! so no handler can forget them: it takes the per-order lock
+//! ([`crate::db::lock_keys`]) before applying an event, so one order's events,
+//! which arrive on several topics and may reach several instances at once,
+//! apply one at a time (a batch locks all its orders first, in one order, so
+//! two batches cannot deadlock on them); and it commits through the
+//! [`Outbox`], which wakes the relay when caused events were written.
 //!
 //! Each event is handled inside an `event` span carrying its `order_id`, and
 //! that span continues the trace named by the message's `traceparent` header,
@@ -32,16 +38,16 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use shared_events::{Envelope, Topics};
+use shared_events::Envelope;
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
-use crate::outbox::Wakeup;
+use crate::outbox::{Outbox, OutboxTx};
 use crate::shutdown::{Closing, OffThreadDrop};
-use crate::{dlq, metrics, outbox, trace_context};
+use crate::{dlq, metrics, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
 #[derive(Debug, Error)]
@@ -62,35 +68,16 @@ pub enum HandlerError {
     Failed(anyhow::Error),
 }
 
+/// Retried for as long as it takes if [`crate::db::is_transient`] says it may
+/// pass (the same rule that makes the HTTP API answer 503), else retried a
+/// few times and dead-lettered.
 impl From<sqlx::Error> for HandlerError {
     fn from(err: sqlx::Error) -> Self {
-        if is_transient(&err) {
+        if crate::db::is_transient(&err) {
             HandlerError::Transient(err.into())
         } else {
             HandlerError::Failed(err.into())
         }
-    }
-}
-
-/// Errors that say "try again later" rather than "this event is bad".
-fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // 08: connection exception; 40: serialization failure or deadlock;
-            // 53: insufficient resources; 57: operator intervention (shutdown,
-            // statement timeout).
-            ["08", "40", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }
-        _ => false,
     }
 }
 
@@ -108,6 +95,9 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx` and returns the events it causes; they are
     /// written to the outbox in the same transaction. Events this service does
     /// not care about return an empty list.
+    ///
+    /// `tx` already holds the lock on the event's order: until it ends, no
+    /// other event of that order is applied by any instance of the service.
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
@@ -130,7 +120,8 @@ pub struct EventConsumer<H> {
     consumer: OffThreadDrop<crate::kafka::EventStreamConsumer>,
     pool: PgPool,
     handler: H,
-    topics: Topics,
+    /// Where caused events are written; committing through it wakes the relay.
+    outbox: Outbox,
     /// Writes dead letters.
     producer: FutureProducer,
     /// Named in dead letters and logs.
@@ -143,8 +134,6 @@ pub struct EventConsumer<H> {
     max_attempts: u32,
     /// Most waiting messages applied in one transaction.
     batch_size: usize,
-    /// Rung after a commit that wrote caused events to the outbox.
-    outbox: Wakeup,
     /// Where the final commit and close run when the loop ends, so that
     /// shutdown can wait for them with a deadline.
     closing: Closing,
@@ -156,7 +145,7 @@ impl<H: EventHandler> EventConsumer<H> {
         config: &CommonConfig,
         pool: PgPool,
         producer: FutureProducer,
-        outbox: Wakeup,
+        outbox: Outbox,
         closing: Closing,
         subscriptions: &[&str],
         handler: H,
@@ -165,14 +154,13 @@ impl<H: EventHandler> EventConsumer<H> {
             consumer: OffThreadDrop::new(crate::kafka::consumer(config, subscriptions)?),
             pool,
             handler,
-            topics: config.topics(),
+            outbox,
             producer,
             service: config.service_name.clone(),
             retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
             retry_max: Duration::from_millis(config.consumer_retry_max_ms),
             max_attempts: config.consumer_max_attempts.max(1),
             batch_size: config.consumer_batch_size.max(1),
-            outbox,
             closing,
         })
     }
@@ -291,10 +279,7 @@ impl<H: EventHandler> EventConsumer<H> {
             .zip(events)
             .map(|(message, event)| (Source::of(message), event))
             .collect();
-        let applied = apply_batch(&self.pool, &self.handler, &self.topics, &sourced).await?;
-        if applied.iter().flatten().any(|caused| !caused.is_empty()) {
-            self.outbox.committed();
-        }
+        let applied = apply_batch(&self.pool, &self.handler, &self.outbox, &sourced).await?;
         Ok(applied.iter().map(Option::is_some).collect())
     }
 
@@ -424,10 +409,7 @@ impl<H: EventHandler> EventConsumer<H> {
         event: &Envelope,
     ) -> Result<bool, HandlerError> {
         let source = Source::of(message);
-        let applied = apply(&self.pool, &self.handler, &self.topics, &source, event).await?;
-        if applied.as_ref().is_some_and(|caused| !caused.is_empty()) {
-            self.outbox.committed();
-        }
+        let applied = apply(&self.pool, &self.handler, &self.outbox, &source, event).await?;
         Ok(applied.is_some())
     }
 }
@@ -470,55 +452,61 @@ fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
 }
 
 /// The unit of work the consumer loop commits for one event, in one
-/// transaction: the inbox row, the handler's effect, and the caused events in
-/// the outbox. Returns the caused events, or `None` for a duplicate (nothing
-/// was written).
+/// transaction under the order's lock: the inbox row, the handler's effect,
+/// and the caused events in the outbox. Returns the caused events, or `None`
+/// for a duplicate (nothing was written).
 async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     source: &Source<'_>,
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
-    let mut tx = pool.begin().await?;
-    let caused = apply_in(&mut tx, handler, topics, source, event).await?;
+    let mut tx = outbox.begin(pool).await?;
+    crate::db::lock_keys(&mut tx, &[event.order_id.as_str()]).await?;
+    let caused = apply_in(&mut tx, handler, outbox, source, event).await?;
     if caused.is_some() {
-        tx.commit().await?;
+        outbox.commit(tx).await?;
     }
     Ok(caused)
 }
 
 /// What the consumer loop commits for several waiting messages, in one
-/// transaction: for each event its inbox row, the handler's effect and the
-/// caused events in the outbox (`None` for a duplicate). All or nothing.
+/// transaction: the locks of all their orders first (in one order, so that
+/// concurrent batches cannot deadlock on them), then for each event its inbox
+/// row, the handler's effect and the caused events in the outbox (`None` for
+/// a duplicate). All or nothing.
 ///
 /// Public so that tools can run exactly what a service commits without a
 /// broker (the benchmark's database-bound limit does).
 pub async fn apply_batch<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     events: &[(Source<'_>, &Envelope)],
 ) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = outbox.begin(pool).await?;
+    let orders: Vec<&str> = events.iter().map(|(_, e)| e.order_id.as_str()).collect();
+    crate::db::lock_keys(&mut tx, &orders).await?;
     let mut applied = Vec::with_capacity(events.len());
     for (source, event) in events {
         let span = event_span(event, source.traceparent);
         applied.push(
-            apply_in(&mut tx, handler, topics, source, event)
+            apply_in(&mut tx, handler, outbox, source, event)
                 .instrument(span)
                 .await?,
         );
     }
-    tx.commit().await?;
+    outbox.commit(tx).await?;
     Ok(applied)
 }
 
-/// [`apply`] inside the caller's transaction, which it does not commit.
+/// [`apply`] inside the caller's transaction, which it does not commit; the
+/// caller holds the order's lock.
 async fn apply_in<H: EventHandler>(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx,
     handler: &H,
-    topics: &Topics,
+    outbox: &Outbox,
     source: &Source<'_>,
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
@@ -533,7 +521,7 @@ async fn apply_in<H: EventHandler>(
     .bind(source.topic)
     .bind(source.partition)
     .bind(source.offset)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected()
         == 1;
@@ -542,7 +530,7 @@ async fn apply_in<H: EventHandler>(
     }
     let caused = handler.handle(tx, event).await?;
     for follow_up in &caused {
-        outbox::enqueue(tx, topics, follow_up).await?;
+        outbox.enqueue(tx, follow_up).await?;
     }
     Ok(Some(caused))
 }

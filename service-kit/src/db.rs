@@ -132,16 +132,81 @@ pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 
-/// Serialises work on one key (an order) for the rest of the transaction.
+/// Errors that say "try again later" rather than "this is wrong": the
+/// database unreachable or restarting, the pool exhausted, a serialisation
+/// conflict or deadlock, a statement timeout. The one rule for both callers:
+/// the consumer retries such an event for as long as it takes
+/// ([`crate::HandlerError::Transient`]), and the HTTP API answers 503 with
+/// `Retry-After` ([`crate::Problem`]) instead of 500.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception; 40: serialization failure or deadlock;
+            // 53: insufficient resources; 57: operator intervention (shutdown,
+            // statement timeout).
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        _ => false,
+    }
+}
+
+/// Serialises work on each of `keys` (orders) for the rest of the transaction.
 ///
 /// One order's events travel on several topics, so different instances may
-/// handle two of them at the same moment; a service that decides from "what
-/// have I seen of this order so far" takes this lock first. It is a
-/// transaction-scoped advisory lock: no table, released on commit or rollback.
-pub async fn lock_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(key)
-        .execute(tx)
-        .await?;
+/// handle two of them at the same moment; the consumer loop takes this lock
+/// for every event it applies, so each service decides from "what have I
+/// seen of this order so far" with nobody changing it meanwhile. It is a
+/// transaction-scoped advisory lock: no table, released on commit or
+/// rollback. Advisory locks belong to the whole database, so the lock id
+/// mixes in the connection's schema: services sharing a database (each
+/// deciding from its own schema only) do not wait for each other's locks.
+///
+/// The locks are taken in one order (by lock id, each once) whatever the
+/// order of `keys`, so two transactions locking overlapping sets (two
+/// batches) wait for each other rather than deadlock. Take them before any
+/// other lock in the transaction: a transaction then never waits for one of
+/// them while holding something else.
+pub async fn lock_keys(tx: &mut sqlx::PgConnection, keys: &[&str]) -> Result<(), sqlx::Error> {
+    // A sorted subquery is evaluated before the outer projection calls the
+    // lock function on its rows, one after another in that order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(id) FROM (
+             SELECT DISTINCT hashtextextended(key, hashtext(current_schema())) AS id
+             FROM unnest($1::text[]) AS key
+             ORDER BY id
+         ) AS ids",
+    )
+    .bind(keys)
+    .execute(tx)
+    .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_and_a_busy_pool_are_transient() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(is_transient(&sqlx::Error::Io(reset)));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::PoolClosed));
+    }
+
+    #[test]
+    fn bugs_and_bad_data_are_not_transient() {
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
+        assert!(!is_transient(&sqlx::Error::Decode("not a status".into())));
+    }
 }

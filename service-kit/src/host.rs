@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CommonConfig;
 use crate::consumer::{EventConsumer, EventHandler};
 use crate::http::{finish_router, HealthState};
-use crate::outbox::{OutboxRelay, Wakeup};
+use crate::outbox::{Outbox, OutboxRelay};
 use crate::periodic::BatchJob;
 use crate::shutdown::{Abandoned, Closing};
 
@@ -42,9 +42,10 @@ pub struct Infrastructure {
     pub pool: PgPool,
     /// Used for dead letters and health checks (the outbox relay has its own).
     pub producer: FutureProducer,
-    /// Wakes the outbox relay: call [`Wakeup::committed`] after committing
-    /// outbox rows outside the consumer and batch jobs (which do it themselves).
-    pub outbox: Wakeup,
+    /// The service's outbox: open transactions that write events with
+    /// [`Outbox::begin`] and end them with [`Outbox::commit`], which wakes the
+    /// relay. The consumer and the batch jobs use it too.
+    pub outbox: Outbox,
     /// The blocking Kafka work of this service's shutdown (consumer close,
     /// producer flush), which the host waits for until its deadline.
     pub closing: Closing,
@@ -69,7 +70,7 @@ impl Infrastructure {
             config: config.clone(),
             pool,
             producer,
-            outbox: Wakeup::default(),
+            outbox: Outbox::of(config),
             closing: Closing::default(),
         })
     }

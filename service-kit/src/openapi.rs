@@ -30,7 +30,7 @@ pub const DOCUMENT_PATH: &str = "/api-docs/openapi.json";
 /// Where the Swagger UI page for the document is served.
 pub const UI_PATH: &str = "/api-docs";
 /// Content type of problem responses, for `#[utoipa::path]` responses.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use crate::http::PROBLEM_CONTENT_TYPE;
 
 /// Swagger UI release the page loads, and the SHA-384 of its two files
 /// (computed from the `swagger-ui-dist` package of that version).

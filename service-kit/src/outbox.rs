@@ -1,5 +1,5 @@
 //! The transactional outbox: events are written in the same transaction as the
-//! state change they report ([`enqueue`]), and a relay publishes them
+//! state change they report ([`Outbox::enqueue`]), and a relay publishes them
 //! ([`OutboxRelay`]).
 //!
 //! This is what makes "stored" and "published" agree: a rolled-back change
@@ -11,19 +11,24 @@
 //! Several instances may relay from one schema: rows are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so each row is published by one instance at a time.
 //!
-//! Whoever commits outbox rows wakes the relay of its own process afterwards
-//! ([`Wakeup::committed`]), so an event leaves as soon as its transaction is
-//! durable; the relay's poll (`OUTBOX_POLL_INTERVAL_MS`) picks up anything
-//! else, such as the rows of an instance that stopped before relaying them.
-//! The wake-up is deliberately not a `NOTIFY` from inside the transaction:
-//! Postgres serialises the commits of all notifying transactions of a
-//! database (docs/BENCHMARKS.md measures what that cost).
+//! A service holds one [`Outbox`] handle: the topics its events go to, the
+//! producer name they carry, and the wake-up of its own relay. Whatever
+//! writes events opens its transaction with [`Outbox::begin`] and ends it
+//! with [`Outbox::commit`], which commits and then, if the transaction
+//! enqueued anything, wakes the relay, so an event leaves as soon as its
+//! transaction is durable and no commit site can forget to say so. The
+//! relay's poll (`OUTBOX_POLL_INTERVAL_MS`) picks up anything else, such as
+//! the rows of an instance that stopped before relaying them. The wake-up is
+//! deliberately not a `NOTIFY` from inside the transaction: Postgres
+//! serialises the commits of all notifying transactions of a database
+//! (docs/BENCHMARKS.md measures what that cost).
 //!
 //! A row keeps the trace context of the transaction that wrote it
 //! (`traceparent`), and the relay publishes it as a Kafka header, so the
 //! event's consumers continue the same trace. After each round the relay
 //! reports the backlog (`outbox_unsent_events`, `outbox_oldest_unsent_age_seconds`).
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +39,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use shared_events::events::headers;
 use shared_events::{Envelope, Topics};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -42,44 +47,119 @@ use crate::config::CommonConfig;
 use crate::shutdown::OffThreadDrop;
 use crate::trace_context::{self, TRACEPARENT};
 
-/// Writes `event` to the outbox as part of the caller's transaction, with the
-/// trace context of the current span.
-pub async fn enqueue(
-    tx: &mut PgConnection,
-    topics: &Topics,
-    event: &Envelope,
-) -> Result<(), sqlx::Error> {
-    let event_type = event.event_type();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event.event_id)
-    .bind(topics.for_event(event_type))
-    .bind(event.order_id.as_str())
-    .bind(event_type.as_str())
-    .bind(event.to_json())
-    .bind(trace_context::current_traceparent())
-    .execute(tx)
-    .await?;
-    Ok(())
+/// A service's outbox: where its events go, whom they name as their
+/// producer, and its relay's wake-up. Cheap to clone; every clone is the same
+/// outbox, so a commit through any of them wakes the one relay.
+#[derive(Clone, Debug)]
+pub struct Outbox(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    /// The topic of each event type.
+    topics: Topics,
+    /// The service's name, written as the `producer` of the events it emits.
+    producer: String,
+    /// Notified after each commit that enqueued events; the relay waits on it.
+    wakeup: Notify,
 }
 
-/// Wakes this process's relay: cloned into everything that commits outbox rows.
-#[derive(Clone, Debug, Default)]
-pub struct Wakeup(Arc<Notify>);
+/// A transaction opened by [`Outbox::begin`]: a database transaction
+/// (through `Deref`, a `PgConnection` for any query) that remembers whether it
+/// enqueued events, so that [`Outbox::commit`] wakes the relay exactly when
+/// there is something to publish. Dropped without a commit, it rolls back.
+#[derive(Debug)]
+pub struct OutboxTx {
+    tx: Transaction<'static, Postgres>,
+    /// Whether [`Outbox::enqueue`] wrote a row in this transaction.
+    enqueued: bool,
+}
 
-impl Wakeup {
-    /// Call after committing a transaction that wrote outbox rows. A relay
-    /// busy with a round starts another one right after it.
-    pub fn committed(&self) {
-        self.0.notify_one();
+impl Deref for OutboxTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for OutboxTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+impl OutboxTx {
+    /// Rolls back: nothing written in the transaction, events included, remains.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Outbox {
+    /// The outbox of a service that sends its events to `topics` and signs
+    /// them `producer`.
+    pub fn new(topics: Topics, producer: impl Into<String>) -> Outbox {
+        Outbox(Arc::new(Shared {
+            topics,
+            producer: producer.into(),
+            wakeup: Notify::new(),
+        }))
     }
 
-    /// Resolves at the next [`Wakeup::committed`], or at once if one came
-    /// since the last wait.
-    pub async fn woken(&self) {
-        self.0.notified().await;
+    /// The outbox of the service `config` describes: its topics, its name.
+    pub fn of(config: &CommonConfig) -> Outbox {
+        Outbox::new(config.topics(), config.service_name.clone())
+    }
+
+    /// The name to write as the `producer` of the events this service emits.
+    pub fn producer(&self) -> &str {
+        &self.0.producer
+    }
+
+    /// Opens a transaction that may write events.
+    pub async fn begin(&self, pool: &PgPool) -> Result<OutboxTx, sqlx::Error> {
+        Ok(OutboxTx {
+            tx: pool.begin().await?,
+            enqueued: false,
+        })
+    }
+
+    /// Writes `event` to the outbox as part of `tx`, on its event type's
+    /// topic, with the trace context of the current span.
+    pub async fn enqueue(&self, tx: &mut OutboxTx, event: &Envelope) -> Result<(), sqlx::Error> {
+        let event_type = event.event_type();
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.event_id)
+        .bind(self.0.topics.for_event(event_type))
+        .bind(event.order_id.as_str())
+        .bind(event_type.as_str())
+        .bind(event.to_json())
+        .bind(trace_context::current_traceparent())
+        .execute(&mut **tx)
+        .await?;
+        tx.enqueued = true;
+        Ok(())
+    }
+
+    /// Commits `tx`, then, if it enqueued events, wakes the relay (a relay
+    /// busy with a round starts another right after it). After the commit,
+    /// never inside the transaction: see the module's documentation.
+    pub async fn commit(&self, tx: OutboxTx) -> Result<(), sqlx::Error> {
+        let OutboxTx { tx, enqueued } = tx;
+        tx.commit().await?;
+        if enqueued {
+            self.0.wakeup.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Resolves at the next commit that enqueued events, or at once if one
+    /// came since the last wait: what the relay waits on between rounds.
+    pub async fn wait_for_commit(&self) {
+        self.0.wakeup.notified().await;
     }
 }
 
@@ -98,8 +178,8 @@ pub struct OutboxRelay {
     producer: OffThreadDrop<FutureProducer>,
     /// To create a fresh producer.
     config: CommonConfig,
-    /// Rung by this process after it commits outbox rows.
-    wakeup: Wakeup,
+    /// Whose commits wake the relay.
+    outbox: Outbox,
     /// Most rows claimed per round trip.
     batch_size: i64,
     /// Fallback for rows no wake-up announced (another instance's, say).
@@ -159,12 +239,13 @@ pub struct Row {
 }
 
 impl OutboxRelay {
-    pub fn new(config: &CommonConfig, pool: PgPool, wakeup: Wakeup) -> anyhow::Result<OutboxRelay> {
+    /// A relay for `outbox`, publishing the rows in `pool`'s schema.
+    pub fn new(config: &CommonConfig, pool: PgPool, outbox: Outbox) -> anyhow::Result<OutboxRelay> {
         Ok(OutboxRelay {
             pool,
             producer: OffThreadDrop::new(crate::kafka::producer(config)?),
             config: config.clone(),
-            wakeup,
+            outbox,
             batch_size: config.outbox_batch_size,
             poll_interval: config.outbox_poll_interval(),
             retention: Duration::from_secs(config.outbox_retention_secs),
@@ -203,7 +284,7 @@ impl OutboxRelay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {},
-                _ = self.wakeup.woken() => {},
+                _ = self.outbox.wait_for_commit() => {},
             }
         }
         Ok(())

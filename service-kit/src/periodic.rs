@@ -5,16 +5,18 @@
 //! deadline"). It must be safe to run on several instances at once (claim rows
 //! with `FOR UPDATE SKIP LOCKED`) and safe to repeat after a failure, because a
 //! failed pass is simply tried again at the next tick: a database outage delays
-//! the job, it never stops the service.
+//! the job, it never stops the service. Each batch is one [`OutboxTx`]
+//! committed through the service's [`Outbox`], so the events a pass writes
+//! wake the relay without the job having to remember it.
 
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::Wakeup;
+use crate::outbox::{Outbox, OutboxTx};
 
 /// Runs `job` every `interval` until `stop` is cancelled. `job` returns how
 /// many items it handled, for the log.
@@ -51,33 +53,30 @@ where
 /// per batch.
 pub trait BatchJob: Send + Sync + 'static {
     /// Handles at most `batch` due items inside `tx` and returns how many it
-    /// handled; fewer than `batch` means nothing more is due.
+    /// handled; fewer than `batch` means nothing more is due. Events go into
+    /// `tx` with [`Outbox::enqueue`].
     fn pass(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut OutboxTx,
         batch: i64,
     ) -> impl Future<Output = anyhow::Result<usize>> + Send;
 }
 
 /// Runs `job` one batch per transaction until a pass handles fewer than
 /// `batch`. Each batch commits on its own, so a failure loses at most the batch
-/// in hand, which the next run picks up again. A batch that handled something
-/// (and so, for the jobs here, wrote events) wakes the outbox relay after its
-/// commit. Returns how many were handled.
+/// in hand, which the next run picks up again. A batch that wrote events wakes
+/// the outbox relay after its commit. Returns how many were handled.
 pub async fn in_batches<J: BatchJob>(
     pool: &PgPool,
-    outbox: &Wakeup,
+    outbox: &Outbox,
     batch: i64,
     job: &J,
 ) -> anyhow::Result<u64> {
     let mut handled = 0;
     loop {
-        let mut tx = pool.begin().await?;
+        let mut tx = outbox.begin(pool).await?;
         let done = job.pass(&mut tx, batch).await?;
-        tx.commit().await?;
-        if done > 0 {
-            outbox.committed();
-        }
+        outbox.commit(tx).await?;
         handled += done as u64;
         if (done as i64) < batch {
             return Ok(handled);

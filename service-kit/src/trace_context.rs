@@ -6,7 +6,7 @@
 //! places, both in this crate: the HTTP middleware ([`crate::http`]) and the
 //! consumer loop ([`crate::consumer`]), which make their span a child of the
 //! incoming context with [`continue_trace`] (or start a new trace). It leaves
-//! through the outbox: [`crate::outbox::enqueue`] stores
+//! through the outbox: [`crate::outbox::Outbox::enqueue`] stores
 //! [`current_traceparent`] next to the event, and the relay publishes it as a
 //! Kafka header. So an event written while handling a request or another
 //! event continues that trace, whatever the service code between them.

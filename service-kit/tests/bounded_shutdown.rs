@@ -10,12 +10,14 @@ use local_infra::{EmbeddedKafka, PostgresCluster};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
-use service_kit::outbox;
 use service_kit::{CommonConfig, EventHandler, HandlerError, Infrastructure, ServiceHost};
 use shared_events::topics::DEFAULT_PARTITIONS;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, UserId};
+use shared_events::Envelope;
 use sqlx::migrate::Migrator;
 use sqlx::PgConnection;
+
+mod common;
+use common::order_created;
 
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
 
@@ -63,7 +65,7 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
         let infra = Infrastructure::connect(&config, &NO_SERVICE_MIGRATIONS)
             .await
             .unwrap();
-        let (pool, wakeup) = (infra.pool.clone(), infra.outbox.clone());
+        let (pool, outbox) = (infra.pool.clone(), infra.outbox.clone());
         let (seen, mut handled) = tokio::sync::mpsc::unbounded_channel();
         let topic = config.topics().order_created;
         let host = ServiceHost::bind(infra, Router::new())
@@ -88,12 +90,9 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
         // The broker goes; an event committed now stays in the relay's batch.
         kafka.broker_down(-1).unwrap();
         let stuck = order_created("during-outage");
-        let mut tx = pool.begin().await.unwrap();
-        outbox::enqueue(&mut tx, &config.topics(), &stuck)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        wakeup.committed();
+        let mut tx = outbox.begin(&pool).await.unwrap();
+        outbox.enqueue(&mut tx, &stuck).await.unwrap();
+        outbox.commit(tx).await.unwrap();
         wait_until_the_relay_holds(&pool, &stuck).await;
 
         let asked = Instant::now();
@@ -127,17 +126,6 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
     runtime_dropped
         .recv_timeout(DEADLINE)
         .expect("the runtime shut down");
-}
-
-fn order_created(order: &str) -> Envelope {
-    Envelope::new(
-        OrderId::parse(order).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    )
 }
 
 async fn publish(bootstrap: &str, topic: &str, event: &Envelope) {

@@ -2,23 +2,16 @@
 //! order they were written.
 
 use local_infra::PostgresCluster;
-use service_kit::{outbox, CommonConfig};
-use shared_events::{Envelope, Event, OrderCreated, OrderId, Topics, UserId};
+use service_kit::outbox::{self, Outbox};
+use service_kit::CommonConfig;
+use shared_events::Topics;
 use sqlx::migrate::Migrator;
+
+mod common;
+use common::order_created;
 
 /// The test needs only the plumbing tables.
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
-
-fn order_created(order_id: &str) -> Envelope {
-    Envelope::new(
-        OrderId::parse(order_id).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_skips_an_order_whose_older_event_another_relay_holds() {
@@ -30,14 +23,15 @@ async fn a_relay_skips_an_order_whose_older_event_another_relay_holds() {
         .await
         .unwrap();
 
-    let topics = Topics::default();
-    let mut conn = pool.acquire().await.unwrap();
+    let writer = Outbox::new(Topics::default(), "test");
     for order in ["a", "b", "a"] {
-        outbox::enqueue(&mut conn, &topics, &order_created(order))
+        let mut tx = writer.begin(&pool).await.unwrap();
+        writer
+            .enqueue(&mut tx, &order_created(order))
             .await
             .unwrap();
+        writer.commit(tx).await.unwrap();
     }
-    drop(conn);
 
     // Relay 1 holds order a's first event (as while publishing it).
     let mut relay_one = pool.begin().await.unwrap();

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use local_infra::{EmbeddedKafka, PostgresCluster};
 use rdkafka::producer::Producer;
-use service_kit::outbox::{self, OutboxRelay};
+use service_kit::outbox::{Outbox, OutboxRelay};
 use service_kit::CommonConfig;
 use shared_events::topics::DEFAULT_PARTITIONS;
-use shared_events::{Envelope, Event, OrderCreated, OrderId, Topics, UserId};
+use shared_events::Envelope;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::order_created;
 
 static NO_SERVICE_MIGRATIONS: Migrator = sqlx::migrate!("tests/fixtures/no_migrations");
 
@@ -22,11 +25,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
     let (_cluster, _kafka, config) = infrastructure().await;
-    let topics = config.topics();
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
         .await
         .unwrap();
-    let relay = OutboxRelay::new(&config, pool.clone(), outbox::Wakeup::default()).unwrap();
+    let outbox = Outbox::of(&config);
+    let relay = OutboxRelay::new(&config, pool.clone(), outbox.clone()).unwrap();
 
     // Put the relay's producer in librdkafka's fatal state, as a broken
     // idempotence sequence would.
@@ -41,7 +44,7 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
     }
     assert!(relay.producer().client().fatal_error().is_some());
 
-    let event = commit_event(&pool, &topics, "fatal-1").await;
+    let event = commit_event(&pool, &outbox, "fatal-1").await;
 
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.run(stop.clone()));
@@ -53,24 +56,22 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
     let (_cluster, _kafka, mut config) = infrastructure().await;
-    let topics = config.topics();
     // Far longer than the test's deadline: only the wake-up can publish in time.
     config.outbox_poll_interval_ms = 3_600_000;
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
         .await
         .unwrap();
-    let wakeup = outbox::Wakeup::default();
-    let relay = OutboxRelay::new(&config, pool.clone(), wakeup.clone()).unwrap();
+    let outbox = Outbox::of(&config);
+    let relay = OutboxRelay::new(&config, pool.clone(), outbox.clone()).unwrap();
     // Committed before the relay starts: its first round publishes it, and
     // then it idles.
-    let first = commit_event(&pool, &topics, "wake-1").await;
+    let first = commit_event(&pool, &outbox, "wake-1").await;
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.run(stop.clone()));
     wait_until_sent(&pool, &first).await;
 
     for order in ["wake-2", "wake-3"] {
-        let event = commit_event(&pool, &topics, order).await;
-        wakeup.committed();
+        let event = commit_event(&pool, &outbox, order).await;
         wait_until_sent(&pool, &event).await;
     }
     stop.cancel();
@@ -93,18 +94,11 @@ async fn infrastructure() -> (PostgresCluster, EmbeddedKafka, CommonConfig) {
 }
 
 /// Commits an OrderCreated for `order` to the outbox, as a service would.
-async fn commit_event(pool: &sqlx::PgPool, topics: &Topics, order: &str) -> Envelope {
-    let event = Envelope::new(
-        OrderId::parse(order).unwrap(),
-        Event::OrderCreated(OrderCreated {
-            user_id: UserId::parse("u").unwrap(),
-            items: vec![],
-        }),
-        "test",
-    );
-    let mut tx = pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, topics, &event).await.unwrap();
-    tx.commit().await.unwrap();
+async fn commit_event(pool: &sqlx::PgPool, outbox: &Outbox, order: &str) -> Envelope {
+    let event = order_created(order);
+    let mut tx = outbox.begin(pool).await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    outbox.commit(tx).await.unwrap();
     event
 }
 

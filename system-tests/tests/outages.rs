@@ -59,11 +59,21 @@ async fn a_postgres_outage_delays_orders_but_loses_none() {
     stack
         .wait_for_health(&order_url, StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    let (status, problem) = stack
-        .post_order(&json!({"orderId": "pg-during", "userId": "u", "items": []}))
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
-    assert_eq!(problem["status"], 503);
+    let during = stack
+        .http
+        .post(stack.order_url("/api/orders"))
+        .json(&json!({"orderId": "pg-during", "userId": "u", "items": []}))
+        .send()
+        .await
+        .expect("POST /api/orders");
+    assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        during.headers().contains_key("retry-after"),
+        "a 503 says when to retry: {:?}",
+        during.headers()
+    );
+    let problem: serde_json::Value = during.json().await.unwrap();
+    assert_eq!(problem["status"], 503, "{problem}");
 
     stack
         .postgres()

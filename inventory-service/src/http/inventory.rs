@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::database_problem;
 use service_kit::{JsonBody, Problem};
 use shared_events::Sku;
 
@@ -19,13 +18,11 @@ const MAX_NAME_LEN: usize = 200;
 #[utoipa::path(get, path = "/api/inventory", tag = "inventory",
     responses(
         (status = 200, description = "Every product", body = Vec<Product>),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, Problem> {
-    db::list_products(&state.pool)
-        .await
-        .map(Json)
-        .map_err(|err| database_problem(&err))
+    Ok(Json(db::list_products(&state.pool).await?))
 }
 
 fn parse_sku(raw: &str) -> Result<Sku, Problem> {
@@ -39,18 +36,18 @@ fn parse_sku(raw: &str) -> Result<Sku, Problem> {
         (status = 200, description = "The product", body = Product),
         (status = 400, description = "An invalid SKU", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(sku): Path<String>,
 ) -> Result<Json<Product>, Problem> {
     let sku = parse_sku(&sku)?;
-    match db::find_product(&state.pool, sku.as_str()).await {
-        Ok(Some(product)) => Ok(Json(product)),
-        Ok(None) => Err(Problem::not_found(format!("no product {sku}"))),
-        Err(err) => Err(database_problem(&err)),
-    }
+    db::find_product(&state.pool, sku.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no product {sku}")))
 }
 
 /// The body of `PUT /api/inventory/{sku}`.
@@ -76,7 +73,8 @@ pub struct PutProduct {
         (status = 400, description = "Malformed JSON, an invalid SKU or field; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn put(
     State(state): State<AppState>,
@@ -114,8 +112,7 @@ pub async fn put(
         body.price_cents,
         available,
     )
-    .await
-    .map_err(|err| database_problem(&err))?;
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

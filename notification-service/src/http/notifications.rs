@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::{database_problem, page_limit};
+use service_kit::http::page_limit;
 use service_kit::{Problem, QueryParams};
 use shared_events::{OrderId, UserId};
 
@@ -34,13 +34,12 @@ pub async fn list(
         .map(|raw| UserId::parse(&raw).map_err(|e| Problem::invalid_field("userId", e.0)))
         .transpose()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    db::list(
+    let notifications = db::list(
         &state.pool,
         order_id.as_ref().map(OrderId::as_str),
         user_id.as_ref().map(UserId::as_str),
         limit,
     )
-    .await
-    .map(Json)
-    .map_err(|err| database_problem(&err))
+    .await?;
+    Ok(Json(notifications))
 }

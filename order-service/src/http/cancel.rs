@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::database_problem;
 use service_kit::{OptionalJsonBody, Problem};
 use shared_events::{CancelInitiator, CancelReason, OrderId};
 
@@ -31,7 +30,8 @@ pub struct CancelRequest {
         (status = 400, description = "Invalid orderId or reason; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Too late: the order is REJECTED or PAYMENT_FAILED, was cancelled by a deadline, or was confirmed longer ago than the cancellation window", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 pub async fn cancel(
@@ -46,47 +46,51 @@ pub async fn cancel(
         }
         None => CancelReason::customer_request(),
     };
-    let order = cancel_in_tx(&state, &order_id, &reason)
-        .await
-        .map_err(|err| match err {
-            CancelError::Database(err) => database_problem(&err),
-            CancelError::NotFound => Problem::not_found(format!("no order {order_id}")),
-            CancelError::Refused(refusal) => {
-                Problem::conflict(format!("order {order_id}: {refusal}"))
-            }
-        })?;
+    let order = cancel_in_tx(&state, &order_id, &reason).await?;
     Ok((StatusCode::ACCEPTED, Json(order)))
 }
 
+/// Why a cancellation did not happen.
+#[derive(Debug, thiserror::Error)]
 enum CancelError {
-    Database(sqlx::Error),
-    NotFound,
-    Refused(CancelRefused),
+    #[error("no order {0}")]
+    NotFound(OrderId),
+    #[error("order {0}: {1}")]
+    Refused(OrderId, CancelRefused),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
-impl From<sqlx::Error> for CancelError {
-    fn from(err: sqlx::Error) -> Self {
-        CancelError::Database(err)
+/// 404, 409, or what the database error means ([`Problem`]'s `From<sqlx::Error>`).
+impl From<CancelError> for Problem {
+    fn from(err: CancelError) -> Problem {
+        match err {
+            CancelError::NotFound(_) => Problem::not_found(err.to_string()),
+            CancelError::Refused(..) => Problem::conflict(err.to_string()),
+            CancelError::Database(err) => err.into(),
+        }
     }
 }
 
+/// Locks the order, decides, and cancels it in one transaction, committed
+/// through the outbox so that the OrderCancelled leaves at once.
 async fn cancel_in_tx(
     state: &AppState,
     order_id: &OrderId,
     reason: &CancelReason,
 ) -> Result<db::Order, CancelError> {
-    let mut tx = state.pool.begin().await?;
+    let not_found = || CancelError::NotFound(order_id.clone());
+    let mut tx = state.outbox.begin(&state.pool).await?;
     let candidate = db::lock_for_cancel(&mut tx, order_id.as_str())
         .await?
-        .ok_or(CancelError::NotFound)?;
+        .ok_or_else(not_found)?;
     let decision = domain::customer_cancel(&candidate.target, state.cancel_window)
-        .map_err(CancelError::Refused)?;
+        .map_err(|refusal| CancelError::Refused(order_id.clone(), refusal))?;
     match decision {
         CancelDecision::Cancel => {
             db::cancel(
                 &mut tx,
-                &state.topics,
-                &state.service_name,
+                &state.outbox,
                 order_id,
                 &candidate,
                 CancelInitiator::Customer,
@@ -99,10 +103,7 @@ async fn cancel_in_tx(
     }
     let order = db::load(&mut tx, order_id.as_str())
         .await?
-        .ok_or(CancelError::NotFound)?;
-    tx.commit().await?;
-    if let CancelDecision::Cancel = decision {
-        state.outbox.committed();
-    }
+        .ok_or_else(not_found)?;
+    state.outbox.commit(tx).await?;
     Ok(order)
 }

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use serde::Deserialize;
-use service_kit::http::database_problem;
 use service_kit::{Problem, QueryParams};
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -118,24 +117,24 @@ fn parse_timeout(raw: &str, max: Duration) -> Result<Duration, String> {
     Ok(timeout)
 }
 
-fn busy(err: Busy) -> Problem {
-    tracing::warn!(error = %err, "refusing a live subscriber");
-    Problem {
-        kind: "/problems/too-many-subscribers",
-        title: "Too many live subscribers",
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        detail: err.to_string(),
-        field: None,
+/// 503: this instance serves as many streams and polls as it may.
+impl From<Busy> for Problem {
+    fn from(err: Busy) -> Problem {
+        tracing::warn!(error = %err, "refusing a live subscriber");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/too-many-subscribers",
+            "Too many live subscribers",
+            err.to_string(),
+        )
     }
 }
 
 /// The order as stored now, or 404.
 async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
-    match db::find(pool, order_id).await {
-        Ok(Some(order)) => Ok(order),
-        Ok(None) => Err(Problem::not_found(format!("no order {order_id}"))),
-        Err(err) => Err(database_problem(&err)),
-    }
+    db::find(pool, order_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
 /// The order. With `waitFor`, answers as soon as the order is in one of the
@@ -158,7 +157,8 @@ async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
                 description = "Only with `waitFor`: `reached`, `timeout`, or `unreachable` (the order ended in a status not waited for)"))),
         (status = 400, description = "Invalid orderId, waitFor or timeout; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or too many long polls are open", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment (with `Retry-After`), or too many long polls are open", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "When the database is unavailable: seconds to wait before retrying"))),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -172,7 +172,7 @@ pub async fn get_order(
     };
     let order_id = parse_order_id(&raw_id)?;
     let deadline = Instant::now() + wait.timeout;
-    let mut subscription = state.feed.subscribe(order_id.as_str()).map_err(busy)?;
+    let mut subscription = state.feed.subscribe(order_id.as_str())?;
     let order = current(&state.pool, order_id.as_str()).await?;
     let (order, result) = wait_for_status(
         &state.pool,
@@ -249,7 +249,8 @@ async fn wait_for_status(
         (status = 204, description = "Last-Event-ID is the order's terminal status: nothing more will come"),
         (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or too many streams are open", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment (with `Retry-After`), or too many streams are open", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "When the database is unavailable: seconds to wait before retrying"))),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -257,7 +258,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let order_id = parse_order_id(&raw_id)?;
-    let subscription = state.feed.subscribe(order_id.as_str()).map_err(busy)?;
+    let subscription = state.feed.subscribe(order_id.as_str())?;
     let order = current(&state.pool, order_id.as_str()).await?;
     let last_event_id = headers
         .get("last-event-id")

@@ -8,8 +8,7 @@ mod timeline;
 
 use axum::routing::{get, post};
 use axum::Router;
-use service_kit::outbox::Wakeup;
-use shared_events::Topics;
+use service_kit::outbox::Outbox;
 use sqlx::PgPool;
 
 use crate::live::{LiveConfig, StatusFeed};
@@ -18,9 +17,9 @@ use crate::live::{LiveConfig, StatusFeed};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub topics: Topics,
-    /// Written as the `producer` of the events this service emits.
-    pub service_name: String,
+    /// Where placed orders and cancellations are announced; committing
+    /// through it wakes the relay, so the event leaves at once.
+    pub outbox: Outbox,
     /// How long after confirmation a customer may still cancel (`None`: always).
     pub cancel_window: Option<std::time::Duration>,
     /// How long a new order's saga may take before it is cancelled.
@@ -28,8 +27,6 @@ pub struct AppState {
     /// Wakes event streams and long polls when an order changes.
     pub feed: StatusFeed,
     pub live: LiveConfig,
-    /// Rung after committing an order or a cancellation, so the event leaves at once.
-    pub outbox: Wakeup,
 }
 
 pub fn router(state: AppState) -> Router {

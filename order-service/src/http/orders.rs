@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::{database_problem, page_limit};
+use service_kit::http::page_limit;
 use service_kit::{JsonBody, Problem, QueryParams};
 use shared_events::events::MAX_LINES;
 use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
@@ -99,7 +99,8 @@ impl CreateOrder {
         (status = 409, description = "The orderId exists with a different userId or items", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 #[tracing::instrument(skip_all, fields(order_id))]
 pub async fn create(
@@ -108,18 +109,9 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
-    let placement = db::place(
-        &state.pool,
-        &state.topics,
-        &state.service_name,
-        &new,
-        state.saga_deadline,
-    )
-    .await
-    .map_err(|err| database_problem(&err))?;
+    let placement = db::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
     match placement {
         Placement::Created(order) => {
-            state.outbox.committed();
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
             let location = format!("/api/orders/{}", order.order_id);
             Ok((
@@ -144,11 +136,10 @@ pub async fn get(
     Path(order_id): Path<String>,
 ) -> Result<Json<db::Order>, Problem> {
     let order_id = super::parse_order_id(&order_id)?;
-    match db::find(&state.pool, order_id.as_str()).await {
-        Ok(Some(order)) => Ok(Json(order)),
-        Ok(None) => Err(Problem::not_found(format!("no order {order_id}"))),
-        Err(err) => Err(database_problem(&err)),
-    }
+    db::find(&state.pool, order_id.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
 /// Default and largest page size of `GET /api/orders`.
@@ -173,7 +164,8 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "Matching orders, newest first", body = Vec<Order>),
         (status = 400, description = "An invalid status or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -190,8 +182,5 @@ pub async fn list(
         status,
         limit,
     };
-    db::list(&state.pool, &filter)
-        .await
-        .map(Json)
-        .map_err(|err| database_problem(&err))
+    Ok(Json(db::list(&state.pool, &filter).await?))
 }

@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
-use service_kit::http::database_problem;
 use service_kit::Problem;
 
 use super::AppState;
@@ -24,7 +23,8 @@ pub struct Timeline {
         (status = 200, description = "Every event that touched the order, in the order they happened", body = Timeline),
         (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn timeline(
     State(state): State<AppState>,
@@ -32,12 +32,9 @@ pub async fn timeline(
 ) -> Result<Json<Timeline>, Problem> {
     let order_id = super::parse_order_id(&order_id)?;
     let order = db::find(&state.pool, order_id.as_str())
-        .await
-        .map_err(|err| database_problem(&err))?
+        .await?
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))?;
-    let events = db::timeline(&state.pool, order_id.as_str())
-        .await
-        .map_err(|err| database_problem(&err))?;
+    let events = db::timeline(&state.pool, order_id.as_str()).await?;
     Ok(Json(Timeline {
         order_id: order.order_id,
         status: order.status.to_string(),

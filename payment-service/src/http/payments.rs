@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::database_problem;
 use service_kit::{JsonBody, Problem};
 use shared_events::{OrderId, UserId};
 
@@ -20,9 +19,7 @@ pub async fn get_account(
     Path(user_id): Path<String>,
 ) -> Result<Json<Account>, Problem> {
     let user_id = parse_user(&user_id)?;
-    let account = db::find_account(&state.pool, user_id.as_str())
-        .await
-        .map_err(|err| database_problem(&err))?;
+    let account = db::find_account(&state.pool, user_id.as_str()).await?;
     Ok(Json(account.unwrap_or(Account {
         user_id: user_id.to_string(),
         credit_cents: state.default_credit_cents,
@@ -48,10 +45,9 @@ pub async fn put_account(
             "creditCents must not be negative",
         ));
     }
-    db::set_credit(&state.pool, user_id.as_str(), body.credit_cents)
-        .await
-        .map(Json)
-        .map_err(|err| database_problem(&err))
+    Ok(Json(
+        db::set_credit(&state.pool, user_id.as_str(), body.credit_cents).await?,
+    ))
 }
 
 pub async fn get_payment(
@@ -59,11 +55,8 @@ pub async fn get_payment(
     Path(order_id): Path<String>,
 ) -> Result<Json<PaymentRecord>, Problem> {
     let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
-    match db::find_payment(&state.pool, order_id.as_str()).await {
-        Ok(Some(payment)) => Ok(Json(payment)),
-        Ok(None) => Err(Problem::not_found(format!(
-            "no payment for order {order_id}"
-        ))),
-        Err(err) => Err(database_problem(&err)),
-    }
+    db::find_payment(&state.pool, order_id.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no payment for order {order_id}")))
 }
