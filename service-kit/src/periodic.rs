@@ -34,6 +34,9 @@ where
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // A stop wins over a tick that is due at the same moment, so no
+            // pass starts after the stop was asked for.
+            biased;
             _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
