@@ -750,12 +750,19 @@ exit 0"#;
 }
 
 /// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, the
-/// form `StorageTool random-uuid` prints.
+/// form `StorageTool random-uuid` prints. Never one that starts with `-`
+/// (one in 64 would): the tool's command line would read it as an option, as
+/// Kafka's own generator also avoids.
 fn random_cluster_id() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
     let mut random = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
-    std::io::Read::read_exact(&mut random, &mut bytes).context("reading /dev/urandom")?;
-    Ok(base64_url(&bytes))
+    loop {
+        let mut bytes = [0u8; 16];
+        std::io::Read::read_exact(&mut random, &mut bytes).context("reading /dev/urandom")?;
+        let id = base64_url(&bytes);
+        if !id.starts_with('-') {
+            return Ok(id);
+        }
+    }
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -798,5 +805,13 @@ mod tests {
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    #[test]
+    fn no_cluster_id_reads_as_a_command_line_option() {
+        // One id in 64 would start with '-'; a few hundred draws meet several.
+        for _ in 0..500 {
+            assert!(!random_cluster_id().unwrap().starts_with('-'));
+        }
     }
 }
