@@ -48,6 +48,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two readiness or exit checks.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a created topic may take until each partition has a leader.
+const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long one metadata request may take during the readiness check.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -305,7 +308,40 @@ impl ApacheKafka {
                 Err((topic, code)) => bail!("creating topic {topic}: {code}"),
             }
         }
-        Ok(())
+        self.wait_until_led(name, partitions)
+    }
+
+    /// Polls until every partition of `topic` has a leader. A created topic
+    /// is not served at once; a consumer that subscribes before it is may
+    /// not see it until its next metadata refresh.
+    fn wait_until_led(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        let client = metadata_client(&self.bootstrap_servers)?;
+        let started = Instant::now();
+        loop {
+            let metadata = client
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .with_context(|| format!("fetching metadata of {topic}"))?;
+            let led = metadata
+                .topics()
+                .iter()
+                .find(|candidate| candidate.name() == topic)
+                .map_or(0, |found| {
+                    found
+                        .partitions()
+                        .iter()
+                        .filter(|p| p.leader() >= 0)
+                        .count()
+                });
+            if i32::try_from(led)? >= partitions {
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < TOPIC_READY_TIMEOUT,
+                "topic {topic} has partitions without a leader {TOPIC_READY_TIMEOUT:?} after \
+                 it was created"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {

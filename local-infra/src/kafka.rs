@@ -167,6 +167,8 @@ impl EmbeddedKafka {
     /// Makes broker `broker_id` drop its connections and refuse new ones (`-1`
     /// for all brokers). Partition leadership does not move.
     pub fn broker_down(&self, broker_id: i32) -> anyhow::Result<()> {
+        // librdkafka binds the port again right away; see `spawn`.
+        let _no_child_starting = crate::spawn::no_child_starting();
         self.mock_cluster()
             .broker_down(broker_id)
             .with_context(|| format!("taking mock broker {broker_id} down"))

@@ -31,6 +31,7 @@ mod kafka;
 mod kafka_runtime;
 mod os_user;
 mod postgres;
+pub mod spawn;
 mod test_kafka;
 mod zookeeper_kafka;
 

@@ -103,13 +103,13 @@ impl RunAs {
             "-x".into(),
             dir.into(),
         ];
-        let status = self
-            .command(&test)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("checking that `{}` can use {}", self.name, dir.display()))?;
+        let status = crate::spawn::status(
+            self.command(&test)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .with_context(|| format!("checking that `{}` can use {}", self.name, dir.display()))?;
         if !status.success() {
             bail!(
                 "the `{}` OS user (PostgreSQL refuses to run as root) cannot write to {}; make \

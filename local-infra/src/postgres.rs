@@ -29,6 +29,7 @@ use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 
 use crate::os_user::{command_from_argv, RunAs};
+use crate::spawn;
 
 /// The role `initdb -U` creates; clients connect as it (trust auth, loopback only).
 const SUPERUSER: &str = "postgres";
@@ -170,11 +171,7 @@ impl PgBinaries {
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let output = spawn::output(Command::new("pg_config").arg("--bindir")).ok()?;
     if !output.status.success() {
         return None;
     }
@@ -448,9 +445,7 @@ impl PostgresCluster {
     /// Stops a server left running on our data directory by an earlier run.
     fn stop_leftover_server(&mut self) -> anyhow::Result<()> {
         let args: [OsString; 3] = ["status".into(), "-D".into(), self.data_dir.clone().into()];
-        let output = self
-            .command(&self.binaries.pg_ctl, &args)
-            .output()
+        let output = spawn::output(&mut self.command(&self.binaries.pg_ctl, &args))
             .context("running pg_ctl status")?;
         match output.status.code() {
             Some(0) => {
@@ -505,14 +500,15 @@ impl PostgresCluster {
             "-o".into(),
             self.server_options().into(),
         ];
-        let output = self
-            .command(&self.binaries.pg_ctl, &args)
-            // The postmaster inherits our process group unless pg_ctl gets its
-            // own: a Ctrl-C in the terminal would then reach the server directly
-            // and stop it before its clients, instead of us stopping it last.
-            .process_group(0)
-            .output()
-            .context("running pg_ctl start")?;
+        let output = spawn::output(
+            self.command(&self.binaries.pg_ctl, &args)
+                // The postmaster inherits our process group unless pg_ctl gets
+                // its own: a Ctrl-C in the terminal would then reach the server
+                // directly and stop it before its clients, instead of us
+                // stopping it last.
+                .process_group(0),
+        )
+        .context("running pg_ctl start")?;
         if !output.status.success() {
             bail!(
                 "PostgreSQL failed to start on port {} ({}); last lines of {}:\n{}",
@@ -591,25 +587,26 @@ if [ -n "$root" ]; then rm -rf "$root"; fi"#;
             "-m".into(),
             mode.as_arg().into(),
         ];
-        let child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg("local-infra-pg-watchdog")
-            .arg(std::process::id().to_string())
-            .arg(WATCHDOG_POLL_SECONDS.to_string())
-            .arg(root)
-            .args(self.argv(&self.binaries.pg_ctl, &stop))
-            // From `/`, like every pg_ctl we run: the server account may not
-            // be allowed into our working directory.
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: the Ctrl-C that kills a test run must not
-            // kill the process that cleans up after it.
-            .process_group(0)
-            .spawn()
-            .context("spawning the PostgreSQL watchdog")?;
+        let child = spawn::spawn(
+            Command::new("/bin/sh")
+                .arg("-c")
+                .arg(SCRIPT)
+                .arg("local-infra-pg-watchdog")
+                .arg(std::process::id().to_string())
+                .arg(WATCHDOG_POLL_SECONDS.to_string())
+                .arg(root)
+                .args(self.argv(&self.binaries.pg_ctl, &stop))
+                // From `/`, like every pg_ctl we run: the server account may
+                // not be allowed into our working directory.
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: the Ctrl-C that kills a test run must
+                // not kill the process that cleans up after it.
+                .process_group(0),
+        )
+        .context("spawning the PostgreSQL watchdog")?;
         self.watchdog = Some(child);
         Ok(())
     }
@@ -636,9 +633,7 @@ if [ -n "$root" ]; then rm -rf "$root"; fi"#;
 
     /// Runs `program args` to completion; an error carries its stderr.
     fn run(&self, program: &Path, args: &[OsString]) -> anyhow::Result<Output> {
-        let output = self
-            .command(program, args)
-            .output()
+        let output = spawn::output(&mut self.command(program, args))
             .with_context(|| format!("running {}", program.display()))?;
         if !output.status.success() {
             let account = self

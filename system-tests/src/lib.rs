@@ -606,10 +606,19 @@ impl Api {
 
     /// Polls the order until it has `status` and returns it.
     pub async fn wait_for_status(&self, order_id: &str, status: &str) -> Value {
-        wait_for(&format!("order {order_id} to be {status}"), || async {
-            let order = self.order(order_id).await;
-            (order["status"] == status).then_some(order)
-        })
+        self.wait_for_status_in(order_id, &[status]).await
+    }
+
+    /// Polls until the order's status is one of `statuses`.
+    pub async fn wait_for_status_in(&self, order_id: &str, statuses: &[&str]) -> Value {
+        wait_for(
+            &format!("order {order_id} to be one of {statuses:?}"),
+            || async {
+                let order = self.order(order_id).await;
+                let status = order["status"].as_str().unwrap_or_default();
+                statuses.contains(&status).then_some(order)
+            },
+        )
         .await
     }
 

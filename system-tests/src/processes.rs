@@ -134,8 +134,7 @@ impl ServiceProcess {
             Some(_) => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
             None => command.stdout(Stdio::null()).stderr(Stdio::inherit()),
         };
-        let mut child = command
-            .spawn()
+        let mut child = local_infra::spawn::spawn(&mut command)
             .unwrap_or_else(|err| panic!("starting {}: {err}", self.name));
         if let Some(output) = &self.output {
             let stdout = child.stdout.take().expect("piped stdout");
