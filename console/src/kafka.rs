@@ -315,11 +315,15 @@ pub enum GroupListing {
     ConfiguredOnly(String),
 }
 
-/// A client that belongs to no group: for metadata, watermarks and assigned reads.
+/// A client that joins no group: for metadata, watermarks and assigned reads.
 fn browse_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
     use anyhow::Context;
+    // librdkafka wants a group id even for assign(); a fresh one that is
+    // never joined (no subscribe) and never committed to.
+    let group = format!("ordersystem.console.browse-{}", uuid::Uuid::new_v4());
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")

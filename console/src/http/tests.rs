@@ -53,7 +53,7 @@ impl Console {
         config.common.kafka_bootstrap_servers = bootstrap.clone();
         config.common.port = 0;
         config.common.host = "127.0.0.1".to_owned();
-        config.console_max_message_bytes = 100;
+        config.console_max_message_bytes = 200;
         config.console_order_service_url = "http://127.0.0.1:9".to_owned();
         config.console_inventory_service_url = "http://127.0.0.1:9".to_owned();
         let router = Application::build(config).await.unwrap().router();
