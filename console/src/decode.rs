@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn cuts_an_oversized_message_without_decoding_it() {
-        let big = format!("{{\"eventType\":\"OrderCreated\",\"pad\":\"{}\"}}", "x".repeat(500));
+        let big = format!(
+            "{{\"eventType\":\"OrderCreated\",\"pad\":\"{}\"}}",
+            "x".repeat(500)
+        );
         let decoded = decode(&message(big.as_bytes()), 100);
         assert_eq!(decoded.size, big.len());
         let Body::Raw { shown, cut } = decoded.body else {

@@ -396,12 +396,14 @@ impl Inner {
     fn messages(&self, query: &MessageQuery) -> Result<MessagePage> {
         let topic = self.topic(&query.topic)?;
         let partitions: Vec<&PartitionInfo> = match query.partition {
-            Some(id) => vec![topic.partitions.iter().find(|p| p.id == id).ok_or_else(|| {
-                KafkaReadError::UnknownPartition {
+            Some(id) => vec![topic
+                .partitions
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| KafkaReadError::UnknownPartition {
                     topic: topic.name.clone(),
                     partition: id,
-                }
-            })?],
+                })?],
             None => topic.partitions.iter().collect(),
         };
         let limit = query.limit as i64;
@@ -528,7 +530,10 @@ impl Inner {
         let topics = self.topics(None)?;
         let (described, listing) = match self.describe(None) {
             Ok(described) => (described, GroupListing::Listed),
-            Err(error) => (BTreeMap::new(), GroupListing::ConfiguredOnly(error.to_string())),
+            Err(error) => (
+                BTreeMap::new(),
+                GroupListing::ConfiguredOnly(error.to_string()),
+            ),
         };
         let mut names: Vec<String> = self.known_groups.clone();
         names.extend(described.keys().cloned());
@@ -613,7 +618,8 @@ pub fn parse_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
             self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
         }
         fn i32(&mut self) -> Option<i32> {
-            self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            self.take(4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         }
     }
     let mut reader = Reader(bytes);

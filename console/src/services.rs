@@ -290,7 +290,6 @@ pub fn sum_metric(text: &str, metric: &str) -> f64 {
         .sum()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,7 +138,9 @@ async fn dlq_json(
     Path(topic): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let letters = letters(&state, &topic).await?;
-    Ok(Json(serde_json::json!({ "topic": topic, "letters": letters })))
+    Ok(Json(
+        serde_json::json!({ "topic": topic, "letters": letters }),
+    ))
 }
 
 async fn replay_json(
@@ -146,5 +148,7 @@ async fn replay_json(
     Path(topic): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let replayed = replay(&state, &topic).await?;
-    Ok(Json(serde_json::json!({ "topic": topic, "replayed": replayed })))
+    Ok(Json(
+        serde_json::json!({ "topic": topic, "replayed": replayed }),
+    ))
 }

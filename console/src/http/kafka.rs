@@ -362,5 +362,7 @@ async fn group_json(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let info = state.kafka.group(&group).await?;
     let total = info.total_lag();
-    Ok(Json(serde_json::json!({ "group": info, "totalLag": total })))
+    Ok(Json(
+        serde_json::json!({ "group": info, "totalLag": total }),
+    ))
 }

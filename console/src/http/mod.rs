@@ -112,7 +112,9 @@ impl ConsoleError {
             | ConsoleError::Service(ServiceError::Unavailable { .. })
             | ConsoleError::Replay(_) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::Service(ServiceError::Refused { status, .. }) => match *status {
-                400 | 404 | 409 | 422 => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                400 | 404 | 409 | 422 => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+                }
                 503 => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },

@@ -134,8 +134,10 @@ async fn orders_live(
             loop {
                 let rows = match services.orders(&filter).await {
                     Ok(orders) => order_rows(&orders, placed.as_deref()).into_string(),
-                    Err(error) => html! { tr { td colspan="6" { span.problem { (error.to_string()) } } } }
-                        .into_string(),
+                    Err(error) => {
+                        html! { tr { td colspan="6" { span.problem { (error.to_string()) } } } }
+                            .into_string()
+                    }
                 };
                 if last.as_deref() != Some(rows.as_str()) {
                     let event = Event::default().event("orders").data(rows.clone());
@@ -189,24 +191,35 @@ async fn place_order(
             .map(|(_, v)| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let user_id = value("userId").ok_or_else(|| ConsoleError::bad_input("userId", "a customer is needed"))?;
+    let user_id =
+        value("userId").ok_or_else(|| ConsoleError::bad_input("userId", "a customer is needed"))?;
     let order_id = value("orderId").unwrap_or_else(|| format!("console-{}", uuid::Uuid::new_v4()));
-    let skus = fields.iter().filter(|(k, _)| k == "sku").map(|(_, v)| v.trim());
-    let quantities = fields.iter().filter(|(k, _)| k == "quantity").map(|(_, v)| v.trim());
+    let skus = fields
+        .iter()
+        .filter(|(k, _)| k == "sku")
+        .map(|(_, v)| v.trim());
+    let quantities = fields
+        .iter()
+        .filter(|(k, _)| k == "quantity")
+        .map(|(_, v)| v.trim());
     let mut items = Vec::new();
     for (sku, quantity) in skus.zip(quantities) {
         if sku.is_empty() {
             continue;
         }
         let quantity: u32 = quantity.parse().map_err(|_| {
-            ConsoleError::bad_input("quantity", format!("{quantity:?} is not a quantity for {sku}"))
+            ConsoleError::bad_input(
+                "quantity",
+                format!("{quantity:?} is not a quantity for {sku}"),
+            )
         })?;
         items.push(serde_json::json!({ "sku": sku, "quantity": quantity }));
     }
     let body = serde_json::json!({ "orderId": order_id, "userId": user_id, "items": items });
     let order = state.services.place_order(&body).await?;
-    let query = serde_urlencoded::to_string([("userId", &order.user_id), ("placed", &order.order_id)])
-        .unwrap_or_default();
+    let query =
+        serde_urlencoded::to_string([("userId", &order.user_id), ("placed", &order.order_id)])
+            .unwrap_or_default();
     Ok(Redirect::to(&format!("/orders?{query}")))
 }
 
@@ -328,14 +341,18 @@ async fn order_live(
                 return None;
             };
             loop {
-                let read = tokio::try_join!(services.order(&order_id), services.timeline(&order_id));
+                let read =
+                    tokio::try_join!(services.order(&order_id), services.timeline(&order_id));
                 let (html, done) = match read {
                     Ok((order, timeline)) => {
                         // Final once order-service has recorded the step that ended it.
                         let done = order.is_final() && timeline.status == order.status;
                         (saga_section(&order, &timeline).into_string(), done)
                     }
-                    Err(error) => (html! { p.problem { (error.to_string()) } }.into_string(), false),
+                    Err(error) => (
+                        html! { p.problem { (error.to_string()) } }.into_string(),
+                        false,
+                    ),
                 };
                 if done {
                     let event = Event::default().event("saga").data(html);

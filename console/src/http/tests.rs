@@ -61,13 +61,21 @@ impl Console {
             .set("bootstrap.servers", &bootstrap)
             .create()
             .unwrap();
-        Console { _kafka: kafka, router, producer, topic }
+        Console {
+            _kafka: kafka,
+            router,
+            producer,
+            topic,
+        }
     }
 
     async fn send(&self, key: &str, payload: &[u8]) {
         self.producer
             .send(
-                FutureRecord::to(&self.topic).key(key).payload(payload).partition(0),
+                FutureRecord::to(&self.topic)
+                    .key(key)
+                    .payload(payload)
+                    .partition(0),
                 std::time::Duration::from_secs(10),
             )
             .await
@@ -82,7 +90,9 @@ impl Console {
             .await
             .unwrap();
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -94,7 +104,10 @@ impl Console {
             if status == StatusCode::OK && done(&body) {
                 return body;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{uri}: {status} {body}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{uri}: {status} {body}"
+            );
             tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -110,7 +123,12 @@ async fn lists_topics_with_their_message_counts() {
         .get_until("/api/topics", |b| b.contains(&topic))
         .await;
     let topics: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ours = topics.as_array().unwrap().iter().find(|t| t["name"] == topic.as_str()).unwrap();
+    let ours = topics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic.as_str())
+        .unwrap();
     assert_eq!(ours["partitions"].as_array().unwrap().len(), 2);
     let (status, page) = console.get("/topics").await;
     assert_eq!(status, StatusCode::OK);
@@ -131,11 +149,16 @@ async fn decodes_json_shows_text_escaped_and_cuts_oversized_messages() {
         .await;
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     let messages = page["messages"].as_array().unwrap();
-    assert_eq!(messages[0]["body"]["cut"], true, "newest first: the oversized one");
+    assert_eq!(
+        messages[0]["body"]["cut"], true,
+        "newest first: the oversized one"
+    );
     assert_eq!(messages[1]["body"]["shown"]["value"], "<b>not json</b>");
     assert_eq!(messages[2]["envelope"]["eventType"], "OrderCreated");
 
-    let (status, html) = console.get(&format!("/topics/{}?partition=0&key=raw", console.topic)).await;
+    let (status, html) = console
+        .get(&format!("/topics/{}?partition=0&key=raw", console.topic))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("&lt;b&gt;not json&lt;/b&gt;"));
     assert!(!html.contains("<b>not json"));
@@ -151,15 +174,25 @@ async fn bad_input_gets_a_clear_answer_never_a_500() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let topic = console.topic.clone();
     let (status, body) = console
-        .get(&format!("/api/topics/{topic}/messages?partition=0&before=99"))
+        .get(&format!(
+            "/api/topics/{topic}/messages?partition=0&before=99"
+        ))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _) = console.get(&format!("/api/topics/{topic}/messages?partition=x")).await;
+    let (status, _) = console
+        .get(&format!("/api/topics/{topic}/messages?partition=x"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = console.get(&format!("/api/topics/{topic}/messages?partition=7")).await;
+    let (status, _) = console
+        .get(&format!("/api/topics/{topic}/messages?partition=7"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = console.get("/orders").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "order-service is not running");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "order-service is not running"
+    );
 }
 
 #[tokio::test]
@@ -179,13 +212,17 @@ async fn shows_a_groups_lag() {
             .create()
             .unwrap();
         let mut offsets = rdkafka::TopicPartitionList::new();
-        offsets.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(1)).unwrap();
+        offsets
+            .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(1))
+            .unwrap();
         consumer.commit(&offsets, CommitMode::Sync).unwrap();
     })
     .await
     .unwrap();
     let body = console
-        .get_until(&format!("/api/groups/{group}"), |b| b.contains("\"totalLag\":1"))
+        .get_until(&format!("/api/groups/{group}"), |b| {
+            b.contains("\"totalLag\":1")
+        })
         .await;
     assert!(body.contains(&console.topic));
 }
@@ -201,10 +238,12 @@ async fn replays_dead_letters() {
             FutureRecord::to(&dlq)
                 .key("order-9")
                 .payload("poison")
-                .headers(rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                    key: service_kit::dlq::headers::ERROR,
-                    value: Some("not an event"),
-                })),
+                .headers(
+                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                        key: service_kit::dlq::headers::ERROR,
+                        value: Some("not an event"),
+                    }),
+                ),
             std::time::Duration::from_secs(10),
         )
         .await
@@ -216,13 +255,24 @@ async fn replays_dead_letters() {
     let response = console
         .router
         .clone()
-        .oneshot(Request::post(format!("/api/dlq/{topic}/replay")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::post(format!("/api/dlq/{topic}/replay"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["replayed"], 1);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["replayed"],
+        1
+    );
     console
-        .get_until(&format!("/api/topics/{topic}/messages?key=order-9"), |b| b.contains("poison"))
+        .get_until(&format!("/api/topics/{topic}/messages?key=order-9"), |b| {
+            b.contains("poison")
+        })
         .await;
 }
