@@ -142,10 +142,19 @@ const MEMBER_START_GAP: Duration = Duration::from_millis(500);
 /// the second one's start.
 const SHARED_GROUP_REBALANCE_DELAY: Duration = Duration::from_secs(5);
 
-/// Well under the 44 s the mock stalls when a member joins a formed group
-/// (librdkafka's default 45 s session timeout minus 1 s), so passing proves
-/// the members formed the group together.
-const SHARED_GROUP_DEADLINE: Duration = Duration::from_secs(25);
+/// Beyond the 44 s the mock stalls when a member joins a group already
+/// formed (librdkafka's default 45 s session timeout minus 1 s): on a busy
+/// machine the second member can miss the first rebalance, and the group
+/// must still end up shared.
+const SHARED_GROUP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How long one poll of a member waits while the group forms.
+const GROUP_POLL: Duration = Duration::from_millis(100);
+
+/// Partitions `consumer` is assigned now.
+fn assigned(consumer: &StreamConsumer) -> usize {
+    consumer.assignment().map_or(0, |list| list.count())
+}
 
 /// Messages spread over every partition, so each member's share gets some.
 const SHARED_GROUP_MESSAGES: usize = 24;
@@ -176,6 +185,25 @@ async fn two_members_of_one_group_share_the_partitions() {
     let first = member();
     tokio::time::sleep(MEMBER_START_GAP).await;
     let second = member();
+    // Both members hold a share of every partition before anything is
+    // produced, so neither can take all the messages alone.
+    tokio::time::timeout(SHARED_GROUP_DEADLINE, async {
+        loop {
+            let (a, b) = (assigned(&first), assigned(&second));
+            if a > 0 && b > 0 && a + b == PARTITIONS as usize {
+                break;
+            }
+            // Polling is what lets each member take part in the rebalance;
+            // nothing has been produced, so no message is missed here.
+            tokio::select! {
+                _ = first.recv() => panic!("a message before any was produced"),
+                _ = second.recv() => panic!("a message before any was produced"),
+                () = tokio::time::sleep(GROUP_POLL) => {}
+            }
+        }
+    })
+    .await
+    .expect("both members were assigned partitions in time");
     let producer = producer(&kafka);
     for partition in 0..SHARED_GROUP_MESSAGES {
         let partition = partition as i32 % PARTITIONS;
