@@ -19,27 +19,11 @@ struct Console {
     topic: String,
 }
 
-/// The mock broker cannot create topics over the protocol; a real one can.
-async fn create_topics(kafka: &TestKafka, names: &[&str]) {
-    if let Some(embedded) = kafka.embedded() {
-        for name in names {
-            embedded.create_topic(name, 2).expect("topic created");
-        }
-        return;
+/// Topics with two partitions, each led before this returns.
+fn create_topics(kafka: &TestKafka, names: &[&str]) {
+    for name in names {
+        kafka.create_topic(name, 2).expect("topic created");
     }
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", kafka.bootstrap_servers())
-            .create()
-            .unwrap();
-    let topics: Vec<_> = names
-        .iter()
-        .map(|n| rdkafka::admin::NewTopic::new(n, 2, rdkafka::admin::TopicReplication::Fixed(1)))
-        .collect();
-    admin
-        .create_topics(&topics, &rdkafka::admin::AdminOptions::new())
-        .await
-        .unwrap();
 }
 
 impl Console {
@@ -48,7 +32,7 @@ impl Console {
         let bootstrap = kafka.bootstrap_servers();
         let topic = format!("console-test-{}", uuid::Uuid::new_v4());
         let dlq = shared_events::topics::dead_letter_topic(&topic);
-        create_topics(&kafka, &[&topic, &dlq]).await;
+        create_topics(&kafka, &[&topic, &dlq]);
         let mut config = Config::defaults();
         config.common.kafka_bootstrap_servers = bootstrap.clone();
         config.common.port = 0;
