@@ -2,7 +2,8 @@
 #
 #     docker build --build-arg SERVICE=order-service --build-arg PORT=8081 -t order-service .
 #
-# docker-compose.yml passes both arguments for each of the four services.
+# docker-compose.yml passes both arguments for each of the four services and
+# for the console (SERVICE=console, PORT=9001).
 #
 # Stages: `chef` (toolchain and cargo-chef) → `planner` (the dependency recipe
 # from the manifests) → `builder` (dependencies first, cached as a layer of

@@ -45,6 +45,7 @@ impl Application {
             search_depth: config.console_search_depth,
             live_poll: config.console_live_poll,
             shutdown: shutdown.clone(),
+            topics: config.common.topics(),
         });
         let address = format!("{}:{}", config.common.host, config.common.port);
         let listener = TcpListener::bind(&address)

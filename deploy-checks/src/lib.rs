@@ -6,7 +6,8 @@
 //! those files with the helpers here and hold them against the code: each
 //! service's configuration ([`Service`], built from the service crates
 //! themselves, so the checks follow the code as it grows), its topics, its
-//! schema, and the command CI builds it with.
+//! schema, and the command CI builds it with; the console's configuration
+//! ([`console_image`]) the same way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -96,19 +97,49 @@ fn describe<C: ServiceConfig>(
     name: &'static str,
     build: fn(HashMap<String, String>) -> LocalBoxFuture<'static, anyhow::Result<ServiceHost>>,
 ) -> Service {
+    Service {
+        name,
+        accepted_env: accepted_env::<C>(),
+        load: |env| load::<C>(env).map(|config| config.common().clone()),
+        build,
+    }
+}
+
+/// The compose service and package of the web console.
+pub const CONSOLE: &str = "console";
+
+/// The console's image: configured like a service, but it has no database
+/// and is not a [`ServiceHost`].
+pub struct ConsoleImage {
+    /// Every environment variable its configuration reads.
+    pub accepted_env: BTreeSet<String>,
+}
+
+impl ConsoleImage {
+    /// Its configuration as the binary would load it from `env` alone.
+    pub fn load(&self, env: &HashMap<String, String>) -> anyhow::Result<console::Config> {
+        let config: console::Config = load(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The console, described by its own crate.
+pub fn console_image() -> ConsoleImage {
+    ConsoleImage {
+        accepted_env: accepted_env::<console::Config>(),
+    }
+}
+
+/// The keys of `C`'s defaults, upper-cased: the variables it reads.
+fn accepted_env<C: ServiceConfig>() -> BTreeSet<String> {
     let defaults = serde_json::to_value(C::defaults()).expect("configuration serialises");
-    let accepted_env = defaults
+    defaults
         .as_object()
         .expect("a configuration is a map of settings")
         .keys()
         .map(|key| key.to_uppercase())
-        .collect();
-    Service {
-        name,
-        accepted_env,
-        load: |env| load::<C>(env).map(|config| config.common().clone()),
-        build,
-    }
+        .collect()
 }
 
 /// Defaults, then `env` (and nothing from this process's environment).

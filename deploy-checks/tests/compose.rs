@@ -9,8 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use deploy_checks::{
-    postgres_as_compose_initialises_it, read, services, workspace_root, Compose, DatabaseUrl,
-    ENV_READ_OUTSIDE_CONFIG, POSTGRES,
+    console_image, postgres_as_compose_initialises_it, read, services, workspace_root, Compose,
+    DatabaseUrl, CONSOLE, ENV_READ_OUTSIDE_CONFIG, POSTGRES,
 };
 use local_infra::EmbeddedKafka;
 use service_kit::{CommonConfig, HEALTHCHECK_ARG};
@@ -56,6 +56,16 @@ fn effective_configs(compose: &Compose) -> Vec<(&'static str, CommonConfig)> {
         .collect()
 }
 
+/// The same for every image compose builds: the services and the console.
+fn image_configs(compose: &Compose) -> Vec<(&'static str, CommonConfig)> {
+    let mut configs = effective_configs(compose);
+    let console = console_image()
+        .load(&compose_env(compose, CONSOLE))
+        .unwrap_or_else(|err| panic!("{COMPOSE}: the console refuses its environment: {err:#}"));
+    configs.push((CONSOLE, console.common));
+    configs
+}
+
 /// The topics topic-init creates.
 fn created_topics(compose: &Compose) -> BTreeSet<String> {
     compose.environment(TOPIC_INIT)["TOPICS"]
@@ -75,10 +85,11 @@ fn advertised(compose: &Compose, listener: &str) -> String {
 }
 
 #[test]
-fn compose_builds_exactly_the_four_services_each_with_its_own_binary() {
+fn compose_builds_the_four_services_and_the_console_each_with_its_own_binary() {
     let compose = Compose::load(COMPOSE);
     let built: BTreeSet<String> = compose.built_services().into_iter().collect();
-    let known: BTreeSet<String> = services().iter().map(|s| s.name.to_owned()).collect();
+    let mut known: BTreeSet<String> = services().iter().map(|s| s.name.to_owned()).collect();
+    known.insert(CONSOLE.to_owned());
     assert_eq!(built, known);
     for name in &built {
         assert_eq!(
@@ -92,30 +103,31 @@ fn compose_builds_exactly_the_four_services_each_with_its_own_binary() {
 #[test]
 fn every_variable_given_to_a_service_is_one_its_configuration_reads() {
     let compose = Compose::load(COMPOSE);
-    for service in services() {
+    let images = services()
+        .into_iter()
+        .map(|service| (service.name, service.accepted_env))
+        .chain([(CONSOLE, console_image().accepted_env)]);
+    for (name, accepted_env) in images {
         let unknown: Vec<String> = compose
-            .environment(service.name)
+            .environment(name)
             .into_keys()
             .filter(|key| {
-                !service.accepted_env.contains(key)
-                    && !ENV_READ_OUTSIDE_CONFIG.contains(&key.as_str())
+                !accepted_env.contains(key) && !ENV_READ_OUTSIDE_CONFIG.contains(&key.as_str())
             })
             .collect();
         assert!(
             unknown.is_empty(),
-            "{COMPOSE}: {} does not read {unknown:?}; it reads {:?}",
-            service.name,
-            service.accepted_env
+            "{COMPOSE}: {name} does not read {unknown:?}; it reads {accepted_env:?}"
         );
     }
     // And every value parses: the configuration loads.
-    effective_configs(&compose);
+    image_configs(&compose);
 }
 
 #[test]
 fn each_service_listens_on_the_port_it_publishes_exposes_and_health_checks() {
     let compose = Compose::load(COMPOSE);
-    for (name, config) in effective_configs(&compose) {
+    for (name, config) in image_configs(&compose) {
         let ports = compose.ports(name);
         assert_eq!(ports.len(), 1, "{name} publishes its HTTP port once");
         assert_eq!(
@@ -223,11 +235,15 @@ fn services_wait_for_healthy_dependencies_and_restart_unless_stopped() {
     let compose = Compose::load(COMPOSE);
     for name in compose.built_services() {
         let depends = compose.depends_on(&name);
-        for (dependency, condition) in [
-            (POSTGRES, "service_healthy"),
+        let mut needed = vec![
             (KAFKA, "service_healthy"),
             (TOPIC_INIT, "service_completed_successfully"),
-        ] {
+        ];
+        // The console has no database; the services each have a schema.
+        if name != CONSOLE {
+            needed.push((POSTGRES, "service_healthy"));
+        }
+        for (dependency, condition) in needed {
             assert_eq!(
                 depends.get(dependency).map(String::as_str),
                 Some(condition),
@@ -254,7 +270,7 @@ const EXIT_HEADROOM: Duration = Duration::from_secs(2);
 #[test]
 fn docker_gives_every_service_longer_to_stop_than_its_shutdown_may_take() {
     let compose = Compose::load(COMPOSE);
-    for (name, config) in effective_configs(&compose) {
+    for (name, config) in image_configs(&compose) {
         let grace = compose
             .setting(name, "stop_grace_period")
             .unwrap_or_else(|| panic!("{name}: no stop_grace_period (Docker's default is 10 s)"));
@@ -404,11 +420,58 @@ fn the_image_builds_with_the_command_ci_runs_for_every_service() {
         .lines()
         .find(|line| line.contains(RELEASE_BUILD))
         .unwrap_or_else(|| panic!("{CI} must run `{RELEASE_BUILD} <service>`"));
-    for service in services() {
+    for name in services().iter().map(|s| s.name).chain([CONSOLE]) {
         assert!(
-            ci.contains(&format!(" {}", service.name)) && build_line.contains("$service"),
-            "{CI} must release-build {}",
-            service.name
+            ci.contains(&format!(" {name}")) && build_line.contains("$service"),
+            "{CI} must release-build {name}"
+        );
+    }
+}
+
+#[test]
+fn the_console_beside_kafdrop_reads_kafka_and_the_services_apis_and_no_database() {
+    let compose = Compose::load(COMPOSE);
+    let ports = |name: &str| -> Vec<u16> { compose.ports(name).iter().map(|p| p.host.0).collect() };
+    assert_eq!(ports("kafdrop"), [9000], "Kafdrop keeps 9000");
+    assert_eq!(ports(CONSOLE), [9001], "the console sits beside it");
+
+    let env = compose.environment(CONSOLE);
+    assert!(
+        !env.contains_key("DATABASE_URL"),
+        "the console has no database access of its own"
+    );
+    assert!(!compose.depends_on(CONSOLE).contains_key(POSTGRES));
+    let console = console_image()
+        .load(&compose_env(&compose, CONSOLE))
+        .unwrap();
+    assert_eq!(
+        console.common.kafka_bootstrap_servers,
+        advertised(&compose, "INTERNAL")
+    );
+    // Each service's URL is its compose name and the port it listens on.
+    for (service, url) in [
+        ("order-service", &console.console_order_service_url),
+        ("inventory-service", &console.console_inventory_service_url),
+        ("payment-service", &console.console_payment_service_url),
+        (
+            "notification-service",
+            &console.console_notification_service_url,
+        ),
+    ] {
+        let port = &compose.environment(service)["PORT"];
+        assert_eq!(
+            *url,
+            format!("http://{service}:{port}"),
+            "{CONSOLE} → {service}"
+        );
+    }
+    // It shows the groups the services consume in.
+    let groups = console.known_groups();
+    for (name, config) in effective_configs(&compose) {
+        assert!(
+            groups.contains(&config.kafka_group_id),
+            "the console does not show {name}'s group {}",
+            config.kafka_group_id
         );
     }
 }

@@ -5,7 +5,8 @@
 //! `deploy/postgres/init.sql`, and each service started with exactly the
 //! environment the compose file gives it (host names mapped to loopback,
 //! ports to free ones). Every service turns ready and the seed's order ends
-//! CONFIRMED.
+//! CONFIRMED; the console, started from its compose environment too, draws
+//! that order's saga and lists the compose topics.
 //!
 //! Needs a JDK and Maven, so it runs in the real-broker pass only
 //! (`TEST_KAFKA=apache`); elsewhere it says it was skipped.
@@ -14,7 +15,10 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deploy_checks::{postgres_as_compose_initialises_it, services, Compose, DatabaseUrl, POSTGRES};
+use deploy_checks::{
+    console_image, postgres_as_compose_initialises_it, services, Compose, DatabaseUrl, CONSOLE,
+    POSTGRES,
+};
 use local_infra::{TestKafkaMode, ZooKeeperKafka, ZooKeeperKafkaOptions};
 
 const COMPOSE: &str = "docker-compose.yml";
@@ -195,6 +199,11 @@ async fn the_compose_topology_on_zookeeper_confirms_the_seed_order() {
             .await
             .unwrap_or_else(|err| panic!("{} does not start: {err:#}", service.name));
         urls.insert(service.name, format!("http://127.0.0.1:{}", host.port()));
+        let service_port = &compose.environment(service.name)["PORT"];
+        addresses.push((
+            format!("http://{}:{service_port}", service.name),
+            format!("http://127.0.0.1:{}", host.port()),
+        ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         running.push(tokio::spawn(host.run_until_stopped(async {
@@ -222,6 +231,44 @@ async fn the_compose_topology_on_zookeeper_confirms_the_seed_order() {
         order["status"] == "CONFIRMED"
     })
     .await;
+
+    // The console, from its compose environment: it reaches the services by
+    // their compose names and Kafka on the internal listener.
+    let mut env: HashMap<String, String> = compose
+        .environment(CONSOLE)
+        .into_iter()
+        .map(|(key, value)| (key, map_addresses(&value, &addresses)))
+        .collect();
+    env.insert("HOST".into(), "127.0.0.1".into());
+    env.insert("PORT".into(), "0".into());
+    let config = console_image().load(&env).unwrap();
+    let console = console::Application::build(config)
+        .await
+        .expect("the console starts from its compose environment");
+    let console_url = format!("http://127.0.0.1:{}", console.port());
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = tokio::spawn(console.run_until_stopped(async {
+        let _ = console_stopped.await;
+    }));
+    wait_for_http(
+        &http,
+        &format!("{console_url}/api/orders/123/saga"),
+        |saga| saga["status"] == "CONFIRMED" && saga["steps"].as_array().map(Vec::len) == Some(3),
+    )
+    .await;
+    wait_for_http(&http, &format!("{console_url}/api/topics"), |topics| {
+        let listed: Vec<&str> = topics
+            .as_array()
+            .map(|topics| topics.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        topic_init_env["TOPICS"]
+            .split_whitespace()
+            .all(|topic| listed.contains(&topic))
+    })
+    .await;
+    let _ = stop_console.send(());
+    console.await.unwrap().unwrap();
+
     eprintln!(
         "compose topology: ZooKeeper at {}, Kafka {} in ZooKeeper mode, seed order CONFIRMED",
         kafka.zookeeper_address(),

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::catalog::SERVICES;
+use crate::catalog;
 
 /// Set by cargo for the programs it runs: the cargo to build the services with.
 const CARGO_ENV: &str = "CARGO";
@@ -28,8 +28,8 @@ const RELEASE_PROFILE_DIR: &str = "release";
 /// Service name to executable path.
 pub type Programs = BTreeMap<&'static str, PathBuf>;
 
-/// Returns the path of every service binary. Under `cargo run`, first builds
-/// them with the same cargo, profile and target directory, so they are never
+/// Returns the path of every service binary and the console's. Under `cargo
+/// run`, first builds them with the same cargo, profile and target directory, so they are never
 /// stale; otherwise they must already exist.
 pub fn prepare() -> anyhow::Result<Programs> {
     let exe = std::env::current_exe().context("locating devstack's own executable")?;
@@ -41,7 +41,7 @@ pub fn prepare() -> anyhow::Result<Programs> {
         build(cargo, exe_dir)?;
     }
     let mut programs = Programs::new();
-    for service in SERVICES {
+    for service in catalog::programs() {
         let path = exe_dir.join(service.name);
         if !path.is_file() {
             bail!(
@@ -87,7 +87,7 @@ fn build(cargo: &OsString, exe_dir: &Path) -> anyhow::Result<()> {
             command.args(["--profile", custom]);
         }
     }
-    for service in SERVICES {
+    for service in catalog::programs() {
         command.args(["-p", service.name]);
     }
     tracing::info!("building the services: {command:?}");
@@ -113,8 +113,7 @@ fn release_flag(exe_dir: &Path) -> &'static str {
 }
 
 fn package_args() -> String {
-    SERVICES
-        .iter()
+    catalog::programs()
         .map(|service| format!("-p {}", service.name))
         .collect::<Vec<_>>()
         .join(" ")

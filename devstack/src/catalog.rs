@@ -1,9 +1,10 @@
-//! The services devstack runs, their ports, and how `--scale` turns them into
-//! named instances.
+//! The services devstack runs, their ports, how `--scale` turns them into
+//! named instances, and the console that watches them.
 //!
 //! Ports are fixed rather than random so that URLs in docs, curl examples and
 //! bookmarks stay valid between runs.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 
 use anyhow::bail;
@@ -42,6 +43,27 @@ pub const SERVICES: [Service; 4] = [
     },
 ];
 
+/// The web console (Kafka's topics and groups, every order's saga). Not a
+/// saga service: it is never scaled and reads the others over HTTP.
+pub const CONSOLE: Service = Service {
+    name: "console",
+    port: 9000,
+};
+
+/// Every program devstack runs: the services, then the console.
+pub fn programs() -> impl Iterator<Item = Service> {
+    SERVICES.into_iter().chain([CONSOLE])
+}
+
+/// The console's settings naming each service's base URL (see the console's
+/// config), keyed by service.
+const CONSOLE_SERVICE_URL_ENV: [(&str, &str); 4] = [
+    (ORDER_SERVICE, "CONSOLE_ORDER_SERVICE_URL"),
+    ("inventory-service", "CONSOLE_INVENTORY_SERVICE_URL"),
+    ("payment-service", "CONSOLE_PAYMENT_SERVICE_URL"),
+    ("notification-service", "CONSOLE_NOTIFICATION_SERVICE_URL"),
+];
+
 /// Extra instances (`--scale`) get consecutive ports from here, after the
 /// first instances' block.
 pub const FIRST_EXTRA_INSTANCE_PORT: u16 = 8085;
@@ -66,6 +88,8 @@ pub struct Instance {
     pub service: &'static str,
     /// Its `PORT`.
     pub port: u16,
+    /// Its own environment, on top of what every instance gets.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Instance {
@@ -118,6 +142,7 @@ pub fn plan(scale: &[Scale], port_offset: u16) -> anyhow::Result<Vec<Instance>> 
                 name,
                 service: service.name,
                 port,
+                env: BTreeMap::new(),
             });
         }
     }
@@ -125,6 +150,31 @@ pub fn plan(scale: &[Scale], port_offset: u16) -> anyhow::Result<Vec<Instance>> 
         bail!("nothing to run: every service is scaled to 0");
     }
     Ok(instances)
+}
+
+/// The console's instance, watching `services` (the first instance of each;
+/// a service scaled to 0 is left at the console's default URL, where the
+/// console reports it unavailable).
+pub fn console(services: &[Instance], port_offset: u16) -> anyhow::Result<Instance> {
+    let Some(port) = CONSOLE.port.checked_add(port_offset) else {
+        bail!(
+            "--port-offset {port_offset} moves port {} beyond 65535",
+            CONSOLE.port
+        );
+    };
+    let env = CONSOLE_SERVICE_URL_ENV
+        .iter()
+        .filter_map(|(service, variable)| {
+            let first = services.iter().find(|i| i.service == *service)?;
+            Some(((*variable).to_owned(), first.url()))
+        })
+        .collect();
+    Ok(Instance {
+        name: CONSOLE.name.to_owned(),
+        service: CONSOLE.name,
+        port,
+        env,
+    })
 }
 
 /// Whether some service runs more than one instance (whose consumers then
@@ -200,6 +250,28 @@ mod tests {
         assert_eq!(instances.len(), 6);
         assert!(is_scaled_out(&instances));
         assert!(!is_scaled_out(&plan(&[], 0).unwrap()));
+    }
+
+    #[test]
+    fn the_console_is_on_9000_moved_by_the_offset_and_watches_the_first_instances() {
+        let scale = [Scale {
+            service: "inventory-service",
+            instances: 2,
+        }];
+        let services = plan(&scale, 100).unwrap();
+        let console = console(&services, 100).unwrap();
+        assert_eq!((console.name.as_str(), console.port), ("console", 9100));
+        assert_eq!(console.url(), "http://127.0.0.1:9100");
+        assert_eq!(
+            console.env["CONSOLE_INVENTORY_SERVICE_URL"],
+            "http://127.0.0.1:8182"
+        );
+        assert_eq!(
+            console.env["CONSOLE_ORDER_SERVICE_URL"],
+            "http://127.0.0.1:8181"
+        );
+        assert_eq!(console.env.len(), 4);
+        assert!(!is_scaled_out(&[console]));
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port_offset: u16,
 
+    /// Does not start the web console (on 9000, moved by `--port-offset`).
+    /// `bench` never starts it.
+    #[arg(long)]
+    pub no_console: bool,
+
     /// Port of the private PostgreSQL cluster.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PG_PORT)]
     pub pg_port: u16,

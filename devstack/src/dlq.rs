@@ -33,7 +33,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Replay { topic } => {
             let replayed = service_kit::dlq::replay(&bootstrap, topic).await?;
-            println!("replayed {replayed} dead letter(s) onto {topic}");
+            println!("replayed {replayed} message(s) onto {topic}");
         }
     }
     Ok(())

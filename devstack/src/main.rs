@@ -3,7 +3,7 @@
 //! `cargo run --release -p devstack` builds the services, starts an embedded
 //! Kafka (librdkafka's mock cluster, topics created, in a child process of its
 //! own) and a private PostgreSQL (data kept in `.devstack/pgdata`), runs every
-//! service as a child process with its output prefixed by its name, waits
+//! service and the web console as a child process with its output prefixed by its name, waits
 //! until all answer `/health`, writes `.devstack/stack.json` and prints the
 //! URLs. Crashed services are restarted; Ctrl-C or SIGTERM stops the
 //! services, then PostgreSQL, then Kafka, and exits 0. If the embedded broker
@@ -16,7 +16,7 @@
 //! - `cli`: flags;
 //! - `bench`: `devstack bench`, the benchmark against this stack or a URL;
 //! - `dlq`: the `dlq list|replay` tools;
-//! - `catalog`: the services, their ports, `--scale` planning;
+//! - `catalog`: the services and the console, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
 //! - `infra`: Kafka and PostgreSQL, ours or the developer's;
 //! - `embedded_broker`: the embedded broker's child process (`devstack
@@ -139,7 +139,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return bench::run_remote(&cli, args, url).await;
         }
     }
-    let instances = catalog::plan(&cli.scale, cli.port_offset)?;
+    let mut instances = catalog::plan(&cli.scale, cli.port_offset)?;
+    // A viewer, not part of what the benchmark measures.
+    if !cli.no_console && !matches!(cli.command, Some(cli::Command::Bench(_))) {
+        let console = catalog::console(&instances, cli.port_offset)?;
+        instances.push(console);
+    }
     let state = StateDir::open(&cli.dir)?;
     catalog::ensure_ports_free(&instances)?;
     // Before the signal handlers: a Ctrl-C during the build should simply end
@@ -395,6 +400,15 @@ fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], stat
             "\nTry:\n  curl -X POST http://localhost:{}/api/orders -H \"Content-Type: \
              application/json\" -d '{EXAMPLE_ORDER}'\n",
             order.port
+        ));
+    }
+    if let Some(console) = instances
+        .iter()
+        .find(|instance| instance.service == catalog::CONSOLE.name)
+    {
+        banner.push_str(&format!(
+            "\nWatch it in the console: http://localhost:{}\n",
+            console.port
         ));
     }
     banner.push_str("\nPress Ctrl-C to stop.\n");

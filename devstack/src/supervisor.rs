@@ -117,7 +117,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Spawns every instance of `instances`: `programs[instance.service]` with
-    /// `common_env` plus `PORT`.
+    /// `common_env` plus its own environment and `PORT`.
     pub fn start(
         instances: &[Instance],
         programs: &BTreeMap<&'static str, PathBuf>,
@@ -135,6 +135,7 @@ impl Supervisor {
             .iter()
             .map(|instance| {
                 let mut env = common_env.clone();
+                env.extend(instance.env.clone());
                 env.insert("PORT".to_owned(), instance.port.to_string());
                 let launch = Launch {
                     name: instance.name.clone(),

@@ -26,11 +26,13 @@ const MARGIN: Duration = Duration::from_secs(20);
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-const SERVICES: [&str; 4] = [
+/// devstack's children besides the broker: the services and the console.
+const SERVICES: [&str; 5] = [
     "order-service",
     "inventory-service",
     "payment-service",
     "notification-service",
+    "console",
 ];
 
 /// What devstack's one line about a dead broker starts with.
@@ -97,7 +99,8 @@ impl Devstack {
         self.child.id()
     }
 
-    /// Every process of the stack: the services, the broker, PostgreSQL.
+    /// Every process of the stack: the services, the console, the broker,
+    /// PostgreSQL.
     fn processes(&self) -> Vec<Process> {
         let mut processes: Vec<Process> = SERVICES
             .iter()

@@ -1,5 +1,5 @@
 //! The README's first command, end to end: devstack brings the whole system
-//! up, the seed's order is confirmed, a killed service is restarted, and
+//! up, the seed's order is confirmed (and drawn by the console), a killed service is restarted, and
 //! SIGTERM stops everything cleanly.
 
 use std::path::Path;
@@ -45,6 +45,7 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         "inventory-service",
         "payment-service",
         "notification-service",
+        "console",
     ] {
         assert!(
             bin_dir.join(service).exists(),
@@ -108,6 +109,32 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     wait_until("order 123 confirmed", DEADLINE, || {
         (order_status(&http, &order_base, "123")? == "CONFIRMED").then_some(())
     });
+
+    // The console runs beside the services and draws the seed order's saga:
+    // three steps, each caused by the one before.
+    let console_base = stack["services"]["console"].as_str().unwrap();
+    assert!(
+        console_base.ends_with(&format!(":{}", 9000 + offset)),
+        "{console_base}"
+    );
+    let saga: Value = http
+        .get(format!("{console_base}/api/orders/123/saga"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(saga["status"], "CONFIRMED", "{saga}");
+    let steps: Vec<&str> = saga["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["OrderCreated", "InventoryReserved", "PaymentProcessed"]
+    );
+    assert_eq!(saga["arrows"].as_array().map(Vec::len), Some(2), "{saga}");
 
     // A service dies without warning: devstack starts it again.
     let devstack_pid = devstack.0.id();
@@ -182,7 +209,12 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
         listed.contains("key=poison") && listed.contains("not a valid event envelope"),
         "{listed}"
     );
-    assert!(dlq("replay").contains("replayed 2 dead letter(s) onto order-created"));
+    // One message refused by both consumers goes back once.
+    let replayed = dlq("replay");
+    assert!(
+        replayed.contains("replayed 1 message(s) onto order-created"),
+        "{replayed}"
+    );
 
     // SIGTERM: everything stops, exit 0, stack.json gone.
     let mut devstack = devstack;

@@ -461,14 +461,18 @@ pub struct TimelineEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// The event that caused this one; absent for the order's first event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
 }
 
 /// Adds `event` to its order's timeline; a redelivered event is recorded once.
 pub async fn record_event(tx: &mut PgConnection, event: &Envelope) -> Result<(), sqlx::Error> {
     let (outcome, detail) = domain::summarise(&event.event);
     sqlx::query(
-        "INSERT INTO order_events (event_id, order_id, event_type, producer, outcome, detail, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO order_events
+             (event_id, order_id, event_type, producer, outcome, detail, occurred_at, causation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(event.event_id)
@@ -478,6 +482,7 @@ pub async fn record_event(tx: &mut PgConnection, event: &Envelope) -> Result<(),
     .bind(outcome)
     .bind(detail)
     .bind(event.occurred_at)
+    .bind(event.causation_id)
     .execute(tx)
     .await?;
     Ok(())
@@ -487,7 +492,7 @@ pub async fn record_event(tx: &mut PgConnection, event: &Envelope) -> Result<(),
 /// then by when order-service recorded them).
 pub async fn timeline(pool: &PgPool, order_id: &str) -> Result<Vec<TimelineEntry>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT event_id, event_type, producer AS service, outcome, detail, occurred_at
+        "SELECT event_id, event_type, producer AS service, outcome, detail, occurred_at, causation_id
          FROM order_events WHERE order_id = $1 ORDER BY occurred_at, seq",
     )
     .bind(order_id)

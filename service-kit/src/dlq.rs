@@ -6,7 +6,7 @@
 //! saying where it came from and why it failed ([`headers`]). Writing it is
 //! awaited before the consumer moves on, so a dead letter is never lost either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -104,6 +104,8 @@ pub async fn send(
 pub struct DeadLetter {
     pub partition: i32,
     pub offset: i64,
+    /// When it was dead-lettered (the broker's timestamp), in Unix milliseconds.
+    pub timestamp_ms: Option<i64>,
     pub key: Option<String>,
     pub original_topic: Option<String>,
     pub original_partition: Option<String>,
@@ -129,12 +131,22 @@ fn header_text(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
     header(message, name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Reads every message of `dlq_topic` present now, from the group's committed
-/// position (or the beginning), and calls `each` on it. Stops at the end
-/// offsets seen when it started, so it terminates while new dead letters arrive.
+/// Where [`read_to_end`] starts in each partition.
+#[derive(Debug, Clone, Copy)]
+enum StartAt {
+    /// The group's committed position, or the beginning.
+    Committed,
+    /// At most this many messages before the end.
+    Last(i64),
+}
+
+/// Reads the messages of `dlq_topic` present now, from where `start_at` says,
+/// and calls `each` on each. Stops at the end offsets seen when it started, so
+/// it terminates while new dead letters arrive. Returns how many it read.
 fn read_to_end(
     consumer: &BaseConsumer,
     dlq_topic: &str,
+    start_at: StartAt,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let metadata = consumer
@@ -161,12 +173,13 @@ fn read_to_end(
         let (low, high) = consumer
             .fetch_watermarks(dlq_topic, partition, READ_TIMEOUT)
             .context("reading end offsets")?;
-        let start = match committed
+        let committed = committed
             .find_partition(dlq_topic, partition)
-            .map(|p| p.offset())
-        {
-            Some(Offset::Offset(done)) => done.max(low),
-            _ => low,
+            .map(|p| p.offset());
+        let start = match (start_at, committed) {
+            (StartAt::Last(count), _) => (high - count).max(low),
+            (StartAt::Committed, Some(Offset::Offset(done))) => done.max(low),
+            (StartAt::Committed, _) => low,
         };
         if start < high {
             assignment.add_partition_offset(dlq_topic, partition, Offset::Offset(start))?;
@@ -208,13 +221,34 @@ fn reader(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
 
 /// The dead letters of `topic` (the original topic's name, e.g. `order-created`).
 pub fn list(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    read_letters(bootstrap, topic, StartAt::Committed)
+}
+
+/// The newest dead letters of `topic`: at most `per_partition` from the end of
+/// each partition, so a page showing them reads a bounded amount however many
+/// have piled up. Oldest first within a partition, as [`list`].
+pub fn list_newest(
+    bootstrap: &str,
+    topic: &str,
+    per_partition: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let count = i64::try_from(per_partition).unwrap_or(i64::MAX);
+    read_letters(bootstrap, topic, StartAt::Last(count))
+}
+
+fn read_letters(
+    bootstrap: &str,
+    topic: &str,
+    start_at: StartAt,
+) -> anyhow::Result<Vec<DeadLetter>> {
     // A throwaway group: listing never moves replay's position.
     let consumer = reader(bootstrap, &format!("dlq-list-{}", uuid::Uuid::new_v4()))?;
     let mut letters = Vec::new();
-    read_to_end(&consumer, &dead_letter_topic(topic), |message| {
+    read_to_end(&consumer, &dead_letter_topic(topic), start_at, |message| {
         letters.push(DeadLetter {
             partition: message.partition(),
             offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
             key: message
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
@@ -231,8 +265,12 @@ pub fn list(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
 
 /// Publishes the dead letters of `topic` not replayed yet back onto `topic`
 /// (key, payload and original headers), remembering progress in the
-/// `dlq-replay` group. Returns how many were replayed. Replaying an event
-/// twice is harmless: consumers ignore an eventId they have applied.
+/// `dlq-replay` group. Returns how many were replayed.
+///
+/// One message that several services gave up on (each of them consumes its
+/// topic) has one dead letter per service; it goes back once, since that one
+/// copy reaches every consumer again. Replaying an event twice would still be
+/// harmless: consumers ignore an eventId they have applied.
 pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
     let dlq_topic = dead_letter_topic(topic);
     let producer: FutureProducer = ClientConfig::new()
@@ -246,17 +284,31 @@ pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let consumer = reader(&bootstrap, REPLAY_GROUP)?;
-        read_to_end(&consumer, &dlq_topic, |message| {
-            let record = copy_of(message, &topic, original_headers(message));
-            handle
-                .block_on(producer.send(record, Timeout::Never))
-                .map_err(|(err, _)| err)
-                .context("republishing a dead letter")?;
+        let mut republished = HashSet::new();
+        let mut replayed = 0;
+        read_to_end(&consumer, &dlq_topic, StartAt::Committed, |message| {
+            // A letter without its origin headers is always replayed.
+            let origin = [
+                headers::ORIGINAL_TOPIC,
+                headers::ORIGINAL_PARTITION,
+                headers::ORIGINAL_OFFSET,
+            ]
+            .map(|name| header_text(message, name));
+            let first_copy = origin.iter().any(Option::is_none) || republished.insert(origin);
+            if first_copy {
+                let record = copy_of(message, &topic, original_headers(message));
+                handle
+                    .block_on(producer.send(record, Timeout::Never))
+                    .map_err(|(err, _)| err)
+                    .context("republishing a dead letter")?;
+                replayed += 1;
+            }
             consumer
                 .commit_message(message, CommitMode::Sync)
                 .context("recording replay progress")?;
             Ok(())
-        })
+        })?;
+        Ok(replayed)
     })
     .await
     .context("the replay task panicked")?

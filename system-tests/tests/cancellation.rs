@@ -385,6 +385,10 @@ async fn the_timeline_tells_what_happened_to_an_order() {
         ]
     );
     assert!(events.iter().all(|e| e["occurredAt"].is_string()));
+    // Each step names the one that caused it: a chain back to OrderCreated.
+    assert!(events[0].get("causationId").is_none(), "{:?}", events[0]);
+    assert_eq!(events[1]["causationId"], events[0]["eventId"]);
+    assert_eq!(events[2]["causationId"], events[1]["eventId"]);
 
     // A cancellation and its refund join the story.
     stack.cancel_order("t-1", None).await;

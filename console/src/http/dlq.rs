@@ -36,16 +36,24 @@ struct Letter {
     error: Option<String>,
 }
 
-/// The dead letters of `topic`; an unknown dead-letter topic is a 404.
-async fn letters(state: &AppState, topic: &str) -> Result<Vec<Letter>, ConsoleError> {
-    state.kafka.topic(&dead_letter_topic(topic)).await?;
+/// The newest dead letters of `topic`, newest first, at most a page of them
+/// (however many have piled up, only that many are read), and how many the
+/// topic holds in all. An unknown dead-letter topic is a 404.
+async fn letters(state: &AppState, topic: &str) -> Result<(Vec<Letter>, i64), ConsoleError> {
+    let total = state.kafka.topic(&dead_letter_topic(topic)).await?.count();
     let bootstrap = state.kafka.bootstrap().to_owned();
     let topic = topic.to_owned();
-    let listed = tokio::task::spawn_blocking(move || service_kit::dlq::list(&bootstrap, &topic))
-        .await
-        .map_err(|e| ConsoleError::Replay(e.to_string()))?
-        .map_err(|e| KafkaReadError::Unavailable(format!("{e:#}")))?;
-    Ok(listed
+    let page_size = state.page_size;
+    let mut listed = tokio::task::spawn_blocking(move || {
+        service_kit::dlq::list_newest(&bootstrap, &topic, page_size)
+    })
+    .await
+    .map_err(|e| ConsoleError::Replay(e.to_string()))?
+    .map_err(|e| KafkaReadError::Unavailable(format!("{e:#}")))?;
+    // Newest first over all partitions; a page's worth.
+    listed.sort_by_key(|l| std::cmp::Reverse((l.timestamp_ms, l.offset)));
+    listed.truncate(page_size);
+    let letters = listed
         .into_iter()
         .map(|l| Letter {
             partition: l.partition,
@@ -57,7 +65,8 @@ async fn letters(state: &AppState, topic: &str) -> Result<Vec<Letter>, ConsoleEr
             service: l.service,
             error: l.error,
         })
-        .collect())
+        .collect();
+    Ok((letters, total))
 }
 
 async fn replay(state: &AppState, topic: &str) -> Result<u64, ConsoleError> {
@@ -100,14 +109,11 @@ async fn dlq_page(
     Path(topic): Path<String>,
     QueryParams(params): QueryParams<DlqParams>,
 ) -> Result<Markup, PageError> {
-    let mut letters = letters(&state, &topic).await?;
-    letters.reverse();
-    let total = letters.len();
-    letters.truncate(state.page_size);
+    let (letters, total) = letters(&state, &topic).await?;
     Ok(page(
         &format!("Dead letters of {topic}"),
         html! {
-            @if let Some(n) = &params.replayed { p.note role="status" #replayed { "Replayed " (n) " dead letter(s) onto " (topic) "." } }
+            @if let Some(n) = &params.replayed { p.note role="status" #replayed { "Replayed " (n) " message(s) onto " (topic) "." } }
             p.muted { (total) " dead letter(s), newest first (at most " (state.page_size) " shown). Replay publishes those not replayed yet back onto " (topic) ", as `devstack dlq replay` does." }
             form method="post" action={ "/dlq/" (topic) "/replay" } { button.danger type="submit" #replay { "Replay onto " (topic) } }
             div.scroll { table #letters {
@@ -137,9 +143,9 @@ async fn dlq_json(
     State(state): State<AppState>,
     Path(topic): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let letters = letters(&state, &topic).await?;
+    let (letters, total) = letters(&state, &topic).await?;
     Ok(Json(
-        serde_json::json!({ "topic": topic, "letters": letters }),
+        serde_json::json!({ "topic": topic, "total": total, "letters": letters }),
     ))
 }
 

@@ -51,6 +51,8 @@ pub struct AppState {
     pub live_poll: Duration,
     /// Cancelled at shutdown: every live stream ends, so the server can drain.
     pub shutdown: CancellationToken,
+    /// The system's topic names (configurable, e.g. prefixed on a shared cluster).
+    pub topics: shared_events::topics::Topics,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -62,7 +62,9 @@ fn order_rows(orders: &[Order], placed: Option<&str>) -> Markup {
     html! {
         @if orders.is_empty() { tr { td colspan="6" { span.muted { "No orders match." } } } }
         @for o in orders {
-            tr.order data-order=(o.order_id) data-status=(o.status) class=[(Some(o.order_id.as_str()) == placed).then_some("highlight")] {
+            // A toggled class: a `class=` beside the `.order` shorthand would be a second
+            // class attribute, which browsers ignore.
+            tr.order.highlight[Some(o.order_id.as_str()) == placed] data-order=(o.order_id) data-status=(o.status) {
                 td { a href={ "/orders/" (o.order_id) } { (o.order_id) } }
                 td { (o.user_id) }
                 td { (status_badge(&o.status)) @if let Some(r) = &o.reason { " " span.muted { (r) } } }
@@ -309,7 +311,7 @@ async fn order_page(
             section #saga data-live-saga=[(!order.is_final()).then(|| format!("/orders/{}/live", urlencode(&order_id)))] {
                 (saga_section(&order, &timeline))
             }
-            p { a href={ "/topics/order-created?key=" (urlencode(&order_id)) } { "Its messages on order-created" } }
+            p { a href={ "/topics/" (state.topics.order_created) "?key=" (urlencode(&order_id)) } { "Its messages on " (state.topics.order_created) } }
         },
     ))
 }

@@ -260,3 +260,42 @@ async fn replays_dead_letters() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn the_dead_letter_page_reads_the_newest_page_not_the_whole_topic() {
+    let console = Console::start().await;
+    let topic = console.topic.clone();
+    let dlq = shared_events::topics::dead_letter_topic(&topic);
+    let page_size = crate::Config::defaults().console_page_size;
+    let sent = page_size + 10;
+    for n in 0..sent {
+        console
+            .producer
+            .send(
+                FutureRecord::to(&dlq)
+                    .key(&format!("letter-{n}"))
+                    .payload("poison")
+                    .partition(0),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("dead letter sent");
+    }
+    let body = console
+        .get_until(&format!("/api/dlq/{topic}"), |b| {
+            b.contains(&format!("\"total\":{sent}"))
+        })
+        .await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let letters = listed["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), page_size, "one page, not all {sent}");
+    assert_eq!(
+        letters[0]["key"],
+        format!("letter-{}", sent - 1),
+        "newest first"
+    );
+    assert_eq!(
+        letters[page_size - 1]["key"],
+        format!("letter-{}", sent - page_size)
+    );
+}
