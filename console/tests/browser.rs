@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use service_kit::ServiceConfig;
+use system_tests::wait_for;
 use system_tests::TestStack;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use webdriver::{wait_for, Browser, DEADLINE};
+use webdriver::Browser;
 
 /// The product the test orders; unique to this test's stack anyway.
 const SKU: &str = "browser-widget";
@@ -109,7 +110,7 @@ impl Screenshots {
 /// Runs `script` with `args` in the page until it returns something other
 /// than `null`, `false` or an empty string.
 async fn wait_in_page(browser: &Browser, what: &str, script: &str, args: &[Value]) -> Value {
-    wait_for(what, DEADLINE, || async move {
+    wait_for(what, || async move {
         let value = browser.execute(script, args.to_vec()).await;
         let nothing = value.is_null() || value == false || value == "";
         (!nothing).then_some(value)
@@ -204,7 +205,7 @@ async fn placing_an_order_shows_it_confirmed_live(browser: &Browser, console: &C
         .click(&browser.find("#order-form button[type=submit]").await)
         .await;
 
-    let landed = wait_for("the orders page after placing", DEADLINE, || async move {
+    let landed = wait_for("the orders page after placing", || async move {
         let url = browser.current_url().await;
         url.contains("placed=").then_some(url)
     })
@@ -350,7 +351,7 @@ async fn inventory_lag_reaches_zero(browser: &Browser, console: &Console, group:
         console.url(&format!("/groups/{group}"))
     );
     let page = browser.current_url().await;
-    wait_for("inventory-service's total lag to reach 0", DEADLINE, || {
+    wait_for("inventory-service's total lag to reach 0", || {
         let page = page.clone();
         async move {
             browser.goto(&page).await;
@@ -374,29 +375,25 @@ async fn a_poison_message_is_dead_lettered_and_replayed(
     topic: &str,
 ) {
     let page = console.url(&format!("/dlq/{topic}"));
-    let error = wait_for(
-        "the poison message among the dead letters",
-        DEADLINE,
-        || {
-            let page = page.clone();
-            async move {
-                browser.goto(&page).await;
-                let letters = browser
-                    .execute(
-                        "return [...document.querySelectorAll('#letters tr.letter')]
+    let error = wait_for("the poison message among the dead letters", || {
+        let page = page.clone();
+        async move {
+            browser.goto(&page).await;
+            let letters = browser
+                .execute(
+                    "return [...document.querySelectorAll('#letters tr.letter')]
                          .filter(r => r.querySelector('code').textContent === arguments[0])
                          .map(r => r.querySelector('td.error').textContent)",
-                        vec![json!(POISON_KEY)],
-                    )
-                    .await;
-                letters
-                    .as_array()
-                    .and_then(|errors| errors.first())
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            }
-        },
-    )
+                    vec![json!(POISON_KEY)],
+                )
+                .await;
+            letters
+                .as_array()
+                .and_then(|errors| errors.first())
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }
+    })
     .await;
     assert!(
         !error.is_empty() && error != "?",
@@ -428,7 +425,7 @@ async fn the_replayed_message_is_back_on_its_topic(
     poison_offset: i64,
 ) {
     let search = console.url(&format!("/topics/{topic}?key={POISON_KEY}"));
-    let offsets = wait_for("the replayed message on the source topic", DEADLINE, || {
+    let offsets = wait_for("the replayed message on the source topic", || {
         let search = search.clone();
         async move {
             browser.goto(&search).await;

@@ -10,9 +10,9 @@ use bench::load::Endpoints;
 use bench::report::Report;
 use bench::{Options, Process, Target};
 
-use crate::catalog::{self, Instance};
 use crate::cli::{BenchArgs, Cli, KafkaKind};
 use crate::infra::Kafka;
+use crate::services::{self, Instance};
 
 /// The services' log filter during a local benchmark, unless `RUST_LOG` is
 /// set: per-event info lines would measure the terminal, not the system.
@@ -167,7 +167,7 @@ pub async fn run_local(
     };
     let target = Target {
         endpoints: Endpoints {
-            order: url_of(catalog::ORDER_SERVICE)?,
+            order: url_of(services::ORDER_SERVICE)?,
             inventory: url_of("inventory-service")?,
             payment: url_of("payment-service")?,
             notification: url_of("notification-service")?,

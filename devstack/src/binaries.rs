@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::catalog;
+use crate::services;
 
 /// Set by cargo for the programs it runs: the cargo to build the services with.
 const CARGO_ENV: &str = "CARGO";
@@ -41,7 +41,7 @@ pub fn prepare() -> anyhow::Result<Programs> {
         build(cargo, exe_dir)?;
     }
     let mut programs = Programs::new();
-    for service in catalog::programs() {
+    for service in services::programs() {
         let path = exe_dir.join(service.name);
         if !path.is_file() {
             bail!(
@@ -87,7 +87,7 @@ fn build(cargo: &OsString, exe_dir: &Path) -> anyhow::Result<()> {
             command.args(["--profile", custom]);
         }
     }
-    for service in catalog::programs() {
+    for service in services::programs() {
         command.args(["-p", service.name]);
     }
     tracing::info!("building the services: {command:?}");
@@ -113,7 +113,7 @@ fn release_flag(exe_dir: &Path) -> &'static str {
 }
 
 fn package_args() -> String {
-    catalog::programs()
+    services::programs()
         .map(|service| format!("-p {}", service.name))
         .collect::<Vec<_>>()
         .join(" ")

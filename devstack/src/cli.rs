@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::catalog;
+use crate::services;
 
 /// Port of the private PostgreSQL cluster: close to the usual 5432 but unlikely
 /// to clash with a system-wide server on it.
@@ -223,7 +223,7 @@ pub enum DlqCommand {
 /// One `--scale SERVICE=N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scale {
-    /// A name from [`catalog::SERVICES`].
+    /// A name from [`services::SERVICES`].
     pub service: &'static str,
     /// How many instances to run; 0 leaves the service out (e.g. to run it
     /// from a debugger against the stack).
@@ -234,10 +234,10 @@ fn parse_scale(text: &str) -> Result<Scale, String> {
     let (name, count) = text
         .split_once('=')
         .ok_or_else(|| format!("expected SERVICE=N, got `{text}`"))?;
-    let service = catalog::find(name.trim()).ok_or_else(|| {
+    let service = services::find(name.trim()).ok_or_else(|| {
         format!(
             "unknown service `{name}`; known: {}",
-            catalog::SERVICES
+            services::SERVICES
                 .iter()
                 .map(|service| service.name)
                 .collect::<Vec<_>>()

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
-use crate::catalog::Instance;
+use crate::services::Instance;
 
 /// How long the whole stack may take to become healthy: covers a cold start
 /// with migrations and consumer-group joins on a slow machine.

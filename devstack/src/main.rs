@@ -16,7 +16,7 @@
 //! - `cli`: flags;
 //! - `bench`: `devstack bench`, the benchmark against this stack or a URL;
 //! - `dlq`: the `dlq list|replay` tools;
-//! - `catalog`: the services and the console, their ports, `--scale` planning;
+//! - `services`: the services and the console, their ports, `--scale` planning;
 //! - `binaries`: finding (and under `cargo run`, building) the executables;
 //! - `infra`: Kafka and PostgreSQL, ours or the developer's;
 //! - `embedded_broker`: the embedded broker's child process (`devstack
@@ -29,12 +29,12 @@
 
 mod bench;
 mod binaries;
-mod catalog;
 mod cli;
 mod dlq;
 mod embedded_broker;
 mod health;
 mod infra;
+mod services;
 mod stack_file;
 mod supervisor;
 
@@ -48,9 +48,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::binaries::Programs;
-use crate::catalog::Instance;
 use crate::cli::{Cli, KafkaKind};
 use crate::infra::{Database, Kafka, KafkaPlan};
+use crate::services::Instance;
 use crate::stack_file::{StackDescription, StateDir};
 use crate::supervisor::Supervisor;
 use ::bench::report::Report;
@@ -139,14 +139,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return bench::run_remote(&cli, args, url).await;
         }
     }
-    let mut instances = catalog::plan(&cli.scale, cli.port_offset)?;
+    let mut instances = services::plan(&cli.scale, cli.port_offset)?;
     // A viewer, not part of what the benchmark measures.
     if !cli.no_console && !matches!(cli.command, Some(cli::Command::Bench(_))) {
-        let console = catalog::console(&instances, cli.port_offset)?;
+        let console = services::console(&instances, cli.port_offset)?;
         instances.push(console);
     }
     let state = StateDir::open(&cli.dir)?;
-    catalog::ensure_ports_free(&instances)?;
+    services::ensure_ports_free(&instances)?;
     // Before the signal handlers: a Ctrl-C during the build should simply end
     // devstack (and cargo), as nothing is running yet.
     let programs = binaries::prepare()?;
@@ -253,7 +253,7 @@ impl Stack {
             first_port,
             data_dir: state.kafka_dir(),
             external: cli.kafka_bootstrap.as_deref(),
-            scaled_out: catalog::is_scaled_out(instances),
+            scaled_out: services::is_scaled_out(instances),
         });
         let kafka = tokio::select! {
             kafka = starting => kafka?,
@@ -394,7 +394,7 @@ fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], stat
     ));
     if let Some(order) = instances
         .iter()
-        .find(|instance| instance.service == catalog::ORDER_SERVICE)
+        .find(|instance| instance.service == services::ORDER_SERVICE)
     {
         banner.push_str(&format!(
             "\nTry:\n  curl -X POST http://localhost:{}/api/orders -H \"Content-Type: \
@@ -404,7 +404,7 @@ fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], stat
     }
     if let Some(console) = instances
         .iter()
-        .find(|instance| instance.service == catalog::CONSOLE.name)
+        .find(|instance| instance.service == services::CONSOLE.name)
     {
         banner.push_str(&format!(
             "\nWatch it in the console: http://localhost:{}\n",

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::catalog::Instance;
+use crate::services::Instance;
 
 /// Delay before the first restart of a crashed instance.
 const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(1);

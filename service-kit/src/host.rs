@@ -484,61 +484,38 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// listens on, since both read the same configuration. As a process, it exits
 /// 0 when ready and 1 otherwise: what Docker's `HEALTHCHECK` expects.
 pub async fn healthcheck(config: &CommonConfig) -> anyhow::Result<()> {
-    let host = probe_host(&config.host);
-    let status = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        http_get_status(host, config.port, READINESS_PATH),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "no answer from {host}:{} within {}s",
-            config.port,
-            PROBE_TIMEOUT.as_secs()
-        )
-    })??;
+    let url = readiness_url(&config.host, config.port);
+    let client = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .context("building the health-check client")?;
+    let response = client.get(&url).send().await.map_err(|err| {
+        if err.is_timeout() {
+            anyhow::anyhow!("no answer from {url} within {}s", PROBE_TIMEOUT.as_secs())
+        } else if err.is_connect() {
+            anyhow::anyhow!("nothing answers at {url}")
+        } else {
+            anyhow::anyhow!("asking {url}: {err}")
+        }
+    })?;
+    let status = response.status();
     anyhow::ensure!(status == 200, "{READINESS_PATH} answered {status}");
     println!("ready");
     Ok(())
 }
 
-/// Where to reach a server bound to `host`: a wildcard address is reached on loopback.
-fn probe_host(host: &str) -> &str {
-    match host {
+/// Where to ask a server bound to `host`: a wildcard address is reached on
+/// loopback, an IPv6 address in brackets.
+fn readiness_url(host: &str, port: u16) -> String {
+    let host = match host {
         "0.0.0.0" | "" => "127.0.0.1",
-        "::" | "[::]" => "::1",
+        "::" | "[::]" => "[::1]",
+        other if other.contains(':') && !other.starts_with('[') => {
+            return format!("http://[{other}]:{port}{READINESS_PATH}")
+        }
         other => other,
-    }
-}
-
-/// The status code of `GET path`: a minimal HTTP/1.1 client, enough for a health check.
-async fn http_get_status(host: &str, port: u16, path: &str) -> anyhow::Result<u16> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-    let mut stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .with_context(|| format!("connecting to {host}:{port}"))?;
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .context("sending the request")?;
-    let mut status_line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut status_line)
-        .await
-        .context("reading the response")?;
-    // "HTTP/1.1 200 OK"
-    status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP response: {status_line:?}"))
+    format!("http://{host}:{port}{READINESS_PATH}")
 }
 
 #[cfg(test)]
@@ -579,13 +556,23 @@ mod tests {
         config.port = free.local_addr().unwrap().port();
         drop(free);
         let err = healthcheck(&config).await.unwrap_err();
-        assert!(format!("{err:#}").contains("connecting"), "{err:#}");
+        assert!(format!("{err:#}").contains("nothing answers"), "{err:#}");
     }
 
     #[test]
     fn a_wildcard_bind_address_is_probed_on_loopback() {
-        assert_eq!(probe_host("0.0.0.0"), "127.0.0.1");
-        assert_eq!(probe_host("::"), "::1");
-        assert_eq!(probe_host("10.1.2.3"), "10.1.2.3");
+        assert_eq!(
+            readiness_url("0.0.0.0", 8081),
+            "http://127.0.0.1:8081/health/ready"
+        );
+        assert_eq!(readiness_url("::", 8081), "http://[::1]:8081/health/ready");
+        assert_eq!(
+            readiness_url("fd00::7", 8081),
+            "http://[fd00::7]:8081/health/ready"
+        );
+        assert_eq!(
+            readiness_url("10.1.2.3", 8081),
+            "http://10.1.2.3:8081/health/ready"
+        );
     }
 }

@@ -4,19 +4,15 @@
 //! `reqwest`. Every WebDriver error panics with the driver's own error body,
 //! which names what went wrong (no such element, a stale one, a bad script).
 
-use std::future::Future;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{json, Value};
+use system_tests::wait_for;
 
-/// How long a test waits for something a user would see before failing.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-/// Pause between two looks at a page that is expected to change.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long one WebDriver command may take (a navigation waits for the page).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -27,26 +23,6 @@ const MISSING: &str =
 
 /// The key under which W3C WebDriver hands out element references.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// Polls `check` every [`POLL_INTERVAL`] until it returns `Some`, and fails
-/// the test, naming `what`, once `deadline` has passed.
-pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
 
 /// A reference to an element of the current page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +72,7 @@ impl Browser {
         };
         let status_url = format!("{base}/status");
         let (http, status_url) = (&browser.http, &status_url);
-        wait_for("chromedriver to be ready", DEADLINE, || async move {
+        wait_for("chromedriver to be ready", || async move {
             let status = http.get(status_url).send().await.ok()?;
             let body: Value = status.json().await.ok()?;
             (body["value"]["ready"] == true).then_some(())

@@ -1,0 +1,160 @@
+//! A database and a broker for one test.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use local_infra::{PostgresCluster, TestKafka};
+use service_kit::CommonConfig;
+use shared_events::topics::DEFAULT_PARTITIONS;
+use shared_events::Topics;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+
+static POSTGRES: OnceLock<PostgresCluster> = OnceLock::new();
+
+/// A database and a broker for one test: fresh and embedded unless the
+/// environment names external ones (see the crate documentation).
+pub struct Infra {
+    /// A cluster of this test's own, when asked for and possible.
+    pub postgres: Option<PostgresCluster>,
+    pub database_url: String,
+    /// `None` when an external broker is used.
+    pub kafka: Option<TestKafka>,
+    pub kafka_bootstrap: String,
+    /// Replication factor of the stack's topics.
+    pub replication_factor: i32,
+    pub topics: Topics,
+    /// Appended to consumer group names so tests sharing a broker stay apart.
+    pub group_suffix: String,
+}
+
+impl Infra {
+    pub async fn start(private_postgres: bool) -> anyhow::Result<Infra> {
+        Self::start_with(private_postgres, None).await
+    }
+
+    /// As [`start`](Self::start), with a broker of the caller's own of
+    /// `own_kafka_nodes` nodes if given.
+    pub async fn start_with(
+        private_postgres: bool,
+        own_kafka_nodes: Option<usize>,
+    ) -> anyhow::Result<Infra> {
+        let id = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (postgres, database_url) = if private_postgres && std::env::var("DATABASE_URL").is_err()
+        {
+            let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary)?;
+            cluster.ensure_database(&id).await?;
+            let url = cluster.url(&id);
+            (Some(cluster), url)
+        } else {
+            (None, fresh_database(&id).await?)
+        };
+        let (kafka, kafka_bootstrap, topics, group_suffix) =
+            match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+                Ok(bootstrap) => {
+                    let topics = Topics::default().prefixed(&id);
+                    (None, bootstrap, topics, format!("-{id}"))
+                }
+                Err(_) => {
+                    let kafka = tokio::task::block_in_place(|| match own_kafka_nodes {
+                        Some(nodes) => TestKafka::start_own(nodes),
+                        None => TestKafka::start(),
+                    })?;
+                    let (topics, group_suffix) = if kafka.is_shared() {
+                        (Topics::default().prefixed(&id), format!("-{id}"))
+                    } else {
+                        (Topics::default(), String::new())
+                    };
+                    tokio::task::block_in_place(|| {
+                        topics
+                            .all_with_dead_letters()
+                            .iter()
+                            .try_for_each(|topic| kafka.create_topic(topic, DEFAULT_PARTITIONS))
+                    })?;
+                    let bootstrap = kafka.bootstrap_servers();
+                    (Some(kafka), bootstrap, topics, group_suffix)
+                }
+            };
+        let replication_factor = kafka.as_ref().map_or(1, TestKafka::replication_factor);
+        Ok(Infra {
+            postgres,
+            database_url,
+            kafka,
+            kafka_bootstrap,
+            replication_factor,
+            topics,
+            group_suffix,
+        })
+    }
+
+    /// A service's configuration pointing at this infrastructure.
+    pub fn common(&self, name: &str, schema: &str) -> CommonConfig {
+        let mut c = CommonConfig::defaults(name, 0, schema);
+        c.host = "127.0.0.1".into();
+        c.database_url = self.database_url.clone();
+        c.database_max_connections = 5;
+        c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
+        c.kafka_replication_factor = self.replication_factor;
+        c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
+        c.set_topics(&self.topics);
+        c.consumer_retry_max_ms = 500;
+        c.kafka_statistics_interval_ms = 500;
+        c
+    }
+
+    /// The same settings as the environment variables a service binary reads.
+    pub fn env(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        let c = self.common(name, "unused");
+        [
+            ("DATABASE_URL", c.database_url),
+            ("KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers),
+            ("KAFKA_GROUP_ID", c.kafka_group_id),
+            (
+                "KAFKA_REPLICATION_FACTOR",
+                c.kafka_replication_factor.to_string(),
+            ),
+            ("TOPIC_ORDER_CREATED", c.topic_order_created),
+            ("TOPIC_INVENTORY_RESERVED", c.topic_inventory_reserved),
+            ("TOPIC_PAYMENT_PROCESSED", c.topic_payment_processed),
+            ("TOPIC_ORDER_CANCELLED", c.topic_order_cancelled),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                c.database_max_connections.to_string(),
+            ),
+            ("CONSUMER_RETRY_MAX_MS", c.consumer_retry_max_ms.to_string()),
+            ("INVENTORY_SEED_DEMO_CATALOG", "false".to_owned()),
+            // As in-process stacks: crash and outage tests must not be cut short.
+            ("ORDER_SAGA_DEADLINE_SECS", "300".to_owned()),
+            ("INVENTORY_RESERVATION_TTL_SECS", "600".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// A new, empty database for one stack.
+async fn fresh_database(name: &str) -> anyhow::Result<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let server = PgConnectOptions::from_str(&url).context("DATABASE_URL")?;
+            let mut conn = sqlx::PgConnection::connect_with(&server).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await?;
+            let mut stack_url = reqwest::Url::parse(&url).context("DATABASE_URL")?;
+            stack_url.set_path(&format!("/{name}"));
+            Ok(stack_url.to_string())
+        }
+        Err(_) => {
+            let cluster = tokio::task::block_in_place(|| {
+                POSTGRES.get_or_init(|| {
+                    PostgresCluster::start_temporary().expect("starting a temporary Postgres")
+                })
+            });
+            cluster.ensure_database(name).await?;
+            Ok(cluster.url(name))
+        }
+    }
+}
