@@ -7,10 +7,10 @@
 //! its own keys (e.g. `PAYMENT_DEFAULT_CREDIT_CENTS`) next to these; the README
 //! lists them all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared_events::topics::{self, Topics, DEFAULT_PARTITIONS};
@@ -55,7 +55,8 @@ pub struct CommonConfig {
     /// Upper bound of the connection pool.
     pub database_max_connections: u32,
     /// How long start-up keeps retrying an unreachable database before giving up.
-    pub database_connect_timeout_secs: u64,
+    #[serde(rename = "database_connect_timeout_secs", with = "secs")]
+    pub database_connect_timeout: Duration,
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     pub kafka_bootstrap_servers: String,
     /// Consumer group; instances of a service share it and split the
@@ -68,34 +69,43 @@ pub struct CommonConfig {
     /// How long a consumer may go silent before the group reassigns its
     /// partitions. Lower than Kafka's 45 s default so a crashed instance's
     /// partitions move on quickly.
-    pub kafka_session_timeout_ms: u64,
+    #[serde(rename = "kafka_session_timeout_ms", with = "millis")]
+    pub kafka_session_timeout: Duration,
     /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
-    pub kafka_message_timeout_ms: u64,
+    #[serde(rename = "kafka_message_timeout_ms", with = "millis")]
+    pub kafka_message_timeout: Duration,
     /// How often the consumer's client reports statistics, from which the
     /// `kafka_consumer_lag` gauges are updated.
-    pub kafka_statistics_interval_ms: u64,
+    #[serde(rename = "kafka_statistics_interval_ms", with = "millis")]
+    pub kafka_statistics_interval: Duration,
     /// How long the broker may hold a consumer's fetch request while it has no
     /// new message (librdkafka's `fetch.wait.max.ms`, 500 by default). Every
     /// saga step waits up to this long on a quiet partition, so it is short.
-    pub kafka_fetch_wait_max_ms: u64,
+    #[serde(rename = "kafka_fetch_wait_max_ms", with = "millis")]
+    pub kafka_fetch_wait_max: Duration,
     /// How long the producer waits to fill a batch before sending
     /// (`linger.ms`, 5 by default in librdkafka). The outbox relay already
     /// hands over a whole batch at once, so waiting adds latency only.
-    pub kafka_linger_ms: u64,
+    #[serde(rename = "kafka_linger_ms", with = "millis")]
+    pub kafka_linger: Duration,
     pub topic_order_created: String,
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
     pub topic_order_cancelled: String,
     /// Fallback polling interval of the outbox relay; a commit in this process wakes it sooner.
-    pub outbox_poll_interval_ms: u64,
+    #[serde(rename = "outbox_poll_interval_ms", with = "millis")]
+    pub outbox_poll_interval: Duration,
     /// Most outbox rows the relay claims and publishes at once.
     pub outbox_batch_size: i64,
     /// How long published outbox rows are kept before being pruned.
-    pub outbox_retention_secs: u64,
+    #[serde(rename = "outbox_retention_secs", with = "secs")]
+    pub outbox_retention: Duration,
     /// First delay before retrying an event that failed for a transient reason.
-    pub consumer_retry_initial_ms: u64,
+    #[serde(rename = "consumer_retry_initial_ms", with = "millis")]
+    pub consumer_retry_initial: Duration,
     /// Cap of the exponential retry delay.
-    pub consumer_retry_max_ms: u64,
+    #[serde(rename = "consumer_retry_max_ms", with = "millis")]
+    pub consumer_retry_max: Duration,
     /// Attempts at an event that keeps failing (for a reason other than an
     /// unavailable dependency) before it is moved to the dead-letter topic.
     pub consumer_max_attempts: u32,
@@ -129,28 +139,28 @@ impl CommonConfig {
             database_url: "postgres://postgres@localhost:5432/ordersystem".to_owned(),
             database_schema: schema.to_owned(),
             database_max_connections: 10,
-            database_connect_timeout_secs: 30,
+            database_connect_timeout: Duration::from_secs(30),
             kafka_bootstrap_servers: "localhost:9092".to_owned(),
             kafka_group_id: default_group_id(service_name),
             kafka_topic_partitions: DEFAULT_PARTITIONS,
             kafka_replication_factor: 1,
-            kafka_session_timeout_ms: 10_000,
-            kafka_message_timeout_ms: 30_000,
-            kafka_statistics_interval_ms: 5_000,
-            kafka_fetch_wait_max_ms: 10,
-            kafka_linger_ms: 0,
+            kafka_session_timeout: Duration::from_secs(10),
+            kafka_message_timeout: Duration::from_secs(30),
+            kafka_statistics_interval: Duration::from_secs(5),
+            kafka_fetch_wait_max: Duration::from_millis(10),
+            kafka_linger: Duration::ZERO,
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
             topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
             topic_order_cancelled: topics::ORDER_CANCELLED.to_owned(),
-            outbox_poll_interval_ms: 1_000,
+            outbox_poll_interval: Duration::from_secs(1),
             outbox_batch_size: 100,
-            outbox_retention_secs: 24 * 60 * 60,
-            consumer_retry_initial_ms: 100,
-            consumer_retry_max_ms: 5_000,
+            outbox_retention: Duration::from_secs(24 * 60 * 60),
+            consumer_retry_initial: Duration::from_millis(100),
+            consumer_retry_max: Duration::from_secs(5),
             consumer_max_attempts: 5,
             consumer_batch_size: 50,
-            shutdown_timeout: Duration::from_millis(15_000),
+            shutdown_timeout: Duration::from_secs(15),
             log_format: LogFormat::Text,
             otel_exporter_otlp_endpoint: String::new(),
         }
@@ -173,19 +183,77 @@ impl CommonConfig {
         }
     }
 
-    pub fn outbox_poll_interval(&self) -> Duration {
-        Duration::from_millis(self.outbox_poll_interval_ms)
-    }
-
-    /// Refuses settings that cannot work.
+    /// Refuses settings that cannot work, naming the variable: a value is
+    /// never quietly replaced by another.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.shutdown_timeout.is_zero() {
-            anyhow::bail!(
-                "shutdown_timeout_ms must be at least 1: with no time at all, \
-                 shutdown could not even stop the HTTP server"
+        let at_least_one = [
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                u64::from(self.database_max_connections),
+            ),
+            (
+                "CONSUMER_MAX_ATTEMPTS",
+                u64::from(self.consumer_max_attempts),
+            ),
+            ("CONSUMER_BATCH_SIZE", self.consumer_batch_size as u64),
+        ];
+        for (name, value) in at_least_one {
+            ensure!(value >= 1, "{name} must be at least 1, not {value}");
+        }
+        let positive = [
+            (
+                "KAFKA_TOPIC_PARTITIONS",
+                i64::from(self.kafka_topic_partitions),
+            ),
+            (
+                "KAFKA_REPLICATION_FACTOR",
+                i64::from(self.kafka_replication_factor),
+            ),
+            ("OUTBOX_BATCH_SIZE", self.outbox_batch_size),
+        ];
+        for (name, value) in positive {
+            ensure!(value >= 1, "{name} must be at least 1, not {value}");
+        }
+        let above_zero = [
+            ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout),
+            ("KAFKA_SESSION_TIMEOUT_MS", self.kafka_session_timeout),
+            ("KAFKA_MESSAGE_TIMEOUT_MS", self.kafka_message_timeout),
+            (
+                "KAFKA_STATISTICS_INTERVAL_MS",
+                self.kafka_statistics_interval,
+            ),
+            ("OUTBOX_POLL_INTERVAL_MS", self.outbox_poll_interval),
+            ("CONSUMER_RETRY_INITIAL_MS", self.consumer_retry_initial),
+        ];
+        for (name, value) in above_zero {
+            ensure!(
+                !value.is_zero(),
+                "{name} must be above 0: with no time at all it could never work"
             );
         }
+        ensure!(
+            self.consumer_retry_initial <= self.consumer_retry_max,
+            "CONSUMER_RETRY_MAX_MS ({} ms) must not be below CONSUMER_RETRY_INITIAL_MS ({} ms)",
+            self.consumer_retry_max.as_millis(),
+            self.consumer_retry_initial.as_millis()
+        );
         Ok(())
+    }
+}
+
+/// A `Duration` written as whole seconds, as the `*_SECS` environment
+/// variables give it.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
     }
 }
 
@@ -204,6 +272,27 @@ mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
+}
+
+/// `config` as the environment variables that would load it again (each
+/// setting's name upper-cased; unset optional ones left out): what a process
+/// started with this configuration is given, so nobody writes the list twice.
+pub fn to_env<T: Serialize>(config: &T) -> anyhow::Result<BTreeMap<String, String>> {
+    let value = serde_json::to_value(config).context("encoding the configuration")?;
+    let serde_json::Value::Object(settings) = value else {
+        anyhow::bail!("a configuration is a map of settings");
+    };
+    Ok(settings
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            Some((key.to_uppercase(), text))
+        })
+        .collect())
 }
 
 /// Loads a service's configuration: `defaults` (the service's whole
@@ -329,8 +418,63 @@ mod tests {
     fn a_shutdown_without_time_is_refused() {
         let err = load_with(None, &[("SHUTDOWN_TIMEOUT_MS", "0")]).unwrap_err();
         assert!(
-            format!("{err:#}").contains("shutdown_timeout_ms"),
+            format!("{err:#}").contains("SHUTDOWN_TIMEOUT_MS"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn durations_are_read_in_the_unit_their_names_say() {
+        let config = load_with(
+            None,
+            &[
+                ("KAFKA_SESSION_TIMEOUT_MS", "2500"),
+                ("OUTBOX_RETENTION_SECS", "60"),
+                ("DATABASE_CONNECT_TIMEOUT_SECS", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.common.kafka_session_timeout,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(config.common.outbox_retention, Duration::from_secs(60));
+        assert_eq!(
+            config.common.database_connect_timeout,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused_not_replaced() {
+        for (name, value) in [
+            ("CONSUMER_BATCH_SIZE", "0"),
+            ("CONSUMER_MAX_ATTEMPTS", "0"),
+            ("OUTBOX_BATCH_SIZE", "0"),
+            ("KAFKA_TOPIC_PARTITIONS", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("OUTBOX_POLL_INTERVAL_MS", "0"),
+            ("CONSUMER_RETRY_MAX_MS", "10"),
+        ] {
+            let err = load_with(None, &[(name, value)]).unwrap_err();
+            assert!(format!("{err:#}").contains(name), "{name}={value}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_written_as_environment_loads_back_the_same() {
+        let mut config = load_with(None, &[]).unwrap();
+        config.common.kafka_session_timeout = Duration::from_millis(1234);
+        config.common.log_format = LogFormat::Json;
+        config.payment_default_credit_cents = 7;
+        let env = to_env(&config).unwrap();
+        assert_eq!(env["KAFKA_SESSION_TIMEOUT_MS"], "1234");
+        assert_eq!(env["LOG_FORMAT"], "json");
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let loaded = load_with(None, &pairs).unwrap();
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap(),
+            serde_json::to_value(&config).unwrap()
         );
     }
 

@@ -157,10 +157,10 @@ impl<H: EventHandler> EventConsumer<H> {
             outbox,
             producer,
             service: config.service_name.clone(),
-            retry_initial: Duration::from_millis(config.consumer_retry_initial_ms),
-            retry_max: Duration::from_millis(config.consumer_retry_max_ms),
-            max_attempts: config.consumer_max_attempts.max(1),
-            batch_size: config.consumer_batch_size.max(1),
+            retry_initial: config.consumer_retry_initial,
+            retry_max: config.consumer_retry_max,
+            max_attempts: config.consumer_max_attempts,
+            batch_size: config.consumer_batch_size,
             closing,
         })
     }

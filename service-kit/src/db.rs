@@ -29,7 +29,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to the database, creates the service's schema if needed and runs
 /// the migrations. Retries while the database is unreachable, up to
-/// `database_connect_timeout_secs`.
+/// `DATABASE_CONNECT_TIMEOUT_SECS`.
 pub async fn connect(
     config: &CommonConfig,
     migrations: &'static Migrator,
@@ -41,7 +41,7 @@ pub async fn connect(
     let options = PgConnectOptions::from_str(&config.database_url)
         .context("DATABASE_URL is not a valid Postgres URL")?;
 
-    let deadline = Instant::now() + Duration::from_secs(config.database_connect_timeout_secs);
+    let deadline = Instant::now() + config.database_connect_timeout;
     let mut delay = CONNECT_RETRY_INITIAL;
     loop {
         match create_schema(&options, schema).await {

@@ -47,10 +47,10 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
     base_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", config.kafka_linger_ms.to_string())
+        .set("linger.ms", config.kafka_linger.as_millis().to_string())
         .set(
             "message.timeout.ms",
-            config.kafka_message_timeout_ms.to_string(),
+            config.kafka_message_timeout.as_millis().to_string(),
         )
         .create()
         .context("creating the Kafka producer")
@@ -121,7 +121,7 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
         .set("group.id", &config.kafka_group_id)
         .set(
             "session.timeout.ms",
-            config.kafka_session_timeout_ms.to_string(),
+            config.kafka_session_timeout.as_millis().to_string(),
         )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
@@ -130,11 +130,11 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
         .set("enable.partition.eof", "false")
         .set(
             "fetch.wait.max.ms",
-            config.kafka_fetch_wait_max_ms.to_string(),
+            config.kafka_fetch_wait_max.as_millis().to_string(),
         )
         .set(
             "statistics.interval.ms",
-            config.kafka_statistics_interval_ms.to_string(),
+            config.kafka_statistics_interval.as_millis().to_string(),
         )
         .create_with_context(context)
         .context("creating the Kafka consumer")?;

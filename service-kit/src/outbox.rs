@@ -247,8 +247,8 @@ impl OutboxRelay {
             config: config.clone(),
             outbox,
             batch_size: config.outbox_batch_size,
-            poll_interval: config.outbox_poll_interval(),
-            retention: Duration::from_secs(config.outbox_retention_secs),
+            poll_interval: config.outbox_poll_interval,
+            retention: config.outbox_retention,
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::Context;
 use local_infra::{PostgresCluster, TestKafka};
@@ -98,39 +99,9 @@ impl Infra {
         c.kafka_replication_factor = self.replication_factor;
         c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
         c.set_topics(&self.topics);
-        c.consumer_retry_max_ms = 500;
-        c.kafka_statistics_interval_ms = 500;
+        c.consumer_retry_max = Duration::from_millis(500);
+        c.kafka_statistics_interval = Duration::from_millis(500);
         c
-    }
-
-    /// The same settings as the environment variables a service binary reads.
-    pub fn env(&self, name: &str) -> std::collections::BTreeMap<String, String> {
-        let c = self.common(name, "unused");
-        [
-            ("DATABASE_URL", c.database_url),
-            ("KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers),
-            ("KAFKA_GROUP_ID", c.kafka_group_id),
-            (
-                "KAFKA_REPLICATION_FACTOR",
-                c.kafka_replication_factor.to_string(),
-            ),
-            ("TOPIC_ORDER_CREATED", c.topic_order_created),
-            ("TOPIC_INVENTORY_RESERVED", c.topic_inventory_reserved),
-            ("TOPIC_PAYMENT_PROCESSED", c.topic_payment_processed),
-            ("TOPIC_ORDER_CANCELLED", c.topic_order_cancelled),
-            (
-                "DATABASE_MAX_CONNECTIONS",
-                c.database_max_connections.to_string(),
-            ),
-            ("CONSUMER_RETRY_MAX_MS", c.consumer_retry_max_ms.to_string()),
-            ("INVENTORY_SEED_DEMO_CATALOG", "false".to_owned()),
-            // As in-process stacks: crash and outage tests must not be cut short.
-            ("ORDER_SAGA_DEADLINE_SECS", "300".to_owned()),
-            ("INVENTORY_RESERVATION_TTL_SECS", "600".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
     }
 }
 

@@ -231,6 +231,8 @@ pub struct ProcessStack {
     pub notification: ServiceProcess,
     pub api: crate::Api,
     pub db: sqlx::PgPool,
+    /// What each service was started with ([`crate::StackConfigs::env`] for more instances).
+    pub configs: crate::StackConfigs,
     /// Kept last so the broker outlives the processes using it.
     pub infra: crate::Infra,
 }
@@ -240,11 +242,14 @@ impl ProcessStack {
         let infra = crate::Infra::start(false)
             .await
             .expect("test infrastructure");
-        let order = ServiceProcess::start("order-service", &infra.env("order-service"));
-        let inventory = ServiceProcess::start("inventory-service", &infra.env("inventory-service"));
-        let payment = ServiceProcess::start("payment-service", &infra.env("payment-service"));
+        // The same configuration as an in-process stack's, as environment variables.
+        let configs = crate::StackConfigs::new(&infra, &crate::StackOptions::default());
+        let order = ServiceProcess::start("order-service", &configs.env("order-service"));
+        let inventory =
+            ServiceProcess::start("inventory-service", &configs.env("inventory-service"));
+        let payment = ServiceProcess::start("payment-service", &configs.env("payment-service"));
         let notification =
-            ServiceProcess::start("notification-service", &infra.env("notification-service"));
+            ServiceProcess::start("notification-service", &configs.env("notification-service"));
         let api = crate::Api {
             http: reqwest::Client::new(),
             order_base: order.base_url(),
@@ -261,6 +266,7 @@ impl ProcessStack {
             payment,
             notification,
             api,
+            configs,
             infra,
         };
         for process in stack.all() {

@@ -1,8 +1,9 @@
 //! The stack of one test: the four services in-process, started, stopped
 //! and restarted, and its database inspected.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use local_infra::{PostgresCluster, TestKafka};
@@ -80,7 +81,7 @@ pub struct StackOptions {
     pub cancel_window_secs: Option<u64>,
     /// Every service's outbox relay fallback poll. [`WAKE_UPS_ONLY`] leaves
     /// publishing to the wake-up each commit gives its own process's relay.
-    pub outbox_poll_interval_ms: u64,
+    pub outbox_poll_interval: Duration,
     /// A broker of this stack's own with this many nodes, which the test may
     /// take down ([`TestStack::kafka`]); `None`: whatever `TEST_KAFKA` gives
     /// (possibly shared). Ignored with `KAFKA_BOOTSTRAP_SERVERS`.
@@ -89,7 +90,7 @@ pub struct StackOptions {
 
 /// An outbox poll far longer than any test: with it, every event a test sees
 /// was published because the transaction that wrote it woke the relay.
-pub const WAKE_UPS_ONLY: u64 = 3_600_000;
+pub const WAKE_UPS_ONLY: Duration = Duration::from_secs(3_600);
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -99,7 +100,7 @@ impl Default for StackOptions {
             saga_deadline_secs: 300,
             reservation_ttl_secs: 600,
             cancel_window_secs: None,
-            outbox_poll_interval_ms: CommonConfig::defaults("", 0, "").outbox_poll_interval_ms,
+            outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox_poll_interval,
             own_kafka_nodes: None,
         }
     }
@@ -115,6 +116,48 @@ pub struct StackConfigs {
     pub inventory: inventory_service::Config,
     pub payment: payment_service::Config,
     pub notification: notification_service::Config,
+}
+
+impl StackConfigs {
+    /// Each service's configuration on `infra`, as `options` ask.
+    pub fn new(infra: &Infra, options: &StackOptions) -> StackConfigs {
+        let common = |name: &str, schema: &str| CommonConfig {
+            outbox_poll_interval: options.outbox_poll_interval,
+            ..infra.common(name, schema)
+        };
+        let mut order = order_service::Config::defaults();
+        order.common = common("order-service", order_service::config::SCHEMA);
+        order.order_saga_deadline_secs = options.saga_deadline_secs;
+        order.order_deadline_check_interval_ms = SWEEP_INTERVAL_MS;
+        order.order_cancel_window_secs = options.cancel_window_secs;
+        let mut inventory = inventory_service::Config::defaults();
+        inventory.common = common("inventory-service", inventory_service::config::SCHEMA);
+        inventory.inventory_seed_demo_catalog = false;
+        inventory.inventory_reservation_ttl_secs = options.reservation_ttl_secs;
+        inventory.inventory_expiry_check_interval_ms = SWEEP_INTERVAL_MS;
+        let mut payment = payment_service::Config::defaults();
+        payment.common = common("payment-service", payment_service::config::SCHEMA);
+        let mut notification = notification_service::Config::defaults();
+        notification.common = common("notification-service", notification_service::config::SCHEMA);
+        StackConfigs {
+            order,
+            inventory,
+            payment,
+            notification,
+        }
+    }
+
+    /// `service`'s configuration as the environment its binary reads.
+    pub fn env(&self, service: &str) -> BTreeMap<String, String> {
+        let env = match service {
+            "order-service" => service_kit::config::to_env(&self.order),
+            "inventory-service" => service_kit::config::to_env(&self.inventory),
+            "payment-service" => service_kit::config::to_env(&self.payment),
+            "notification-service" => service_kit::config::to_env(&self.notification),
+            other => panic!("no service called {other}"),
+        };
+        env.expect("a configuration encodes as environment variables")
+    }
 }
 
 /// Builds a service (as its `main` does) and runs it in this process.
@@ -166,32 +209,7 @@ impl TestStack {
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
         let infra = Infra::start_with(options.private_postgres, options.own_kafka_nodes).await?;
-        let common = |name: &str, schema: &str| CommonConfig {
-            outbox_poll_interval_ms: options.outbox_poll_interval_ms,
-            ..infra.common(name, schema)
-        };
-
-        let mut order_config = order_service::Config::defaults();
-        order_config.common = common("order-service", order_service::config::SCHEMA);
-        order_config.order_saga_deadline_secs = options.saga_deadline_secs;
-        order_config.order_deadline_check_interval_ms = SWEEP_INTERVAL_MS;
-        order_config.order_cancel_window_secs = options.cancel_window_secs;
-        let mut inventory_config = inventory_service::Config::defaults();
-        inventory_config.common = common("inventory-service", inventory_service::config::SCHEMA);
-        inventory_config.inventory_seed_demo_catalog = false;
-        inventory_config.inventory_reservation_ttl_secs = options.reservation_ttl_secs;
-        inventory_config.inventory_expiry_check_interval_ms = SWEEP_INTERVAL_MS;
-        let mut payment_config = payment_service::Config::defaults();
-        payment_config.common = common("payment-service", payment_service::config::SCHEMA);
-        let mut notification_config = notification_service::Config::defaults();
-        notification_config.common =
-            common("notification-service", notification_service::config::SCHEMA);
-        let configs = StackConfigs {
-            order: order_config,
-            inventory: inventory_config,
-            payment: payment_config,
-            notification: notification_config,
-        };
+        let configs = StackConfigs::new(&infra, &options);
         let groups = HashMap::from([
             ("order-service", configs.order.common.kafka_group_id.clone()),
             (

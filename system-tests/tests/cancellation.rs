@@ -106,7 +106,7 @@ async fn a_reserved_order_is_cancelled_and_ends_uncharged_or_refunded() {
 async fn a_confirmed_order_is_cancelled_refunded_and_restocked() {
     // Also shows that placing, consuming and cancelling each wake their relay.
     let stack = TestStack::start_with(StackOptions {
-        outbox_poll_interval_ms: WAKE_UPS_ONLY,
+        outbox_poll_interval: WAKE_UPS_ONLY,
         ..StackOptions::default()
     })
     .await;
@@ -208,7 +208,7 @@ async fn an_order_past_its_deadline_is_cancelled_and_never_charged() {
     // The deadline job wakes its relay as the consumers do.
     let mut stack = TestStack::start_with(StackOptions {
         saga_deadline_secs: 1,
-        outbox_poll_interval_ms: WAKE_UPS_ONLY,
+        outbox_poll_interval: WAKE_UPS_ONLY,
         ..StackOptions::default()
     })
     .await;
@@ -243,7 +243,7 @@ async fn a_reservation_nobody_settles_expires_and_calls_the_order_off() {
     // The expiry job wakes its relay as the consumers do.
     let mut stack = TestStack::start_with(StackOptions {
         reservation_ttl_secs: 1,
-        outbox_poll_interval_ms: WAKE_UPS_ONLY,
+        outbox_poll_interval: WAKE_UPS_ONLY,
         ..StackOptions::default()
     })
     .await;

@@ -19,7 +19,7 @@ async fn place(stack: &ProcessStack, i: usize) {
 async fn instances_joining_leaving_and_dying_never_oversell() {
     let stack = ProcessStack::start().await;
     stack.put_product("scarce", 100, STOCK).await;
-    let env = stack.infra.env("inventory-service");
+    let env = stack.configs.env("inventory-service");
     let mut second = ServiceProcess::start("inventory-service", &env);
     stack
         .wait_for_health(&second.base_url(), StatusCode::OK)

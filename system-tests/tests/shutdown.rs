@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use shared_events::{Envelope, Event, OrderCreated, OrderId, UserId};
 use system_tests::processes::ServiceProcess;
-use system_tests::{wait_for, Api, Infra, DEADLINE};
+use system_tests::{wait_for, Api, Infra, StackConfigs, StackOptions, DEADLINE};
 
 /// Short, so the tests do not wait long for what is abandoned.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(3_000);
@@ -36,10 +36,11 @@ const SERVICES: [&str; 4] = [
 /// The four binaries against `infra`, logs captured, the shutdown line and
 /// the start of shutdown logged.
 fn start_services(infra: &Infra) -> Vec<ServiceProcess> {
+    let configs = StackConfigs::new(infra, &StackOptions::default());
     SERVICES
         .iter()
         .map(|name| {
-            let mut env: BTreeMap<String, String> = infra.env(name);
+            let mut env: BTreeMap<String, String> = configs.env(name);
             env.insert(
                 "SHUTDOWN_TIMEOUT_MS".into(),
                 SHUTDOWN_TIMEOUT.as_millis().to_string(),
