@@ -28,8 +28,9 @@ use shared_events::{CancelInitiator, Event, Payment, Reservation};
 use strum::VariantArray;
 use thiserror::Error;
 
-/// An order's status. Its names (JSON, SQL, query parameters, metrics labels)
-/// come from the derives, all SCREAMING_SNAKE_CASE, so they cannot drift apart.
+// An order's status. Its names (JSON, SQL, query parameters, metrics labels)
+// come from the derives, all SCREAMING_SNAKE_CASE, so they cannot drift apart
+// (no `///` here: it would become the OpenAPI schema's description).
 #[derive(
     Debug,
     Clone,

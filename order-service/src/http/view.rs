@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::OrderStatus;
 
-/// An order as the API shows it.
+/// An order as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
