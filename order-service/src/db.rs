@@ -1,6 +1,6 @@
 //! SQL for orders, and nothing else: every function takes the pool or the
-//! caller's transaction (the commands in [`crate::commands`] own them); the
-//! schema comes from the connection's search_path.
+//! caller's transaction (opened by a command in [`crate::commands`], the
+//! consumer loop or a job); the schema comes from the connection's search_path.
 
 use std::collections::HashMap;
 
