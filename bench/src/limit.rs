@@ -466,13 +466,13 @@ async fn place(
             })
             .collect::<Result<_, shared_events::InvalidValue>>()?,
     };
-    let new = order_service::db::NewOrder {
+    let new = order_service::commands::NewOrder {
         order_id: order_id.clone(),
         created: created.clone(),
     };
     let deadline = Duration::from_secs(order_service::Config::defaults().order_saga_deadline_secs);
     let placed = Instant::now();
-    order_service::db::place(orders, outbox, &new, deadline)
+    order_service::commands::place(orders, outbox, &new, deadline)
         .await
         .context("placing an order")?;
     pipeline.in_flight.lock().unwrap().insert(

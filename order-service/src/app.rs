@@ -3,23 +3,18 @@
 
 use std::time::Duration;
 
-use service_kit::outbox::{Outbox, OutboxTx};
-use service_kit::periodic::BatchJob;
 use service_kit::{Infrastructure, ServiceHost};
-use shared_events::{CancelInitiator, CancelReason, Topics};
+use shared_events::Topics;
 use sqlx::migrate::Migrator;
 
 use crate::config::Config;
 use crate::consumer::OrderEvents;
-use crate::db;
+use crate::deadline::{SagaDeadline, DEADLINE_BATCH};
 use crate::http::{self, AppState};
-use crate::live::StatusFeed;
+use crate::status_feed::StatusFeed;
 
 /// The service's own migrations (the plumbing tables come from service-kit).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
-/// Most overdue orders cancelled in one transaction.
-const DEADLINE_BATCH: i64 = 100;
 
 /// The topics the service's consumer subscribes to.
 pub fn subscriptions(topics: &Topics) -> Vec<&str> {
@@ -68,39 +63,5 @@ impl Application {
             .cancel_on_shutdown(feed.closing())
             .with_worker("live status feed", move |stop| feed.run(stop));
         Ok(host)
-    }
-}
-
-/// Cancels orders that did not finish in time, through the same path as a
-/// customer's cancellation, so every service undoes its part.
-struct SagaDeadline {
-    /// Where the cancellations are announced.
-    outbox: Outbox,
-    /// How long after it was placed an unfinished order is cancelled.
-    deadline_secs: u64,
-}
-
-impl BatchJob for SagaDeadline {
-    async fn pass(&self, tx: &mut OutboxTx, batch: i64) -> anyhow::Result<usize> {
-        let reason = CancelReason::timeout();
-        let overdue = db::lock_overdue(tx, self.deadline_secs, batch).await?;
-        for (order_id, candidate) in &overdue {
-            db::cancel(
-                tx,
-                &self.outbox,
-                order_id,
-                candidate,
-                CancelInitiator::SagaDeadline,
-                &reason,
-            )
-            .await?;
-            tracing::warn!(
-                order_id = %order_id,
-                from = %candidate.target.status,
-                deadline_secs = self.deadline_secs,
-                "order timed out; cancelling it"
-            );
-        }
-        Ok(overdue.len())
     }
 }

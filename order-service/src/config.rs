@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use service_kit::{CommonConfig, ServiceConfig};
 
-use crate::live::LiveConfig;
+use crate::status_feed::LiveConfig;
 
 pub const SERVICE_NAME: &str = "order-service";
 pub const DEFAULT_PORT: u16 = 8081;

@@ -1,59 +1,24 @@
-//! SQL for orders. Every function takes the pool or the caller's transaction;
-//! the schema comes from the connection's search_path.
+//! SQL for orders, and nothing else: every function takes the pool or the
+//! caller's transaction (opened by a command in [`crate::commands`], the
+//! consumer loop or a job); the schema comes from the connection's search_path.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use service_kit::outbox::{Outbox, OutboxTx};
 use shared_events::{
-    CancelInitiator, CancelReason, Envelope, Event, OrderCancelled, OrderCreated, OrderId,
-    OrderLine, PricedLine, UserId,
+    CancelInitiator, CancelReason, Envelope, OrderId, OrderLine, PricedLine, UserId,
 };
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{self, CancelTarget, OrderStatus};
-
-/// An order as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Order {
-    pub order_id: String,
-    pub user_id: String,
-    pub status: OrderStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_detail: Option<String>,
-    /// Who cancelled a CANCELLED order: CUSTOMER, SAGA_DEADLINE or RESERVATION_EXPIRY.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
-    pub items: Vec<Item>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_cents: Option<i64>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// When the order reached its (latest) terminal status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Item {
-    pub sku: String,
-    pub quantity: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit_price_cents: Option<i64>,
-}
+use crate::http::view::{Item, Order, TimelineEntry};
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     order_id: String,
     user_id: String,
-    status: String,
+    status: OrderStatus,
     reason: Option<String>,
     reason_detail: Option<String>,
     cancelled_by: Option<String>,
@@ -72,15 +37,11 @@ struct ItemRow {
 }
 
 impl OrderRow {
-    fn into_order(self, items: Vec<Item>) -> Result<Order, sqlx::Error> {
-        let status = self
-            .status
-            .parse()
-            .map_err(|err: String| sqlx::Error::Decode(err.into()))?;
-        Ok(Order {
+    fn into_order(self, items: Vec<Item>) -> Order {
+        Order {
             order_id: self.order_id,
             user_id: self.user_id,
-            status,
+            status: self.status,
             reason: self.reason,
             reason_detail: self.reason_detail,
             cancelled_by: self.cancelled_by,
@@ -89,117 +50,57 @@ impl OrderRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             completed_at: self.completed_at,
-        })
+        }
     }
 }
 
 const ORDER_COLUMNS: &str = "order_id, user_id, status, reason, reason_detail, cancelled_by, \
      total_cents, created_at, updated_at, completed_at";
 
-/// An order as the client placed it.
-#[derive(Debug, Clone)]
-pub struct NewOrder {
-    pub order_id: OrderId,
-    pub created: OrderCreated,
-}
-
-/// What placing an order did.
-pub enum Placement {
-    /// Stored now, with its OrderCreated in the outbox.
-    Created(Order),
-    /// An order with this id already existed; nothing was written.
-    Existing(Order),
-}
-
-/// Stores a new PENDING order and its OrderCreated event in one transaction,
-/// committed through `outbox` (which wakes its relay). If the id is taken,
-/// returns the stored order instead and writes nothing. The saga must be
-/// over within `saga_deadline`.
-pub async fn place(
-    pool: &PgPool,
-    outbox: &Outbox,
-    new: &NewOrder,
-    saga_deadline: std::time::Duration,
-) -> Result<Placement, sqlx::Error> {
-    let deadline =
-        Utc::now() + chrono::Duration::from_std(saga_deadline).unwrap_or(chrono::Duration::MAX);
-    let event = Envelope::new(
-        new.order_id.clone(),
-        Event::OrderCreated(new.created.clone()),
-        outbox.producer(),
-    )
-    .with_deadline(deadline);
-    let mut tx = outbox.begin(pool).await?;
-    let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO orders (order_id, user_id, status, correlation_id) VALUES ($1, $2, 'PENDING', $3)
+/// Inserts a PENDING order unless its id is taken; returns its creation and
+/// update times, or `None` when the id exists (nothing was written).
+pub async fn insert_order(
+    tx: &mut PgConnection,
+    order_id: &OrderId,
+    user_id: &UserId,
+    correlation_id: Uuid,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO orders (order_id, user_id, status, correlation_id) VALUES ($1, $2, $3, $4)
          ON CONFLICT (order_id) DO NOTHING
          RETURNING created_at, updated_at",
     )
-    .bind(new.order_id.as_str())
-    .bind(new.created.user_id.as_str())
-    .bind(event.correlation_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((created_at, updated_at)) = inserted else {
-        let existing = load(&mut tx, new.order_id.as_str()).await?;
-        tx.rollback().await?;
-        return existing
-            .map(Placement::Existing)
-            .ok_or(sqlx::Error::RowNotFound);
-    };
-
-    let lines = &new.created.items;
-    if !lines.is_empty() {
-        let line_nos: Vec<i32> = (1..).take(lines.len()).collect();
-        let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-        let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
-        sqlx::query(
-            "INSERT INTO order_items (order_id, line_no, sku, quantity)
-             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[])",
-        )
-        .bind(new.order_id.as_str())
-        .bind(&line_nos)
-        .bind(&skus)
-        .bind(&quantities)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    outbox.enqueue(&mut tx, &event).await?;
-    record_event(&mut tx, &event).await?;
-    outbox.commit(tx).await?;
-    // Everything about the new order is known; no need to read it back.
-    Ok(Placement::Created(Order {
-        order_id: new.order_id.to_string(),
-        user_id: new.created.user_id.to_string(),
-        status: OrderStatus::Pending,
-        reason: None,
-        reason_detail: None,
-        cancelled_by: None,
-        items: lines
-            .iter()
-            .map(|line| Item {
-                sku: line.sku.to_string(),
-                quantity: line.quantity.get() as i32,
-                unit_price_cents: None,
-            })
-            .collect(),
-        total_cents: None,
-        created_at,
-        updated_at,
-        completed_at: None,
-    }))
+    .bind(order_id.as_str())
+    .bind(user_id.as_str())
+    .bind(OrderStatus::Pending)
+    .bind(correlation_id)
+    .fetch_optional(tx)
+    .await
 }
 
-/// Does `order` hold what `new` asks for (same user, same lines in the same order)?
-pub fn same_request(order: &Order, new: &NewOrder) -> bool {
-    order.user_id == new.created.user_id.as_str()
-        && order.items.len() == new.created.items.len()
-        && order.items.iter().zip(&new.created.items).all(
-            |(stored, OrderLine { sku, quantity })| {
-                stored.sku == sku.as_str() && stored.quantity == quantity.get() as i32
-            },
-        )
+/// Inserts the order's lines, numbered from 1 in the order given.
+pub async fn insert_items(
+    tx: &mut PgConnection,
+    order_id: &OrderId,
+    lines: &[OrderLine],
+) -> Result<(), sqlx::Error> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let line_nos: Vec<i32> = (1..).take(lines.len()).collect();
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, line_no, sku, quantity)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[])",
+    )
+    .bind(order_id.as_str())
+    .bind(&line_nos)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 pub async fn find(pool: &PgPool, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
@@ -221,7 +122,7 @@ pub async fn load(conn: &mut PgConnection, order_id: &str) -> Result<Option<Orde
     .bind(order_id)
     .fetch_all(&mut *conn)
     .await?;
-    row.into_order(items).map(Some)
+    Ok(Some(row.into_order(items)))
 }
 
 /// Filters of `GET /api/orders`.
@@ -241,7 +142,7 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Order>, sqlx
          LIMIT $3"
     ))
     .bind(filter.user_id.as_deref())
-    .bind(filter.status.map(OrderStatus::as_str))
+    .bind(filter.status)
     .bind(filter.limit)
     .fetch_all(pool)
     .await?;
@@ -261,12 +162,13 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Order>, sqlx
             unit_price_cents: row.unit_price_cents,
         });
     }
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|row| {
             let mine = items.remove(&row.order_id).unwrap_or_default();
             row.into_order(mine)
         })
-        .collect()
+        .collect())
 }
 
 /// Locks the order for the rest of `tx` and returns its status.
@@ -274,17 +176,10 @@ pub async fn lock_status(
     tx: &mut PgConnection,
     order_id: &str,
 ) -> Result<Option<OrderStatus>, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(tx)
-            .await?;
-    status
-        .map(|s| {
-            s.parse()
-                .map_err(|err: String| sqlx::Error::Decode(err.into()))
-        })
-        .transpose()
+    sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(tx)
+        .await
 }
 
 /// Sets the order's status; returns when the order was created (for
@@ -303,7 +198,7 @@ pub async fn set_status(
          RETURNING created_at",
     )
     .bind(order_id)
-    .bind(status.as_str())
+    .bind(status)
     .bind(reason)
     .bind(reason_detail)
     .bind(status.is_terminal())
@@ -325,7 +220,7 @@ pub async fn lock_for_cancel(
     order_id: &str,
 ) -> Result<Option<CancelCandidate>, sqlx::Error> {
     type Row = (
-        String,
+        OrderStatus,
         String,
         Option<String>,
         Option<String>,
@@ -344,10 +239,8 @@ pub async fn lock_for_cancel(
         |(status, user_id, cancelled_by, reason, since_completed, correlation_id)| {
             Ok(CancelCandidate {
                 target: CancelTarget {
-                    status: status
-                        .parse()
-                        .map_err(|err: String| sqlx::Error::Decode(err.into()))?,
-                    cancelled_by,
+                    status,
+                    cancelled_by: cancelled_by.as_deref().map(decode_initiator).transpose()?,
                     reason,
                     since_completed: since_completed
                         .map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0))),
@@ -360,35 +253,6 @@ pub async fn lock_for_cancel(
     .transpose()
 }
 
-/// Moves a locked order to CANCELLED and announces it through `outbox`, in
-/// the caller's transaction: the status, the OrderCancelled in the outbox and
-/// the timeline entry are committed together or not at all.
-pub async fn cancel(
-    tx: &mut OutboxTx,
-    outbox: &Outbox,
-    order_id: &OrderId,
-    candidate: &CancelCandidate,
-    initiator: CancelInitiator,
-    reason: &CancelReason,
-) -> Result<(), sqlx::Error> {
-    let user_id = UserId::parse(&candidate.user_id).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
-    let event = Envelope::in_saga(
-        order_id.clone(),
-        candidate.correlation_id.unwrap_or_else(Uuid::now_v7),
-        Event::OrderCancelled(OrderCancelled {
-            user_id,
-            initiator,
-            reason: reason.clone(),
-        }),
-        outbox.producer(),
-    );
-    let created_at = mark_cancelled(tx, order_id.as_str(), initiator, reason).await?;
-    crate::metrics::status_changed(candidate.target.status, OrderStatus::Cancelled, created_at);
-    outbox.enqueue(tx, &event).await?;
-    record_event(tx, &event).await?;
-    Ok(())
-}
-
 /// Sets CANCELLED with who did it and why; returns when the order was placed.
 pub async fn mark_cancelled(
     tx: &mut PgConnection,
@@ -397,7 +261,7 @@ pub async fn mark_cancelled(
     reason: &CancelReason,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
-        "UPDATE orders SET status = 'CANCELLED', reason = $2, reason_detail = NULL,
+        "UPDATE orders SET status = $4, reason = $2, reason_detail = NULL,
                            cancelled_by = $3, updated_at = now(), completed_at = now()
          WHERE order_id = $1
          RETURNING created_at",
@@ -405,8 +269,17 @@ pub async fn mark_cancelled(
     .bind(order_id)
     .bind(reason.as_str())
     .bind(initiator.as_str())
+    .bind(OrderStatus::Cancelled)
     .fetch_one(tx)
     .await
+}
+
+/// `cancelled_by` as stored: the names of [`CancelInitiator`]'s serde derive.
+fn decode_initiator(raw: &str) -> Result<CancelInitiator, sqlx::Error> {
+    use serde::de::IntoDeserializer;
+    use serde::Deserialize;
+    CancelInitiator::deserialize(raw.into_deserializer())
+        .map_err(|err: serde::de::value::Error| sqlx::Error::Decode(err.into()))
 }
 
 /// Orders still in progress `deadline_secs` after they were placed, oldest
@@ -416,9 +289,9 @@ pub async fn lock_overdue(
     deadline_secs: u64,
     limit: i64,
 ) -> Result<Vec<(OrderId, CancelCandidate)>, sqlx::Error> {
-    let rows: Vec<(String, String, String, Option<Uuid>)> = sqlx::query_as(
+    let rows: Vec<(String, OrderStatus, String, Option<Uuid>)> = sqlx::query_as(
         "SELECT order_id, status, user_id, correlation_id FROM orders
-         WHERE status IN ('PENDING', 'RESERVED')
+         WHERE status IN ($3, $4)
            AND created_at < now() - make_interval(secs => $1)
          ORDER BY created_at
          LIMIT $2
@@ -426,6 +299,8 @@ pub async fn lock_overdue(
     )
     .bind(deadline_secs as f64)
     .bind(limit)
+    .bind(OrderStatus::Pending)
+    .bind(OrderStatus::Reserved)
     .fetch_all(tx)
     .await?;
     rows.into_iter()
@@ -435,7 +310,7 @@ pub async fn lock_overdue(
                 OrderId::parse(&order_id).map_err(|e| decode(e.0))?,
                 CancelCandidate {
                     target: CancelTarget {
-                        status: status.parse().map_err(decode)?,
+                        status,
                         cancelled_by: None,
                         reason: None,
                         since_completed: None,
@@ -446,24 +321,6 @@ pub async fn lock_overdue(
             ))
         })
         .collect()
-}
-
-/// One line of an order's timeline.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TimelineEntry {
-    pub event_id: Uuid,
-    pub event_type: String,
-    /// The service that produced the event.
-    pub service: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    pub occurred_at: DateTime<Utc>,
-    /// The event that caused this one; absent for the order's first event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub causation_id: Option<Uuid>,
 }
 
 /// Adds `event` to its order's timeline; a redelivered event is recorded once.
@@ -539,4 +396,21 @@ pub async fn set_total_if_unknown(
         .execute(tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_by_decodes_what_mark_cancelled_writes() {
+        for initiator in [
+            CancelInitiator::Customer,
+            CancelInitiator::SagaDeadline,
+            CancelInitiator::ReservationExpiry,
+        ] {
+            assert_eq!(decode_initiator(initiator.as_str()).unwrap(), initiator);
+        }
+        assert!(decode_initiator("SOMEONE").is_err());
+    }
 }

@@ -21,16 +21,33 @@
 //! arrives after it (the other services undo or refuse that work). The final
 //! status is therefore the same whatever the arrival order.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use shared_events::{Event, Payment, Reservation};
+use shared_events::{CancelInitiator, Event, Payment, Reservation};
+use strum::VariantArray;
 use thiserror::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// An order's status. Its names (JSON, SQL, query parameters, metrics labels)
+// come from the derives, all SCREAMING_SNAKE_CASE, so they cannot drift apart
+// (no `///` here: it would become the OpenAPI schema's description).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    utoipa::ToSchema,
+    sqlx::Type,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
     Reserved,
@@ -41,24 +58,20 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
-        OrderStatus::Pending,
-        OrderStatus::Reserved,
-        OrderStatus::Confirmed,
-        OrderStatus::Rejected,
-        OrderStatus::PaymentFailed,
-        OrderStatus::Cancelled,
-    ];
-
+    /// The status's name, e.g. `PAYMENT_FAILED`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Reserved => "RESERVED",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Rejected => "REJECTED",
-            OrderStatus::PaymentFailed => "PAYMENT_FAILED",
-            OrderStatus::Cancelled => "CANCELLED",
-        }
+        self.into()
+    }
+
+    /// Parses a status named by a client; the error lists the valid names.
+    pub fn parse(raw: &str) -> Result<OrderStatus, String> {
+        raw.parse().map_err(|_| {
+            let names: Vec<&str> = OrderStatus::VARIANTS
+                .iter()
+                .map(|status| status.as_str())
+                .collect();
+            format!("status must be one of {}, got {raw:?}", names.join(", "))
+        })
     }
 
     /// The saga is over: nothing but a cancellation (of a CONFIRMED order)
@@ -96,24 +109,6 @@ impl OrderStatus {
             (from, fact) => return Err(InvalidTransition { from, fact }),
         };
         Ok(Transition::Moved(next))
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OrderStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| {
-                format!("status must be one of PENDING, RESERVED, CONFIRMED, REJECTED, PAYMENT_FAILED, CANCELLED, got {s:?}")
-            })
     }
 }
 
@@ -166,8 +161,8 @@ pub enum CancelRefused {
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub status: OrderStatus,
-    /// Who cancelled it, for a CANCELLED order (`CUSTOMER`, `SAGA_DEADLINE`, ...).
-    pub cancelled_by: Option<String>,
+    /// Who cancelled it, for a CANCELLED order.
+    pub cancelled_by: Option<CancelInitiator>,
     pub reason: Option<String>,
     /// Time since the order reached its terminal status, if it has.
     pub since_completed: Option<Duration>,
@@ -190,7 +185,7 @@ pub fn customer_cancel(
             }
             _ => Ok(CancelDecision::Cancel),
         },
-        OrderStatus::Cancelled if target.cancelled_by.as_deref() == Some(CUSTOMER) => {
+        OrderStatus::Cancelled if target.cancelled_by == Some(CancelInitiator::Customer) => {
             Ok(CancelDecision::AlreadyCancelled)
         }
         OrderStatus::Cancelled => Err(CancelRefused::CancelledBySystem {
@@ -245,9 +240,6 @@ pub fn summarise(event: &Event) -> (Option<String>, Option<String>) {
     }
 }
 
-/// `cancelled_by` of an order the customer cancelled.
-pub const CUSTOMER: &str = "CUSTOMER";
-
 #[cfg(test)]
 mod tests {
     use super::Fact::*;
@@ -293,7 +285,11 @@ mod tests {
         assert!(Confirmed.apply(PaymentDeclined).is_err());
         assert!(PaymentFailed.apply(PaymentApproved).is_err());
         assert!(Reserved.apply(StockRejected).is_err());
-        for status in OrderStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+        for status in OrderStatus::VARIANTS
+            .iter()
+            .copied()
+            .filter(|s| s.is_terminal())
+        {
             for fact in [
                 StockReserved,
                 StockRejected,
@@ -391,7 +387,7 @@ mod tests {
             Err(CancelRefused::Final(PaymentFailed))
         );
         let by_customer = CancelTarget {
-            cancelled_by: Some(CUSTOMER.into()),
+            cancelled_by: Some(CancelInitiator::Customer),
             ..target(Cancelled)
         };
         assert_eq!(
@@ -399,7 +395,7 @@ mod tests {
             Ok(CancelDecision::AlreadyCancelled)
         );
         let timed_out = CancelTarget {
-            cancelled_by: Some("SAGA_DEADLINE".into()),
+            cancelled_by: Some(CancelInitiator::SagaDeadline),
             reason: Some("TIMEOUT".into()),
             ..target(Cancelled)
         };
@@ -411,9 +407,18 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for status in OrderStatus::ALL {
-            assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+        for &status in OrderStatus::VARIANTS {
+            assert_eq!(OrderStatus::parse(status.as_str()), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
         }
-        assert!("SHIPPED".parse::<OrderStatus>().is_err());
+        assert_eq!(OrderStatus::PaymentFailed.as_str(), "PAYMENT_FAILED");
+        assert_eq!(
+            OrderStatus::parse("SHIPPED"),
+            Err("status must be one of PENDING, RESERVED, CONFIRMED, REJECTED, PAYMENT_FAILED, CANCELLED, got \"SHIPPED\"".to_owned())
+        );
     }
 }

@@ -2,14 +2,20 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use service_kit::{OptionalJsonBody, Problem};
-use shared_events::{CancelInitiator, CancelReason, OrderId};
+use shared_events::CancelReason;
 
+use super::view::Order;
 use super::AppState;
-use crate::db::{self, Order};
-use crate::domain::{self, CancelDecision, CancelRefused};
+use crate::commands::{self, CancelError};
+
+/// `POST /api/orders/{orderId}/cancel`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/orders/{order_id}/cancel", post(cancel))
+}
 
 /// The optional body: `{"reason": "..."}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -46,19 +52,15 @@ pub async fn cancel(
         }
         None => CancelReason::customer_request(),
     };
-    let order = cancel_in_tx(&state, &order_id, &reason).await?;
+    let order = commands::cancel_by_customer(
+        &state.pool,
+        &state.outbox,
+        &order_id,
+        &reason,
+        state.cancel_window,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(order)))
-}
-
-/// Why a cancellation did not happen.
-#[derive(Debug, thiserror::Error)]
-enum CancelError {
-    #[error("no order {0}")]
-    NotFound(OrderId),
-    #[error("order {0}: {1}")]
-    Refused(OrderId, CancelRefused),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 /// 404, 409, or what the database error means ([`Problem`]'s `From<sqlx::Error>`).
@@ -70,40 +72,4 @@ impl From<CancelError> for Problem {
             CancelError::Database(err) => err.into(),
         }
     }
-}
-
-/// Locks the order, decides, and cancels it in one transaction, committed
-/// through the outbox so that the OrderCancelled leaves at once.
-async fn cancel_in_tx(
-    state: &AppState,
-    order_id: &OrderId,
-    reason: &CancelReason,
-) -> Result<db::Order, CancelError> {
-    let not_found = || CancelError::NotFound(order_id.clone());
-    let mut tx = state.outbox.begin(&state.pool).await?;
-    let candidate = db::lock_for_cancel(&mut tx, order_id.as_str())
-        .await?
-        .ok_or_else(not_found)?;
-    let decision = domain::customer_cancel(&candidate.target, state.cancel_window)
-        .map_err(|refusal| CancelError::Refused(order_id.clone(), refusal))?;
-    match decision {
-        CancelDecision::Cancel => {
-            db::cancel(
-                &mut tx,
-                &state.outbox,
-                order_id,
-                &candidate,
-                CancelInitiator::Customer,
-                reason,
-            )
-            .await?;
-            tracing::info!(from = %candidate.target.status, reason = %reason, "order cancelled by the customer");
-        }
-        CancelDecision::AlreadyCancelled => {}
-    }
-    let order = db::load(&mut tx, order_id.as_str())
-        .await?
-        .ok_or_else(not_found)?;
-    state.outbox.commit(tx).await?;
-    Ok(order)
 }

@@ -1,17 +1,21 @@
-//! order-service's HTTP API.
+//! order-service's HTTP API. Each module routes its own paths (`router()`),
+//! next to their handlers: [`orders`] (placing, listing, reading, and the
+//! long poll of `GET /api/orders/{orderId}`), [`watch`] (event streams and the
+//! long poll's waiting), [`cancel`], [`timeline`]; [`view`] holds the JSON the
+//! API returns.
 
 mod cancel;
-mod live;
 pub mod openapi;
 mod orders;
 mod timeline;
+pub mod view;
+mod watch;
 
-use axum::routing::{get, post};
 use axum::Router;
 use service_kit::outbox::Outbox;
 use sqlx::PgPool;
 
-use crate::live::{LiveConfig, StatusFeed};
+use crate::status_feed::{LiveConfig, StatusFeed};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -31,11 +35,10 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/orders", post(orders::create).get(orders::list))
-        .route("/api/orders/{order_id}", get(live::get_order))
-        .route("/api/orders/{order_id}/events", get(live::events))
-        .route("/api/orders/{order_id}/cancel", post(cancel::cancel))
-        .route("/api/orders/{order_id}/timeline", get(timeline::timeline))
+        .merge(orders::router())
+        .merge(watch::router())
+        .merge(cancel::router())
+        .merge(timeline::router())
         .with_state(state)
         .merge(service_kit::openapi::routes(&openapi::document()))
 }

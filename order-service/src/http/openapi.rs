@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{cancel, live, orders, timeline};
+use super::{cancel, orders, timeline, watch};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,8 +14,8 @@ use super::{cancel, live, orders, timeline};
     paths(
         orders::create,
         orders::list,
-        live::get_order,
-        live::events,
+        orders::get_order,
+        watch::events,
         cancel::cancel,
         timeline::timeline
     ),

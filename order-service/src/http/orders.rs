@@ -1,19 +1,33 @@
-//! `POST /api/orders`, `GET /api/orders/{orderId}`, `GET /api/orders`.
+//! `POST /api/orders`, `GET /api/orders` and `GET /api/orders/{orderId}` (a
+//! plain read, or a long poll with `?waitFor=`).
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use service_kit::http::page_limit;
 use service_kit::{JsonBody, Problem, QueryParams};
 use shared_events::events::MAX_LINES;
 use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::view::Order;
+use super::watch::{self, WaitQuery};
 use super::AppState;
-use crate::db::{self, ListFilter, NewOrder, Order, Placement};
+use crate::commands::{self, NewOrder, Placement};
+use crate::db::{self, ListFilter};
 use crate::domain::OrderStatus;
+
+/// `POST /api/orders`, `GET /api/orders` and `GET /api/orders/{orderId}`
+/// (with its long poll, answered by [`watch::long_poll`]).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders", post(create).get(list))
+        .route("/api/orders/{order_id}", get(get_order))
+}
 
 /// The body of `POST /api/orders`, as received. Validated into a [`NewOrder`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -109,7 +123,7 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
-    let placement = db::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
+    let placement = commands::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
     match placement {
         Placement::Created(order) => {
             tracing::info!(user_id = %order.user_id, items = order.items.len(), "order accepted");
@@ -121,7 +135,7 @@ pub async fn create(
             )
                 .into_response())
         }
-        Placement::Existing(order) if db::same_request(&order, &new) => {
+        Placement::Existing(order) if commands::same_request(&order, &new) => {
             Ok((StatusCode::OK, Json(order)).into_response())
         }
         Placement::Existing(order) => Err(Problem::conflict(format!(
@@ -131,14 +145,46 @@ pub async fn create(
     }
 }
 
-pub async fn get(
+/// The order. With `waitFor`, answers as soon as the order is in one of the
+/// listed statuses, or with its current state when `timeout` runs out; the
+/// `Wait-Result` header says which.
+#[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
+    params(
+        ("order_id" = String, Path, description = "The order's id"),
+        ("waitFor" = Option<String>, Query,
+            description = "Comma-separated statuses, e.g. `CONFIRMED,REJECTED,PAYMENT_FAILED`: wait until the order is in one of them (a long poll)",
+            example = "CONFIRMED,REJECTED,PAYMENT_FAILED"),
+        ("timeout" = Option<String>, Query,
+            description = "With `waitFor`: how long to wait, `5s`, `500ms` or `5` (seconds), at most ORDER_LIVE_MAX_WAIT_SECS (default 25 s), which is also the default",
+            example = "5s"),
+    ),
+    responses(
+        (status = 200, description = "The order. After a long poll, whether it reached a `waitFor` status or the timeout ran out",
+            body = Order,
+            headers(("Wait-Result" = String,
+                description = "Only with `waitFor`: `reached`, `timeout`, or `unreachable` (the order ended in a status not waited for)"))),
+        (status = 400, description = "Invalid orderId, waitFor or timeout; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment (with `Retry-After`), or too many long polls are open", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "When the database is unavailable: seconds to wait before retrying"))),
+    ))]
+pub async fn get_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
-) -> Result<Json<db::Order>, Problem> {
-    let order_id = super::parse_order_id(&order_id)?;
-    db::find(&state.pool, order_id.as_str())
+    Path(raw_id): Path<String>,
+    QueryParams(query): QueryParams<WaitQuery>,
+) -> Result<Response, Problem> {
+    let wait = query.validate(state.live.max_wait())?;
+    let order_id = super::parse_order_id(&raw_id)?;
+    match wait {
+        None => Ok(Json(current(&state.pool, order_id.as_str()).await?).into_response()),
+        Some(wait) => watch::long_poll(&state, &order_id, wait).await,
+    }
+}
+
+/// The order as stored now, or 404.
+pub(super) async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
+    db::find(pool, order_id)
         .await?
-        .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
@@ -170,10 +216,10 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<Vec<db::Order>>, Problem> {
+) -> Result<Json<Vec<Order>>, Problem> {
     let status = query
         .status
-        .map(|s| s.parse::<OrderStatus>())
+        .map(|s| OrderStatus::parse(&s))
         .transpose()
         .map_err(|e| Problem::invalid_field("status", e))?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;

@@ -1,12 +1,19 @@
 //! `GET /api/orders/{orderId}/timeline`: what happened to an order, event by event.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Serialize;
 use service_kit::Problem;
 
+use super::view::TimelineEntry;
 use super::AppState;
-use crate::db::{self, TimelineEntry};
+use crate::db;
+
+/// `GET /api/orders/{orderId}/timeline`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/orders/{order_id}/timeline", get(timeline))
+}
 
 /// An order's story: every event that touched it, oldest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,7 @@
-//! The live API: `GET /api/orders/{orderId}/events` (Server-Sent Events) and
-//! `GET /api/orders/{orderId}?waitFor=…&timeout=…` (long poll), both fed by
-//! the process's [`StatusFeed`](crate::live::StatusFeed).
+//! Watching an order: `GET /api/orders/{orderId}/events` (Server-Sent Events,
+//! routed here) and the long poll behind `GET /api/orders/{orderId}?waitFor=…&timeout=…`
+//! (routed by [`super::orders`]), both fed by the process's
+//! [`StatusFeed`](crate::status_feed::StatusFeed).
 //!
 //! A stream or long poll holds no database connection while it waits: it
 //! reads the order once at the start and again only when told it changed.
@@ -13,17 +14,22 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Json;
+use axum::Router;
 use futures::Stream;
 use serde::Deserialize;
-use service_kit::{Problem, QueryParams};
+use service_kit::Problem;
+use shared_events::OrderId;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::{orders, AppState};
-use crate::db::{self, Order};
+use super::orders::current;
+use super::view::Order;
+use super::AppState;
+use crate::db;
 use crate::domain::OrderStatus;
-use crate::live::{Busy, Change, Subscription};
+use crate::status_feed::{Busy, Change, Subscription};
 
 /// Response header of a long poll: did the order reach a `waitFor` status?
 pub const WAIT_RESULT_HEADER: HeaderName = HeaderName::from_static("wait-result");
@@ -51,7 +57,7 @@ impl WaitResult {
     }
 }
 
-/// Query parameters of `GET /api/orders/{orderId}`.
+/// Query parameters of `GET /api/orders/{orderId}`: a long poll when `waitFor` is given.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitQuery {
@@ -61,14 +67,14 @@ pub struct WaitQuery {
 
 /// A validated long poll.
 #[derive(Debug, PartialEq)]
-struct Wait {
+pub(super) struct Wait {
     statuses: Vec<OrderStatus>,
     timeout: Duration,
 }
 
 impl WaitQuery {
     /// `None` for a plain read. Without `timeout`, a long poll waits up to `max`.
-    fn validate(self, max: Duration) -> Result<Option<Wait>, Problem> {
+    pub(super) fn validate(self, max: Duration) -> Result<Option<Wait>, Problem> {
         let Some(raw_statuses) = self.wait_for else {
             return match self.timeout {
                 Some(_) => Err(Problem::invalid_field(
@@ -80,7 +86,7 @@ impl WaitQuery {
         };
         let statuses = raw_statuses
             .split(',')
-            .map(|s| s.trim().parse::<OrderStatus>())
+            .map(|s| OrderStatus::parse(s.trim()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Problem::invalid_field("waitFor", e))?;
         let timeout = match self.timeout {
@@ -130,47 +136,15 @@ impl From<Busy> for Problem {
     }
 }
 
-/// The order as stored now, or 404.
-async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
-    db::find(pool, order_id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
-}
-
-/// The order. With `waitFor`, answers as soon as the order is in one of the
-/// listed statuses, or with its current state when `timeout` runs out; the
-/// `Wait-Result` header says which.
-#[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
-    params(
-        ("order_id" = String, Path, description = "The order's id"),
-        ("waitFor" = Option<String>, Query,
-            description = "Comma-separated statuses, e.g. `CONFIRMED,REJECTED,PAYMENT_FAILED`: wait until the order is in one of them (a long poll)",
-            example = "CONFIRMED,REJECTED,PAYMENT_FAILED"),
-        ("timeout" = Option<String>, Query,
-            description = "With `waitFor`: how long to wait, `5s`, `500ms` or `5` (seconds), at most ORDER_LIVE_MAX_WAIT_SECS (default 25 s), which is also the default",
-            example = "5s"),
-    ),
-    responses(
-        (status = 200, description = "The order. After a long poll, whether it reached a `waitFor` status or the timeout ran out",
-            body = Order,
-            headers(("Wait-Result" = String,
-                description = "Only with `waitFor`: `reached`, `timeout`, or `unreachable` (the order ended in a status not waited for)"))),
-        (status = 400, description = "Invalid orderId, waitFor or timeout; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable for the moment (with `Retry-After`), or too many long polls are open", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "When the database is unavailable: seconds to wait before retrying"))),
-    ))]
-pub async fn get_order(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    QueryParams(query): QueryParams<WaitQuery>,
+/// Answers a long poll of `GET /api/orders/{orderId}` (see
+/// [`super::orders::get_order`]): the order once it is in one of the statuses
+/// waited for, or as it is when the timeout runs out; the `Wait-Result`
+/// header says which.
+pub(super) async fn long_poll(
+    state: &AppState,
+    order_id: &OrderId,
+    wait: Wait,
 ) -> Result<Response, Problem> {
-    let Some(wait) = query.validate(state.live.max_wait())? else {
-        return orders::get(State(state), Path(raw_id))
-            .await
-            .map(IntoResponse::into_response);
-    };
-    let order_id = parse_order_id(&raw_id)?;
     let deadline = Instant::now() + wait.timeout;
     let mut subscription = state.feed.subscribe(order_id.as_str())?;
     let order = current(&state.pool, order_id.as_str()).await?;
@@ -226,6 +200,11 @@ async fn wait_for_status(
             }
         }
     }
+}
+
+/// `GET /api/orders/{orderId}/events`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/orders/{order_id}/events", get(events))
 }
 
 /// The order's status as Server-Sent Events: the current state at once, then
