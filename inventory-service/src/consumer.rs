@@ -8,7 +8,8 @@
 //!
 //! The three arrive on different topics, in any order; the consumer loop holds
 //! the order's lock ([`service_kit::db::lock_keys`]) while one is applied, so
-//! each order's events apply one at a time.
+//! each order's events apply one at a time. Which settlement a fact causes is
+//! decided by [`ReservationStatus::settlement`].
 
 use service_kit::{EventHandler, HandlerError};
 use shared_events::{
@@ -16,8 +17,8 @@ use shared_events::{
 };
 use sqlx::PgConnection;
 
-use crate::db::{self, Hold, Settlement};
-use crate::domain;
+use crate::db::{self, Hold};
+use crate::domain::{self, Fact, ReservationStatus, Settlement};
 
 pub struct InventoryEvents {
     /// Written as the `producer` of InventoryReserved.
@@ -36,18 +37,17 @@ impl EventHandler for InventoryEvents {
         match &event.event {
             Event::OrderCreated(created) => self.reserve(tx, event, created).await,
             Event::PaymentProcessed(payment) => {
-                let (how, ended_by) = match payment.outcome {
-                    Payment::Approved => (Settlement::Sell, "PAYMENT_APPROVED"),
-                    Payment::Declined { .. } => (Settlement::Release, "PAYMENT_DECLINED"),
+                let fact = match payment.outcome {
+                    Payment::Approved => Fact::PaymentApproved,
+                    Payment::Declined { .. } => Fact::PaymentDeclined,
                 };
-                match db::settle(tx, order_id, how, ended_by).await? {
-                    Some(true) => tracing::info!(settlement = ?how, "reservation settled"),
-                    Some(false) => tracing::info!("reservation already settled or cancelled"),
-                    None => {
-                        return Err(HandlerError::Permanent(format!(
-                            "payment outcome for order {order_id} which has no reservation"
-                        )))
-                    }
+                let Some(status) = db::lock_reservation(tx, order_id).await? else {
+                    return Err(HandlerError::Permanent(format!(
+                        "payment outcome for order {order_id} which has no reservation"
+                    )));
+                };
+                if settle(tx, order_id, status, fact).await?.is_none() {
+                    tracing::info!(%status, "reservation already settled or cancelled");
                 }
                 Ok(vec![])
             }
@@ -106,26 +106,38 @@ impl InventoryEvents {
     }
 }
 
+/// Settles the reservation (locked, in `status`) as `fact` requires, and
+/// says how; `None` when `fact` changes nothing.
+async fn settle(
+    tx: &mut PgConnection,
+    order_id: &str,
+    status: ReservationStatus,
+    fact: Fact,
+) -> Result<Option<Settlement>, sqlx::Error> {
+    let Some(how) = status.settlement(fact) else {
+        return Ok(None);
+    };
+    db::settle(tx, order_id, how, fact).await?;
+    tracing::info!(settlement = ?how, %fact, "reservation settled");
+    Ok(Some(how))
+}
+
 /// Undoes whatever this service did for a cancelled order.
 async fn cancel(
     tx: &mut PgConnection,
     order_id: &str,
     cancelled: &OrderCancelled,
 ) -> Result<(), sqlx::Error> {
-    let how = match db::lock_reservation(tx, order_id).await?.as_deref() {
-        None => {
-            db::mark_cancelled(tx, order_id, cancelled.user_id.as_str()).await?;
-            tracing::info!("order cancelled before its reservation; nothing will be reserved");
-            return Ok(());
-        }
-        Some("HELD") => Settlement::Release,
-        Some("SOLD") => Settlement::Return,
-        Some(status) => {
-            tracing::info!(status, "cancelled order has nothing held or sold");
-            return Ok(());
-        }
+    let Some(status) = db::lock_reservation(tx, order_id).await? else {
+        db::mark_cancelled(tx, order_id, cancelled.user_id.as_str()).await?;
+        tracing::info!("order cancelled before its reservation; nothing will be reserved");
+        return Ok(());
     };
-    db::settle(tx, order_id, how, "ORDER_CANCELLED").await?;
-    tracing::info!(settlement = ?how, "stock of cancelled order back in stock");
+    if settle(tx, order_id, status, Fact::OrderCancelled)
+        .await?
+        .is_none()
+    {
+        tracing::info!(%status, "cancelled order has nothing held or sold");
+    }
     Ok(())
 }

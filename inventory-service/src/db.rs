@@ -7,7 +7,7 @@ use shared_events::{Cents, PricedLine, Sku};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::Stock;
+use crate::domain::{Fact, ReservationStatus, Settlement, Stock};
 
 /// A catalog entry as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -122,11 +122,11 @@ pub async fn reservation_exists(
         .await
 }
 
-/// The reservation's status (`HELD`, `SOLD`, ...), locked for the rest of the transaction.
+/// The reservation's status, locked for the rest of the transaction.
 pub async fn lock_reservation(
     tx: &mut PgConnection,
     order_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<ReservationStatus>, sqlx::Error> {
     sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
         .bind(order_id)
         .fetch_optional(tx)
@@ -141,10 +141,12 @@ pub async fn mark_cancelled(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO reservations (order_id, user_id, status, total_cents, ended_by)
-         VALUES ($1, $2, 'CANCELLED', 0, 'ORDER_CANCELLED')",
+         VALUES ($1, $2, $3, 0, $4)",
     )
     .bind(order_id)
     .bind(user_id)
+    .bind(ReservationStatus::Cancelled)
+    .bind(<&str>::from(Fact::OrderCancelled))
     .execute(tx)
     .await?;
     Ok(())
@@ -215,10 +217,11 @@ pub async fn hold(tx: &mut PgConnection, hold: &Hold<'_>) -> Result<(), sqlx::Er
     .await?;
     sqlx::query(
         "INSERT INTO reservations (order_id, user_id, status, total_cents, correlation_id, expires_at)
-         VALUES ($1, $2, 'HELD', $3, $4, now() + make_interval(secs => $5))",
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
     )
     .bind(order_id)
     .bind(user_id)
+    .bind(ReservationStatus::Held)
     .bind(total.get())
     .bind(correlation_id)
     .bind(ttl_secs as f64)
@@ -237,66 +240,26 @@ pub async fn hold(tx: &mut PgConnection, hold: &Hold<'_>) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// How a reservation ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
-    /// Paid: reserved units become sold.
-    Sell,
-    /// Not paid, cancelled or expired while held: reserved units go back to
-    /// available (compensation).
-    Release,
-    /// Cancelled after the sale: sold units go back to available.
-    Return,
-}
-
-impl Settlement {
-    /// The status a reservation must have for this settlement, and the one it gets.
-    fn statuses(self) -> (&'static str, &'static str) {
-        match self {
-            Settlement::Sell => ("HELD", "SOLD"),
-            Settlement::Release => ("HELD", "RELEASED"),
-            Settlement::Return => ("SOLD", "RETURNED"),
+/// The stock columns' change when a reservation is settled `how`.
+fn stock_update(how: Settlement) -> &'static str {
+    match how {
+        Settlement::Sell => "reserved = p.reserved - l.quantity, sold = p.sold + l.quantity",
+        Settlement::Release => {
+            "reserved = p.reserved - l.quantity, available = p.available + l.quantity"
         }
-    }
-
-    fn stock_update(self) -> &'static str {
-        match self {
-            Settlement::Sell => "reserved = p.reserved - l.quantity, sold = p.sold + l.quantity",
-            Settlement::Release => {
-                "reserved = p.reserved - l.quantity, available = p.available + l.quantity"
-            }
-            Settlement::Return => {
-                "sold = p.sold - l.quantity, available = p.available + l.quantity"
-            }
-        }
+        Settlement::Return => "sold = p.sold - l.quantity, available = p.available + l.quantity",
     }
 }
 
-/// Settles the order's reservation if it is in the status `how` applies to
-/// (locking it first). Returns `None` when there is no reservation,
-/// `Some(false)` when it was not in that status (already settled).
+/// Settles the order's reservation `how` (moving its units) and records
+/// `fact` as what ended it. The caller has locked the reservation
+/// ([`lock_reservation`]) and decided `how` from its status
+/// ([`ReservationStatus::settlement`]).
 pub async fn settle(
     tx: &mut PgConnection,
     order_id: &str,
     how: Settlement,
-    ended_by: &str,
-) -> Result<Option<bool>, sqlx::Error> {
-    let (from, to) = how.statuses();
-    match lock_reservation(tx, order_id).await?.as_deref() {
-        None => return Ok(None),
-        Some(status) if status == from => {}
-        Some(_) => return Ok(Some(false)),
-    }
-    apply_settlement(tx, order_id, how, to, ended_by).await?;
-    Ok(Some(true))
-}
-
-async fn apply_settlement(
-    tx: &mut PgConnection,
-    order_id: &str,
-    how: Settlement,
-    new_status: &str,
-    ended_by: &str,
+    fact: Fact,
 ) -> Result<(), sqlx::Error> {
     // Product rows in SKU order, as reservations lock them, so the two never deadlock.
     sqlx::query(
@@ -310,7 +273,7 @@ async fn apply_settlement(
         "UPDATE products p SET {}, updated_at = now()
          FROM reservation_lines l
          WHERE l.order_id = $1 AND p.sku = l.sku",
-        how.stock_update()
+        stock_update(how)
     ))
     .bind(order_id)
     .execute(&mut *tx)
@@ -319,8 +282,8 @@ async fn apply_settlement(
         "UPDATE reservations SET status = $2, ended_by = $3, updated_at = now() WHERE order_id = $1",
     )
     .bind(order_id)
-    .bind(new_status)
-    .bind(ended_by)
+    .bind(how.outcome())
+    .bind(<&str>::from(fact))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -341,16 +304,20 @@ pub async fn release_expired(
 ) -> Result<Vec<Expired>, sqlx::Error> {
     let expired: Vec<(String, String, Option<Uuid>)> = sqlx::query_as(
         "SELECT order_id, user_id, correlation_id FROM reservations
-         WHERE status = 'HELD' AND expires_at < now()
+         WHERE status = $1 AND expires_at < now()
          ORDER BY expires_at
-         LIMIT $1
+         LIMIT $2
          FOR UPDATE SKIP LOCKED",
     )
+    .bind(ReservationStatus::Held)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    let how = ReservationStatus::Held
+        .settlement(Fact::Expired)
+        .expect("an expired held reservation is released");
     for (order_id, ..) in &expired {
-        apply_settlement(tx, order_id, Settlement::Release, "RELEASED", "EXPIRED").await?;
+        settle(tx, order_id, how, Fact::Expired).await?;
     }
     Ok(expired
         .into_iter()

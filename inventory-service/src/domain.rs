@@ -1,11 +1,111 @@
 //! Reservation rules, pure: given what an order asks for and what the catalog
-//! holds, either every line is reserved at the catalog price or none is.
+//! holds, either every line is reserved at the catalog price or none is; and
+//! the reservation's lifecycle ([`ReservationStatus::settlement`]):
+//!
+//! ```text
+//!   HELD ──PaymentApproved──▶ SOLD ──OrderCancelled──▶ RETURNED
+//!     └──PaymentDeclined / OrderCancelled / Expired──▶ RELEASED
+//!   (none) ──OrderCancelled──▶ CANCELLED (a marker: nothing will be reserved)
+//! ```
 
 use std::collections::HashMap;
 
 use shared_events::{
     events::priced_total, Cents, OrderLine, PricedLine, RejectionReason, Reservation, Sku,
 };
+
+/// Where a reservation is in its lifecycle: the `status` column of `reservations`.
+/// The string forms (strum, sqlx) are the column's values.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    sqlx::Type,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationStatus {
+    /// Units moved from available to reserved; waiting for the payment outcome.
+    Held,
+    /// Paid: the units are sold.
+    Sold,
+    /// Payment declined, order cancelled or reservation expired while held:
+    /// the units went back to available.
+    Released,
+    /// Order cancelled after the sale: the units went from sold back to available.
+    Returned,
+    /// The order was cancelled before anything was reserved: a marker so that
+    /// a late `OrderCreated` reserves nothing.
+    Cancelled,
+}
+
+/// What ends a reservation; recorded in the `ended_by` column.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum Fact {
+    PaymentApproved,
+    PaymentDeclined,
+    OrderCancelled,
+    /// No payment outcome within the reservation's time to live.
+    Expired,
+}
+
+/// How a reservation ends, as far as stock is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Paid: reserved units become sold.
+    Sell,
+    /// Not paid, cancelled or expired while held: reserved units go back to
+    /// available (compensation).
+    Release,
+    /// Cancelled after the sale: sold units go back to available.
+    Return,
+}
+
+impl Settlement {
+    /// The status a reservation has once settled this way.
+    pub fn outcome(self) -> ReservationStatus {
+        match self {
+            Settlement::Sell => ReservationStatus::Sold,
+            Settlement::Release => ReservationStatus::Released,
+            Settlement::Return => ReservationStatus::Returned,
+        }
+    }
+}
+
+impl ReservationStatus {
+    /// How `fact` settles a reservation in this status, or `None` when it
+    /// changes nothing: the reservation is already settled, or the order was
+    /// cancelled before anything was reserved (late or repeated news).
+    pub fn settlement(self, fact: Fact) -> Option<Settlement> {
+        use Fact::*;
+        use ReservationStatus::*;
+        match (self, fact) {
+            (Held, PaymentApproved) => Some(Settlement::Sell),
+            (Held, PaymentDeclined | OrderCancelled | Expired) => Some(Settlement::Release),
+            (Sold, OrderCancelled) => Some(Settlement::Return),
+            // Late or repeated news: the reservation has ended already.
+            (Sold, PaymentApproved | PaymentDeclined | Expired)
+            | (Released | Returned | Cancelled, _) => None,
+        }
+    }
+}
 
 /// Most a unit may cost, so that no order total can overflow:
 /// 100 lines × 10 000 units × 10^10 cents < 2^63.
@@ -68,6 +168,72 @@ pub fn reserve(lines: &[OrderLine], stock: &HashMap<Sku, Stock>) -> Reservation 
 mod tests {
     use super::*;
     use shared_events::Quantity;
+    use strum::VariantArray;
+
+    #[test]
+    fn a_held_reservation_is_sold_when_paid_and_released_otherwise() {
+        let held = ReservationStatus::Held;
+        assert_eq!(
+            held.settlement(Fact::PaymentApproved),
+            Some(Settlement::Sell)
+        );
+        for fact in [Fact::PaymentDeclined, Fact::OrderCancelled, Fact::Expired] {
+            assert_eq!(held.settlement(fact), Some(Settlement::Release), "{fact}");
+        }
+    }
+
+    #[test]
+    fn a_sold_reservation_is_returned_only_on_cancellation() {
+        let sold = ReservationStatus::Sold;
+        assert_eq!(
+            sold.settlement(Fact::OrderCancelled),
+            Some(Settlement::Return)
+        );
+        for fact in [Fact::PaymentApproved, Fact::PaymentDeclined, Fact::Expired] {
+            assert_eq!(sold.settlement(fact), None, "{fact}");
+        }
+    }
+
+    #[test]
+    fn ended_reservations_ignore_every_later_fact() {
+        use ReservationStatus::*;
+        for status in [Released, Returned, Cancelled] {
+            for fact in Fact::VARIANTS {
+                assert_eq!(status.settlement(*fact), None, "{status} + {fact}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_settlement_ends_in_the_status_it_names() {
+        for status in ReservationStatus::VARIANTS {
+            for fact in Fact::VARIANTS {
+                if let Some(how) = status.settlement(*fact) {
+                    let next = how.outcome();
+                    assert_ne!(next, *status);
+                    // A settled reservation is never settled again by the same fact.
+                    assert_eq!(next.settlement(*fact), None, "{status} + {fact}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn status_strings_are_the_column_values() {
+        let strings: Vec<&str> = ReservationStatus::VARIANTS
+            .iter()
+            .map(|s| s.into())
+            .collect();
+        assert_eq!(
+            strings,
+            ["HELD", "SOLD", "RELEASED", "RETURNED", "CANCELLED"]
+        );
+        for status in ReservationStatus::VARIANTS {
+            assert_eq!(status.to_string().parse::<ReservationStatus>(), Ok(*status));
+        }
+        assert_eq!(<&str>::from(Fact::OrderCancelled), "ORDER_CANCELLED");
+        assert_eq!(Fact::Expired.to_string(), "EXPIRED");
+    }
 
     fn line(sku: &str, quantity: i64) -> OrderLine {
         OrderLine {

@@ -16,7 +16,8 @@ use shared_events::{
 };
 use sqlx::PgConnection;
 
-use crate::{db, domain};
+use crate::db;
+use crate::domain::{self, PaymentStatus};
 
 pub struct PaymentEvents {
     pub service_name: String,
@@ -66,16 +67,17 @@ impl PaymentEvents {
         let credit = db::lock_account(tx, user_id, self.default_credit.get()).await?;
         let credit = Cents::parse(credit).map_err(|e| HandlerError::Failed(anyhow::anyhow!(e)))?;
         let (outcome, left) = domain::charge(credit, total_cents);
-        let (status, reason) = match &outcome {
-            Payment::Approved => ("APPROVED", None),
-            Payment::Declined { reason } => ("DECLINED", Some(reason.as_str())),
+        let status = PaymentStatus::charged(&outcome);
+        let reason = match &outcome {
+            Payment::Approved => None,
+            Payment::Declined { reason } => Some(reason.as_str()),
         };
         if left != credit {
             db::update_credit(tx, user_id, left.get()).await?;
         }
         db::record_payment(tx, order_id, user_id, total_cents.get(), status, reason).await?;
         tracing::info!(
-            status,
+            %status,
             amount_cents = total_cents.get(),
             credit_left = left.get(),
             "payment processed"
@@ -102,11 +104,19 @@ impl PaymentEvents {
             cancelled.reason.as_str(),
         )
         .await?;
-        let Some((user_id, amount)) = db::lock_captured_payment(tx, order_id).await? else {
-            tracing::info!("cancelled order has no captured payment; nothing to refund");
+        let Some(payment) = db::lock_payment(tx, order_id).await? else {
+            tracing::info!("cancelled order has no payment; nothing to refund");
             return Ok(vec![]);
         };
-        db::refund(tx, order_id, &user_id, amount).await?;
+        let Some(refunded) = payment.status.refund() else {
+            tracing::info!(
+                status = %payment.status,
+                "cancelled order's payment is not captured; nothing to refund"
+            );
+            return Ok(vec![]);
+        };
+        let amount = payment.amount_cents;
+        db::refund(tx, order_id, &payment.user_id, amount, refunded).await?;
         tracing::info!(amount_cents = amount, "payment refunded");
         let amount_cents =
             Cents::parse(amount).map_err(|e| HandlerError::Failed(anyhow::anyhow!(e)))?;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use crate::domain::PaymentStatus;
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
@@ -17,7 +19,7 @@ pub struct PaymentRecord {
     pub order_id: String,
     pub user_id: String,
     pub amount_cents: i64,
-    pub status: String,
+    pub status: PaymentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -104,7 +106,7 @@ pub async fn record_payment(
     order_id: &str,
     user_id: &str,
     amount_cents: i64,
-    status: &str,
+    status: PaymentStatus,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -146,27 +148,35 @@ pub async fn is_cancelled(tx: &mut PgConnection, order_id: &str) -> Result<bool,
         .await
 }
 
-/// The order's captured payment, locked: `(user_id, amount_cents)` if it is
-/// APPROVED (not declined, not refunded yet).
-pub async fn lock_captured_payment(
+/// A payment as a refund reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LockedPayment {
+    pub user_id: String,
+    pub amount_cents: i64,
+    pub status: PaymentStatus,
+}
+
+/// The order's payment, locked for the rest of the transaction, if there is one.
+pub async fn lock_payment(
     tx: &mut PgConnection,
     order_id: &str,
-) -> Result<Option<(String, i64)>, sqlx::Error> {
+) -> Result<Option<LockedPayment>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT user_id, amount_cents FROM payments
-         WHERE order_id = $1 AND status = 'APPROVED' FOR UPDATE",
+        "SELECT user_id, amount_cents, status FROM payments WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
     .fetch_optional(tx)
     .await
 }
 
-/// Gives a captured payment back: the amount returns to the customer's credit.
+/// Gives a captured payment back: the amount returns to the customer's credit
+/// and the payment takes `status` ([`PaymentStatus::refund`]).
 pub async fn refund(
     tx: &mut PgConnection,
     order_id: &str,
     user_id: &str,
     amount_cents: i64,
+    status: PaymentStatus,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE accounts SET credit_cents = credit_cents + $2, updated_at = now() WHERE user_id = $1",
@@ -175,8 +185,9 @@ pub async fn refund(
     .bind(amount_cents)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE payments SET status = 'REFUNDED', refunded_at = now() WHERE order_id = $1")
+    sqlx::query("UPDATE payments SET status = $2, refunded_at = now() WHERE order_id = $1")
         .bind(order_id)
+        .bind(status)
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -4,7 +4,8 @@
 //! customer's credit ([`domain::charge`]) and answers `PaymentProcessed`:
 //! APPROVED, or DECLINED when the credit is insufficient. The account row is
 //! locked while charging, so concurrent orders of one customer never spend the
-//! same credit twice.
+//! same credit twice. On `OrderCancelled` it refunds an approved payment
+//! ([`domain::PaymentStatus`]).
 //!
 //! Layout, the same in every service: [`config`], [`app`], [`http`],
 //! [`consumer`], [`domain`], [`db`], `migrations/`.

@@ -1,6 +1,7 @@
-//! payment-service's HTTP API: accounts and payments (read, plus setting a
-//! customer's credit).
+//! payment-service's HTTP API: accounts (`accounts.rs`: read, and set a
+//! customer's credit) and payments (`payments.rs`: read).
 
+mod accounts;
 mod payments;
 
 use axum::routing::get;
@@ -18,7 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/accounts/{user_id}",
-            get(payments::get_account).put(payments::put_account),
+            get(accounts::get_account).put(accounts::put_account),
         )
         .route("/api/payments/{order_id}", get(payments::get_payment))
         .with_state(state)
