@@ -15,21 +15,6 @@ use service_kit::{CommonConfig, ServiceConfig};
 pub const SERVICE_NAME: &str = "console";
 pub const DEFAULT_PORT: u16 = 9000;
 
-/// Milliseconds in the environment, a [`Duration`] in the code.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(duration.as_millis().try_into().unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_millis)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
@@ -50,16 +35,25 @@ pub struct Config {
     pub console_search_depth: i64,
     /// How long one Kafka request (metadata, watermarks, a fetch) may take
     /// before the page says the broker is unavailable.
-    #[serde(rename = "console_kafka_timeout_ms", with = "millis")]
+    #[serde(
+        rename = "console_kafka_timeout_ms",
+        with = "service_kit::config::millis"
+    )]
     pub console_kafka_timeout: Duration,
     /// How long one call to a service may take.
-    #[serde(rename = "console_http_timeout_ms", with = "millis")]
+    #[serde(
+        rename = "console_http_timeout_ms",
+        with = "service_kit::config::millis"
+    )]
     pub console_http_timeout: Duration,
     /// How often live pages (orders, an order's status) ask order-service again.
-    #[serde(rename = "console_live_poll_ms", with = "millis")]
+    #[serde(rename = "console_live_poll_ms", with = "service_kit::config::millis")]
     pub console_live_poll: Duration,
     /// How often the chart samples the services' `/metrics`.
-    #[serde(rename = "console_metrics_interval_ms", with = "millis")]
+    #[serde(
+        rename = "console_metrics_interval_ms",
+        with = "service_kit::config::millis"
+    )]
     pub console_metrics_interval: Duration,
     /// How many samples the chart keeps (interval × samples = its time span).
     pub console_metrics_samples: usize,

@@ -29,6 +29,7 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
+        config.validate()?;
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
         if config.inventory_seed_demo_catalog {
             demo_catalog::load_if_empty(&infra.pool).await?;
@@ -50,7 +51,7 @@ impl Application {
             .with_consumer(&subscriptions(&topics), handler)?
             .with_batch_job(
                 "reservation expiry",
-                config.expiry_check_interval(),
+                config.inventory_expiry_check_interval,
                 EXPIRY_BATCH,
                 expiry,
             ))

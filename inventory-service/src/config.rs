@@ -22,7 +22,11 @@ pub struct Config {
     /// backstop for when order-service is down.
     pub inventory_reservation_ttl_secs: u64,
     /// How often expired reservations are looked for.
-    pub inventory_expiry_check_interval_ms: u64,
+    #[serde(
+        rename = "inventory_expiry_check_interval_ms",
+        with = "service_kit::config::millis"
+    )]
+    pub inventory_expiry_check_interval: Duration,
 }
 
 impl ServiceConfig for Config {
@@ -31,7 +35,7 @@ impl ServiceConfig for Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
             inventory_seed_demo_catalog: true,
             inventory_reservation_ttl_secs: 60,
-            inventory_expiry_check_interval_ms: 1_000,
+            inventory_expiry_check_interval: Duration::from_secs(1),
         }
     }
 
@@ -41,7 +45,16 @@ impl ServiceConfig for Config {
 }
 
 impl Config {
-    pub fn expiry_check_interval(&self) -> Duration {
-        Duration::from_millis(self.inventory_expiry_check_interval_ms.max(1))
+    /// Refuses settings that cannot work, naming the variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.inventory_reservation_ttl_secs >= 1,
+            "INVENTORY_RESERVATION_TTL_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.inventory_expiry_check_interval.is_zero(),
+            "INVENTORY_EXPIRY_CHECK_INTERVAL_MS must be above 0"
+        );
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<ServiceHost> {
-        config.live.validate()?;
+        config.validate()?;
         let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
         let topics = config.common.topics();
         let feed = StatusFeed::new(
@@ -56,7 +56,7 @@ impl Application {
             .with_consumer(&subscriptions(&topics), OrderEvents)?
             .with_batch_job(
                 "saga deadline",
-                config.deadline_check_interval(),
+                config.order_deadline_check_interval,
                 DEADLINE_BATCH,
                 deadline,
             )

@@ -21,7 +21,11 @@ pub struct Config {
     /// cancelled with reason TIMEOUT.
     pub order_saga_deadline_secs: u64,
     /// How often overdue orders are looked for.
-    pub order_deadline_check_interval_ms: u64,
+    #[serde(
+        rename = "order_deadline_check_interval_ms",
+        with = "service_kit::config::millis"
+    )]
+    pub order_deadline_check_interval: Duration,
     /// How long after confirmation a customer may still cancel; unset: always.
     pub order_cancel_window_secs: Option<u64>,
     /// `ORDER_LIVE_*`: event streams and long polls.
@@ -34,7 +38,7 @@ impl ServiceConfig for Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
             order_saga_deadline_secs: 30,
-            order_deadline_check_interval_ms: 1_000,
+            order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window_secs: None,
             live: LiveConfig::default(),
         }
@@ -47,7 +51,16 @@ impl ServiceConfig for Config {
 }
 
 impl Config {
-    pub fn deadline_check_interval(&self) -> Duration {
-        Duration::from_millis(self.order_deadline_check_interval_ms.max(1))
+    /// Refuses settings that cannot work, naming the variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.order_saga_deadline_secs >= 1,
+            "ORDER_SAGA_DEADLINE_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.order_deadline_check_interval.is_zero(),
+            "ORDER_DEADLINE_CHECK_INTERVAL_MS must be above 0"
+        );
+        self.live.validate()
     }
 }

@@ -284,25 +284,28 @@ fn decode_initiator(raw: &str) -> Result<CancelInitiator, sqlx::Error> {
 
 /// Orders still in progress `deadline_secs` after they were placed, oldest
 /// first, locked for the rest of `tx`; rows another instance is cancelling are skipped.
+/// Orders in progress placed before the deadline. The statuses are written
+/// out, not bound: the partial index `orders_in_progress` (`WHERE status IN
+/// ('PENDING', 'RESERVED')`) serves only a query that names the same values,
+/// and a prepared statement's generic plan could not prove a parameter does.
+/// A test holds the literals to [`OrderStatus`].
+const OVERDUE: &str = "SELECT order_id, status, user_id, correlation_id FROM orders
+     WHERE status IN ('PENDING', 'RESERVED')
+       AND created_at < now() - make_interval(secs => $1)
+     ORDER BY created_at
+     LIMIT $2
+     FOR UPDATE SKIP LOCKED";
+
 pub async fn lock_overdue(
     tx: &mut PgConnection,
     deadline_secs: u64,
     limit: i64,
 ) -> Result<Vec<(OrderId, CancelCandidate)>, sqlx::Error> {
-    let rows: Vec<(String, OrderStatus, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT order_id, status, user_id, correlation_id FROM orders
-         WHERE status IN ($3, $4)
-           AND created_at < now() - make_interval(secs => $1)
-         ORDER BY created_at
-         LIMIT $2
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(deadline_secs as f64)
-    .bind(limit)
-    .bind(OrderStatus::Pending)
-    .bind(OrderStatus::Reserved)
-    .fetch_all(tx)
-    .await?;
+    let rows: Vec<(String, OrderStatus, String, Option<Uuid>)> = sqlx::query_as(OVERDUE)
+        .bind(deadline_secs as f64)
+        .bind(limit)
+        .fetch_all(tx)
+        .await?;
     rows.into_iter()
         .map(|(order_id, status, user_id, correlation_id)| {
             let decode = |err: String| sqlx::Error::Decode(err.into());
@@ -412,5 +415,11 @@ mod tests {
             assert_eq!(decode_initiator(initiator.as_str()).unwrap(), initiator);
         }
         assert!(decode_initiator("SOMEONE").is_err());
+    }
+
+    #[test]
+    fn the_overdue_query_names_the_in_progress_statuses() {
+        let in_progress = format!("('{}', '{}')", OrderStatus::Pending, OrderStatus::Reserved);
+        assert!(OVERDUE.contains(&in_progress), "{OVERDUE}");
     }
 }

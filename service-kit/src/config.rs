@@ -242,8 +242,8 @@ impl CommonConfig {
 }
 
 /// A `Duration` written as whole seconds, as the `*_SECS` environment
-/// variables give it.
-mod secs {
+/// variables give it: `#[serde(rename = "x_secs", with = "service_kit::config::secs")]`.
+pub mod secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -258,8 +258,8 @@ mod secs {
 }
 
 /// A `Duration` written as whole milliseconds, as the `*_MS` environment
-/// variables give it.
-mod millis {
+/// variables give it: `#[serde(rename = "x_ms", with = "service_kit::config::millis")]`.
+pub mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -107,7 +107,7 @@ impl Default for StackOptions {
 }
 
 /// How often the tests' services look for overdue orders and expired reservations.
-const SWEEP_INTERVAL_MS: u64 = 100;
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The configuration each service of a stack was started with, to start it again.
 #[derive(Clone)]
@@ -128,13 +128,13 @@ impl StackConfigs {
         let mut order = order_service::Config::defaults();
         order.common = common("order-service", order_service::config::SCHEMA);
         order.order_saga_deadline_secs = options.saga_deadline_secs;
-        order.order_deadline_check_interval_ms = SWEEP_INTERVAL_MS;
+        order.order_deadline_check_interval = SWEEP_INTERVAL;
         order.order_cancel_window_secs = options.cancel_window_secs;
         let mut inventory = inventory_service::Config::defaults();
         inventory.common = common("inventory-service", inventory_service::config::SCHEMA);
         inventory.inventory_seed_demo_catalog = false;
         inventory.inventory_reservation_ttl_secs = options.reservation_ttl_secs;
-        inventory.inventory_expiry_check_interval_ms = SWEEP_INTERVAL_MS;
+        inventory.inventory_expiry_check_interval = SWEEP_INTERVAL;
         let mut payment = payment_service::Config::defaults();
         payment.common = common("payment-service", payment_service::config::SCHEMA);
         let mut notification = notification_service::Config::defaults();
