@@ -7,6 +7,7 @@ use service_kit::{Infrastructure, ServiceHost};
 use shared_events::Topics;
 use sqlx::migrate::Migrator;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::consumer::OrderEvents;
 use crate::deadline::{SagaDeadline, DEADLINE_BATCH};
@@ -38,6 +39,7 @@ impl Application {
             &config.common.database_schema,
             config.live.order_live_max_subscribers,
         );
+        let admission = Admission::new(config.order_max_in_flight);
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
             outbox: infra.outbox.clone(),
@@ -45,11 +47,13 @@ impl Application {
             saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
             feed: feed.clone(),
             live: config.live.clone(),
+            admission: admission.clone(),
         });
         let deadline = SagaDeadline {
             outbox: infra.outbox.clone(),
             deadline_secs: config.order_saga_deadline_secs,
         };
+        let pool = infra.pool.clone();
         let host = ServiceHost::bind(infra, routes)
             .await?
             .with_outbox_relay()?
@@ -61,7 +65,10 @@ impl Application {
                 deadline,
             )
             .cancel_on_shutdown(feed.closing())
-            .with_worker("live status feed", move |stop| feed.run(stop));
+            .with_worker("live status feed", move |stop| feed.run(stop))
+            .with_worker("admission", move |stop| {
+                admission.run(pool, config.order_admission_sample, stop)
+            });
         Ok(host)
     }
 }

@@ -28,6 +28,15 @@ pub struct Config {
     pub order_deadline_check_interval: Duration,
     /// How long after confirmation a customer may still cancel; unset: always.
     pub order_cancel_window_secs: Option<u64>,
+    /// Most orders in progress (PENDING or RESERVED, over all instances)
+    /// before `POST /api/orders` refuses new ones with 503; 0: no bound.
+    pub order_max_in_flight: u64,
+    /// How often the orders in progress are counted for that bound.
+    #[serde(
+        rename = "order_admission_sample_ms",
+        with = "service_kit::config::millis"
+    )]
+    pub order_admission_sample: Duration,
     /// `ORDER_LIVE_*`: event streams and long polls.
     #[serde(flatten)]
     pub live: LiveConfig,
@@ -40,6 +49,8 @@ impl ServiceConfig for Config {
             order_saga_deadline_secs: 30,
             order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window_secs: None,
+            order_max_in_flight: 5_000,
+            order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
         }
     }
@@ -60,6 +71,10 @@ impl Config {
         anyhow::ensure!(
             !self.order_deadline_check_interval.is_zero(),
             "ORDER_DEADLINE_CHECK_INTERVAL_MS must be above 0"
+        );
+        anyhow::ensure!(
+            !self.order_admission_sample.is_zero(),
+            "ORDER_ADMISSION_SAMPLE_MS must be above 0"
         );
         self.live.validate()
     }

@@ -10,8 +10,10 @@
 //! Layout, the same in every service: [`config`], [`app`] (build/run),
 //! [`http`] (routes), [`consumer`] (event effects), [`domain`] (pure rules),
 //! [`db`] (SQL), `migrations/`; plus [`commands`] (placing and cancelling an
-//! order, for the API and the jobs) and the job [`deadline`] (the saga deadline).
+//! order, for the API and the jobs), the job [`deadline`] (the saga deadline)
+//! and [`admission`] (refusing new orders while too many are in progress).
 
+pub mod admission;
 pub mod app;
 pub mod commands;
 pub mod config;

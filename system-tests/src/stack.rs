@@ -86,6 +86,8 @@ pub struct StackOptions {
     /// take down ([`TestStack::kafka`]); `None`: whatever `TEST_KAFKA` gives
     /// (possibly shared). Ignored with `KAFKA_BOOTSTRAP_SERVERS`.
     pub own_kafka_nodes: Option<usize>,
+    /// order-service's admission bound (`ORDER_MAX_IN_FLIGHT`).
+    pub max_orders_in_flight: u64,
 }
 
 /// An outbox poll far longer than any test: with it, every event a test sees
@@ -102,6 +104,7 @@ impl Default for StackOptions {
             cancel_window_secs: None,
             outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox_poll_interval,
             own_kafka_nodes: None,
+            max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
         }
     }
 }
@@ -130,6 +133,7 @@ impl StackConfigs {
         order.order_saga_deadline_secs = options.saga_deadline_secs;
         order.order_deadline_check_interval = SWEEP_INTERVAL;
         order.order_cancel_window_secs = options.cancel_window_secs;
+        order.order_max_in_flight = options.max_orders_in_flight;
         let mut inventory = inventory_service::Config::defaults();
         inventory.common = common("inventory-service", inventory_service::config::SCHEMA);
         inventory.inventory_seed_demo_catalog = false;

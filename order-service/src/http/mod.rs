@@ -15,6 +15,7 @@ use axum::Router;
 use service_kit::outbox::Outbox;
 use sqlx::PgPool;
 
+use crate::admission::Admission;
 use crate::status_feed::{LiveConfig, StatusFeed};
 
 /// What handlers share.
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Wakes event streams and long polls when an order changes.
     pub feed: StatusFeed,
     pub live: LiveConfig,
+    /// Refuses new orders while too many are in progress.
+    pub admission: Admission,
 }
 
 pub fn router(state: AppState) -> Router {

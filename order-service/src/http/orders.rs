@@ -113,7 +113,7 @@ impl CreateOrder {
         (status = 409, description = "The orderId exists with a different userId or items", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The database is unavailable for the moment, or too many orders are in progress (`type` `/problems/overloaded`, nothing stored); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 #[tracing::instrument(skip_all, fields(order_id))]
@@ -123,6 +123,7 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
+    state.admission.check()?;
     let placement = commands::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
     match placement {
         Placement::Created(order) => {
