@@ -122,6 +122,13 @@ impl SplitMix {
     }
 }
 
+/// The problem type order-service's admission control refuses with.
+const OVERLOADED: &str = "/problems/overloaded";
+
+/// How a refused order is counted among a step's errors: apart from failures,
+/// since refusing work it cannot finish in time is the system doing its job.
+pub const REFUSED: &str = "refused (overloaded)";
+
 /// An order the service accepted (201).
 #[derive(Debug, Clone)]
 pub struct Placed {
@@ -270,6 +277,15 @@ impl Client {
                 post,
                 window,
             }),
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                // Admission control's fast refusal is told apart from a failure.
+                let problem: Value = response.json().await.unwrap_or_default();
+                if problem["type"] == OVERLOADED {
+                    Err(REFUSED.to_owned())
+                } else {
+                    Err("HTTP 503".to_owned())
+                }
+            }
             Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
             Err(error) if error.is_timeout() => Err("timeout".to_owned()),
             Err(_) => Err("connection error".to_owned()),
