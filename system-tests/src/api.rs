@@ -17,6 +17,18 @@ pub struct Api {
 }
 
 impl Api {
+    /// `GET {base_url}/metrics`: the Prometheus text.
+    pub async fn metrics(&self, base_url: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK, "GET {base_url}/metrics");
+        response.text().await.expect("a /metrics body")
+    }
+
     /// Polls `GET {base_url}/health` until it answers `status`.
     pub async fn wait_for_health(&self, base_url: &str, status: StatusCode) {
         wait_for(&format!("{base_url}/health to answer {status}"), || async {

@@ -17,15 +17,7 @@ fn order(id: &str) -> serde_json::Value {
 
 /// `orders_in_flight` as order-service's `/metrics` shows it.
 async fn sampled_in_flight(stack: &TestStack) -> Option<u64> {
-    let text = stack
-        .http
-        .get(stack.order_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = stack.metrics(&stack.order_url("")).await;
     text.lines()
         .find_map(|line| line.strip_prefix("orders_in_flight "))
         .and_then(|value| value.trim().parse::<f64>().ok())
@@ -74,15 +66,7 @@ async fn new_orders_are_refused_while_the_backlog_is_full_and_admitted_once_it_d
         StatusCode::NOT_FOUND,
         "a refused order is not stored"
     );
-    let metrics = stack
-        .http
-        .get(stack.order_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics(&stack.order_url("")).await;
     assert!(
         metrics.contains("orders_refused_total{reason=\"in_flight\"}"),
         "{metrics}"

@@ -102,15 +102,7 @@ async fn poison_messages_are_dead_lettered_and_orders_behind_them_complete() {
     }
 
     // Each dead letter is counted, per service and topic, on /metrics.
-    let metrics = stack
-        .http
-        .get(stack.inventory_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics(&stack.inventory_url("")).await;
     let counted = metrics
         .lines()
         .find(|line| {
