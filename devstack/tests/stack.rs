@@ -54,8 +54,10 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     }
     let dir = common::state_dir();
     let state = dir.path().join("state");
-    // Ports away from a developer's own devstack on 8081-8084.
-    let offset = 20_000 + (std::process::id() % 1_000) as u16 * 10;
+    // Ports away from a developer's own devstack on 8081-8084, and below the
+    // kernel's ephemeral range (32768 up), where a client connection of
+    // another process could hold one: Kafka ends at 9093 + 22990.
+    let offset = 20_000 + (std::process::id() % 300) as u16 * 10;
 
     // The README's test commands run this on both brokers.
     let kafka = match std::env::var("TEST_KAFKA").as_deref() {

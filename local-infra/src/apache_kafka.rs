@@ -67,6 +67,8 @@ const WATCHDOG_POLL_SECONDS: u32 = 1;
 
 /// Lines of a node's log quoted in an error.
 const LOG_TAIL_LINES: usize = 30;
+/// Most ERROR or FATAL lines quoted from before the tail.
+const LOG_ERROR_LINES: usize = 5;
 
 /// The file naming the cluster id in a persistent directory.
 const CLUSTER_ID_FILE: &str = "cluster.id";
@@ -819,18 +821,49 @@ fn base64_url(bytes: &[u8]) -> String {
 
 pub(crate) fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        }
+        Ok(bytes) => excerpt(&String::from_utf8_lossy(&bytes)),
         Err(error) => format!("(log unavailable: {error})"),
+    }
+}
+
+/// The log's first ERROR and FATAL lines (the cause is usually there, long
+/// before the shutdown lines that end the log), then its last lines.
+fn excerpt(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let tail_start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    let errors: Vec<&str> = lines[..tail_start]
+        .iter()
+        .filter(|line| line.contains(" ERROR ") || line.contains(" FATAL "))
+        .take(LOG_ERROR_LINES)
+        .copied()
+        .collect();
+    let tail = lines[tail_start..].join("\n");
+    if errors.is_empty() {
+        tail
+    } else {
+        format!("{}\n...\n{tail}", errors.join("\n"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_excerpt_quotes_the_first_errors_before_the_tail() {
+        let mut log = vec![
+            "[t] INFO starting".to_owned(),
+            "[t] ERROR [KafkaServer] bind failed".to_owned(),
+        ];
+        log.extend((0..LOG_TAIL_LINES).map(|n| format!("[t] INFO shutting down {n}")));
+        let excerpt = excerpt(&log.join("\n"));
+        assert!(
+            excerpt.starts_with("[t] ERROR [KafkaServer] bind failed\n...\n"),
+            "{excerpt}"
+        );
+        assert!(excerpt.ends_with(&format!("shutting down {}", LOG_TAIL_LINES - 1)));
+        assert!(!excerpt.contains("starting"));
+    }
 
     #[test]
     fn cluster_ids_are_sixteen_bytes_of_url_safe_base64() {
