@@ -87,6 +87,9 @@ impl Admission {
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         if self.limit == 0 {
+            // Nothing to count; but a worker that ends by itself would stop
+            // the service, so this one waits for shutdown like the others.
+            stop.cancelled().await;
             return Ok(());
         }
         let mut failing = false;
