@@ -36,6 +36,7 @@ impl Application {
             config.console_metrics_interval,
             shutdown.clone(),
         ));
+        let policy = service_kit::http::AccessPolicy::from_config(&config.common).await?;
         let router = http::router(AppState {
             kafka,
             services,
@@ -47,6 +48,7 @@ impl Application {
             shutdown: shutdown.clone(),
             topics: config.common.topics(),
         });
+        let router = http::access::guard(router, policy);
         let address = format!("{}:{}", config.common.host, config.common.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -75,12 +77,16 @@ impl Application {
     ) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
         tracing::info!(port = self.port, "console listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                token.cancel();
-            })
-            .await
-            .context("serving HTTP")
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await
+        .context("serving HTTP")
     }
 }

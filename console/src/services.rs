@@ -238,10 +238,28 @@ impl Services {
     }
 }
 
+tokio::task_local! {
+    /// The bearer token of the request being handled, sent on to the services.
+    static CALLER_TOKEN: Option<String>;
+}
+
+/// Runs `work` (a request's handling) with the caller's bearer `token`: every
+/// call it makes to a service carries it, so each service applies its own
+/// rules to the console's user. Calls made outside (the metrics sampler, which
+/// reads only the public `/metrics`) carry none.
+pub async fn as_caller<F: std::future::Future>(token: Option<String>, work: F) -> F::Output {
+    CALLER_TOKEN.scope(token, work).await
+}
+
 async fn answer<T: for<'de> Deserialize<'de>>(
     endpoint: &Endpoint,
     request: reqwest::RequestBuilder,
 ) -> Result<T, ServiceError> {
+    let token = CALLER_TOKEN.try_with(Clone::clone).ok().flatten();
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
     let unavailable = |e: reqwest::Error| ServiceError::Unavailable {
         service: endpoint.name,
         reason: e.without_url().to_string(),

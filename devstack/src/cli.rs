@@ -100,6 +100,11 @@ pub struct Cli {
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PG_PORT)]
     pub pg_port: u16,
 
+    /// Every service checks bearer tokens (`AUTH_MODE=jwt`) signed by a key
+    /// devstack keeps in DIR/auth; `devstack token --user NAME` prints one.
+    #[arg(long)]
+    pub auth: bool,
+
     /// Directory for devstack's state: PostgreSQL data, stack.json, lock file.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
@@ -119,9 +124,25 @@ pub enum Command {
     /// to the machine's limit (DB-bound and broker round trip, same run).
     /// Starts the stack (stopped afterwards) unless `--url` names a running one.
     Bench(Box<BenchArgs>),
+    /// Prints a bearer token for a stack started with `--auth` (same `--dir`).
+    Token(TokenArgs),
     /// Internal: hosts the embedded broker for the stack that spawned it.
     #[command(name = crate::embedded_broker::SUBCOMMAND, hide = true)]
     EmbeddedBroker(EmbeddedBrokerArgs),
+}
+
+/// `devstack token`: whom the token names and for how long.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The customer (the token's `sub`, the userId of their orders).
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Adds the `admin` scope: restocking, accounts, dead letters, everyone's orders.
+    #[arg(long)]
+    pub admin: bool,
+    /// How long the token is valid: `90s`, `30m`, `1h`, `2d`.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::auth::parse_ttl)]
+    pub ttl: std::time::Duration,
 }
 
 /// `devstack embedded-broker`: what the stack needs of its broker.

@@ -27,6 +27,7 @@
 //!
 //! Every failure ends in a single `devstack: ...` line saying what to do.
 
+mod auth;
 mod bench;
 mod binaries;
 mod cli;
@@ -130,6 +131,9 @@ impl std::error::Error for AlreadyReported {}
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::EmbeddedBroker(args)) = &cli.command {
         return embedded_broker::serve(args).await;
+    }
+    if let Some(cli::Command::Token(args)) = &cli.command {
+        return auth::print_token(&cli.dir, args);
     }
     if let Some(cli::Command::Dlq(command)) = &cli.command {
         return dlq::run(&cli, command).await;
@@ -270,6 +274,11 @@ impl Stack {
         let database = self.database.insert(database);
 
         let mut env = service_env(kafka, database);
+        if cli.auth {
+            let dir = auth::auth_dir(state.path());
+            let issuer = auth::load_or_create(&dir)?;
+            env.extend(auth::service_env(&issuer, &dir));
+        }
         let bench = match &cli.command {
             Some(cli::Command::Bench(args)) => Some(args),
             _ => None,
@@ -304,7 +313,7 @@ impl Stack {
                 .collect(),
         };
         state.write_stack_file(&description)?;
-        print_banner(kafka, database, instances, state);
+        print_banner(kafka, database, instances, state, cli.auth);
 
         if let Some(args) = bench {
             let pids = supervisor.pids();
@@ -365,7 +374,13 @@ fn service_env(kafka: &Kafka, database: &Database) -> BTreeMap<String, String> {
     env
 }
 
-fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], state: &StateDir) {
+fn print_banner(
+    kafka: &Kafka,
+    database: &Database,
+    instances: &[Instance],
+    state: &StateDir,
+    auth: bool,
+) {
     let width = instances
         .iter()
         .map(|instance| instance.name.len())
@@ -392,10 +407,17 @@ fn print_banner(kafka: &Kafka, database: &Database, instances: &[Instance], stat
         "stack file",
         state.stack_file().display()
     ));
-    if let Some(order) = instances
+    let order = instances
         .iter()
-        .find(|instance| instance.service == services::ORDER_SERVICE)
-    {
+        .find(|instance| instance.service == services::ORDER_SERVICE);
+    if let (Some(order), true) = (order, auth) {
+        banner.push_str(&format!(
+            "\nTokens are checked (--auth). Try:\n  TOKEN=$(cargo run -q -p devstack -- token --user user1)\n  \
+             curl -X POST http://localhost:{}/api/orders -H \"Authorization: Bearer $TOKEN\" \
+             -H \"Content-Type: application/json\" -d '{EXAMPLE_ORDER}'\n",
+            order.port
+        ));
+    } else if let Some(order) = order {
         banner.push_str(&format!(
             "\nTry:\n  curl -X POST http://localhost:{}/api/orders -H \"Content-Type: \
              application/json\" -d '{EXAMPLE_ORDER}'\n",

@@ -89,6 +89,11 @@ impl StateDir {
         Ok(state)
     }
 
+    /// The directory itself (absolute).
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
     /// The private PostgreSQL data directory.
     pub fn pgdata(&self) -> PathBuf {
         self.dir.join(PGDATA_DIR)

@@ -20,6 +20,8 @@
 //!   without containers.
 //! - [`TestKafka`]: whichever of the two `TEST_KAFKA` asks for, so one test
 //!   suite runs on both.
+//! - [`identity::LocalIssuer`]: a local identity provider (a signing key, its
+//!   JWKS, tokens for any user) for running with `AUTH_MODE=jwt`.
 //!
 //! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
 //! server as the `postgres` account when we are root" plumbing, `kafka` the
@@ -27,6 +29,7 @@
 //! real cluster's processes.
 
 mod apache_kafka;
+pub mod identity;
 mod kafka;
 mod kafka_runtime;
 mod os_user;

@@ -3,7 +3,8 @@
 //!
 //! Environment variables use the names a Compose user expects: `PORT`,
 //! `DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, and area-prefixed names for the
-//! rest (`KAFKA_*`, `TOPIC_*`, `OUTBOX_*`, `CONSUMER_*`, `SHUTDOWN_*`, `LOG_*`). A service adds
+//! rest (`KAFKA_*`, `TOPIC_*`, `OUTBOX_*`, `CONSUMER_*`, `SHUTDOWN_*`, `LOG_*`,
+//! `AUTH_*`, `RATE_LIMIT_*`). A service adds
 //! its own keys (e.g. `PAYMENT_DEFAULT_CREDIT_CENTS`) next to these; the README
 //! lists them all.
 
@@ -14,6 +15,8 @@ use anyhow::{ensure, Context};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared_events::topics::{self, Topics, DEFAULT_PARTITIONS};
+
+pub use crate::http::auth::AuthMode;
 
 /// Environment variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
@@ -126,6 +129,27 @@ pub struct CommonConfig {
     /// `http://localhost:4318`); spans are posted to `<url>/v1/traces`.
     /// Empty (the default): no export; trace context is still propagated.
     pub otel_exporter_otlp_endpoint: String,
+    /// `off` (the default: nobody is checked, anyone who reaches the port may
+    /// do anything) or `jwt` (bearer tokens, see [`crate::http::auth`]).
+    pub auth_mode: AuthMode,
+    /// With `jwt`: a JWKS file holding the keys tokens are signed with.
+    pub auth_jwks_file: String,
+    /// With `jwt`: where the identity provider publishes its JWKS (instead of
+    /// a file), read at start-up and again when a token names a new key.
+    pub auth_jwks_url: String,
+    /// With `jwt`: the `iss` every token must carry.
+    pub auth_issuer: String,
+    /// With `jwt`: the `aud` every token must carry.
+    pub auth_audience: String,
+    /// How far `exp` and `nbf` may be off, for clocks that disagree a little.
+    #[serde(rename = "auth_leeway_secs", with = "secs")]
+    pub auth_leeway: Duration,
+    /// Write requests (POST, PUT, PATCH, DELETE) one client (the token's
+    /// subject, else the peer address) may make per second on average; 0
+    /// (the default): no limit.
+    pub rate_limit_per_second: u32,
+    /// Write requests a client may make in a burst above that pace.
+    pub rate_limit_burst: u32,
 }
 
 impl CommonConfig {
@@ -163,6 +187,14 @@ impl CommonConfig {
             shutdown_timeout: Duration::from_secs(15),
             log_format: LogFormat::Text,
             otel_exporter_otlp_endpoint: String::new(),
+            auth_mode: AuthMode::Off,
+            auth_jwks_file: String::new(),
+            auth_jwks_url: String::new(),
+            auth_issuer: String::new(),
+            auth_audience: String::new(),
+            auth_leeway: Duration::from_secs(30),
+            rate_limit_per_second: 0,
+            rate_limit_burst: 20,
         }
     }
 
@@ -236,6 +268,25 @@ impl CommonConfig {
             "CONSUMER_RETRY_MAX_MS ({} ms) must not be below CONSUMER_RETRY_INITIAL_MS ({} ms)",
             self.consumer_retry_max.as_millis(),
             self.consumer_retry_initial.as_millis()
+        );
+        if self.auth_mode == AuthMode::Jwt {
+            ensure!(
+                self.auth_jwks_file.is_empty() != self.auth_jwks_url.is_empty(),
+                "AUTH_MODE=jwt needs exactly one of AUTH_JWKS_FILE and AUTH_JWKS_URL"
+            );
+            for (name, value) in [
+                ("AUTH_ISSUER", &self.auth_issuer),
+                ("AUTH_AUDIENCE", &self.auth_audience),
+            ] {
+                ensure!(
+                    !value.is_empty(),
+                    "AUTH_MODE=jwt needs {name}: tokens of any issuer or audience would pass"
+                );
+            }
+        }
+        ensure!(
+            self.rate_limit_per_second == 0 || self.rate_limit_burst >= 1,
+            "RATE_LIMIT_BURST must be at least 1 when RATE_LIMIT_PER_SECOND is set"
         );
         Ok(())
     }

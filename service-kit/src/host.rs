@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
 use crate::consumer::{EventConsumer, EventHandler};
-use crate::http::{finish_router, HealthState};
+use crate::http::{finish_router, AccessPolicy, HealthState};
 use crate::outbox::{Outbox, OutboxRelay};
 use crate::periodic::BatchJob;
 use crate::shutdown::{Abandoned, Closing};
@@ -115,8 +115,9 @@ impl ServiceHost {
             pool: infra.pool.clone(),
             producer: infra.producer.clone(),
         };
+        let policy = AccessPolicy::from_config(&infra.config).await?;
         Ok(ServiceHost {
-            router: finish_router(routes, health, &infra.config.service_name),
+            router: finish_router(routes, health, &infra.config.service_name, policy),
             infra,
             listener,
             address,
@@ -262,7 +263,11 @@ impl ServiceHost {
             running.insert(tasks.spawn(work).id(), name);
         }
         let stop_http = CancellationToken::new();
-        let server = axum::serve(listener, router).with_graceful_shutdown({
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown({
             let stop_http = stop_http.clone();
             async move {
                 stop_http.cancelled().await;

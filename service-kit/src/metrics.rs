@@ -82,6 +82,14 @@ fn describe() {
         "Time from receiving an HTTP request to answering it"
     );
     describe_counter!(
+        "http_tokens_refused_total",
+        "Bearer tokens refused (bad signature, expired, wrong issuer or audience, unknown key)"
+    );
+    describe_counter!(
+        "http_requests_limited_total",
+        "Write requests refused with 429 because their client went over RATE_LIMIT_PER_SECOND"
+    );
+    describe_counter!(
         "events_consumed_total",
         "Events taken off a topic, by outcome: applied, duplicate or dead_lettered"
     );
@@ -149,6 +157,14 @@ pub fn route_of<B>(request: &axum::http::Request<B>) -> String {
 
 /// Events taken off a topic, by what became of them: `applied`,
 /// `duplicate` or `dead_lettered`.
+pub fn count_refused_token() {
+    metrics::counter!("http_tokens_refused_total").increment(1);
+}
+
+pub fn count_rate_limited() {
+    metrics::counter!("http_requests_limited_total").increment(1);
+}
+
 pub fn event_consumed(service: &str, topic: &str, outcome: &'static str) {
     metrics::counter!(
         "events_consumed_total",

@@ -88,6 +88,19 @@ pub struct StackOptions {
     pub own_kafka_nodes: Option<usize>,
     /// order-service's admission bound (`ORDER_MAX_IN_FLIGHT`).
     pub max_orders_in_flight: u64,
+    /// Every service checks bearer tokens (`AUTH_MODE=jwt`); `None`: auth off.
+    pub auth: Option<StackAuth>,
+}
+
+/// What a stack with `AUTH_MODE=jwt` checks tokens against, and the token its
+/// [`Api`] helpers send.
+#[derive(Debug, Clone)]
+pub struct StackAuth {
+    /// The JWKS file every service reads (`AUTH_JWKS_FILE`); tokens carry
+    /// [`local_infra::identity::LOCAL_ISSUER`] and `LOCAL_AUDIENCE`.
+    pub jwks_file: std::path::PathBuf,
+    /// An administrator's token: the helpers act as the administrator.
+    pub admin_token: String,
 }
 
 /// An outbox poll far longer than any test: with it, every event a test sees
@@ -105,6 +118,7 @@ impl Default for StackOptions {
             outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox_poll_interval,
             own_kafka_nodes: None,
             max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
+            auth: None,
         }
     }
 }
@@ -124,9 +138,18 @@ pub struct StackConfigs {
 impl StackConfigs {
     /// Each service's configuration on `infra`, as `options` ask.
     pub fn new(infra: &Infra, options: &StackOptions) -> StackConfigs {
-        let common = |name: &str, schema: &str| CommonConfig {
-            outbox_poll_interval: options.outbox_poll_interval,
-            ..infra.common(name, schema)
+        let common = |name: &str, schema: &str| {
+            let mut config = CommonConfig {
+                outbox_poll_interval: options.outbox_poll_interval,
+                ..infra.common(name, schema)
+            };
+            if let Some(auth) = &options.auth {
+                config.auth_mode = service_kit::config::AuthMode::Jwt;
+                config.auth_jwks_file = auth.jwks_file.display().to_string();
+                config.auth_issuer = local_infra::identity::LOCAL_ISSUER.to_owned();
+                config.auth_audience = local_infra::identity::LOCAL_AUDIENCE.to_owned();
+            }
+            config
         };
         let mut order = order_service::Config::defaults();
         order.common = common("order-service", order_service::config::SCHEMA);
@@ -162,6 +185,21 @@ impl StackConfigs {
         };
         env.expect("a configuration encodes as environment variables")
     }
+}
+
+/// The helpers' HTTP client: with auth on, every request carries the
+/// administrator's token.
+fn api_client(auth: Option<&StackAuth>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(auth) = auth {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", auth.admin_token).parse()?,
+        );
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 /// Builds a service (as its `main` does) and runs it in this process.
@@ -266,7 +304,7 @@ impl TestStack {
             ..
         } = infra;
         let api = Api {
-            http: reqwest::Client::new(),
+            http: api_client(options.auth.as_ref())?,
             order_base: order.base_url.clone(),
             inventory_base: inventory[0].base_url.clone(),
             payment_base: payment.base_url.clone(),

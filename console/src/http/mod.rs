@@ -7,12 +7,14 @@
 //! - `stock.rs`: stock per SKU;
 //! - `dlq.rs`: dead letters and their replay;
 //! - `overview.rs`: the home page and the throughput/lag chart;
-//! - `layout.rs`: the page shell, and `assets.rs` its embedded CSS and JS.
+//! - `layout.rs`: the page shell, and `assets.rs` its embedded CSS and JS;
+//! - `access.rs`: who may use the console (administrators, with auth on), signing in.
 //!
 //! Errors: handlers return [`ConsoleError`]; a page answers it with an error
 //! page, a JSON endpoint (`/api/...`) with problem+json, both with the same
 //! status. Nothing a user can type reaches a 500.
 
+pub mod access;
 mod assets;
 mod dlq;
 mod kafka;
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stock::routes())
         .merge(dlq::routes())
         .merge(assets::routes())
+        .merge(access::routes())
         .route("/health", get(ready))
         .route("/health/ready", get(ready))
         .route("/health/live", get(|| async { "ok" }))
@@ -114,7 +117,7 @@ impl ConsoleError {
             | ConsoleError::Service(ServiceError::Unavailable { .. })
             | ConsoleError::Replay(_) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::Service(ServiceError::Refused { status, .. }) => match *status {
-                400 | 404 | 409 | 422 => {
+                400 | 401 | 403 | 404 | 409 | 422 | 429 => {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
                 }
                 503 => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +133,8 @@ impl ConsoleError {
                 "Cannot do that"
             }
             StatusCode::SERVICE_UNAVAILABLE => "Unavailable for the moment",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests; wait a moment",
             _ => "A service failed",
         }
     }

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use service_kit::http::Admin;
 use service_kit::{JsonBody, Problem};
 use shared_events::Sku;
 
@@ -78,6 +79,7 @@ pub struct PutProduct {
     ))]
 pub async fn put(
     State(state): State<AppState>,
+    _: Admin,
     Path(sku): Path<String>,
     JsonBody(body): JsonBody<PutProduct>,
 ) -> Result<(StatusCode, Json<Product>), Problem> {

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use service_kit::http::page_limit;
+use service_kit::http::{page_limit, Authenticated};
 use service_kit::{Problem, QueryParams};
 use shared_events::{OrderId, UserId};
 
@@ -23,14 +23,15 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<Notification>>, Problem> {
     let order_id = query
         .order_id
         .map(|raw| OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0)))
         .transpose()?;
-    let user_id = query
-        .user_id
+    let user_id = access
+        .user_filter(query.user_id, "userId")?
         .map(|raw| UserId::parse(&raw).map_err(|e| Problem::invalid_field("userId", e.0)))
         .transpose()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;

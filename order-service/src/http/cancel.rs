@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use service_kit::http::Authenticated;
 use service_kit::{OptionalJsonBody, Problem};
 use shared_events::CancelReason;
 
@@ -42,10 +43,14 @@ pub struct CancelRequest {
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 pub async fn cancel(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(order_id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> Result<(StatusCode, Json<Order>), Problem> {
     let order_id = super::parse_order_id(&order_id)?;
+    // Whose an order is never changes, so checking first is as good as
+    // checking inside the cancellation's transaction.
+    super::orders::visible(&state.pool, order_id.as_str(), &access).await?;
     let reason = match body.and_then(|b| b.reason) {
         Some(text) => {
             CancelReason::parse(&text).map_err(|e| Problem::invalid_field("reason", e.0))?

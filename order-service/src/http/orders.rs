@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use service_kit::http::page_limit;
+use service_kit::http::auth::forbidden;
+use service_kit::http::{page_limit, Access, Authenticated};
 use service_kit::{JsonBody, Problem, QueryParams};
 use shared_events::events::MAX_LINES;
 use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
@@ -35,7 +36,8 @@ pub fn router() -> Router<AppState> {
 pub struct CreateOrder {
     /// Yours (1-64 characters of `A-Z a-z 0-9 . _ -`), or a generated UUID.
     order_id: Option<String>,
-    /// The customer.
+    /// The customer. With `AUTH_MODE=jwt` it may be left out (the token's
+    /// subject is the customer), and a customer may only name themself.
     #[schema(required = true, value_type = String)]
     user_id: Option<String>,
     /// At most 100 lines, each SKU once; none is a valid (free) order.
@@ -54,7 +56,8 @@ pub struct CreateOrderItem {
 }
 
 impl CreateOrder {
-    fn validate(self) -> Result<NewOrder, Problem> {
+    /// The order this body asks for, placed by a caller with `access`.
+    fn validate(self, access: &Access) -> Result<NewOrder, Problem> {
         let order_id = match self.order_id {
             Some(raw) => {
                 OrderId::parse(&raw).map_err(|e| Problem::invalid_field("orderId", e.0))?
@@ -63,8 +66,17 @@ impl CreateOrder {
                 OrderId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a valid order id")
             }
         };
-        let user_id = UserId::parse(self.user_id.as_deref().unwrap_or_default())
-            .map_err(|e| Problem::invalid_field("userId", e.0))?;
+        let user_id = match (access.own_user(), self.user_id) {
+            (Some(own), Some(named)) if own != named => {
+                return Err(Problem {
+                    field: Some("userId".to_owned()),
+                    ..forbidden("a customer places orders only for themself")
+                });
+            }
+            (Some(own), _) => own.to_owned(),
+            (None, named) => named.unwrap_or_default(),
+        };
+        let user_id = UserId::parse(&user_id).map_err(|e| Problem::invalid_field("userId", e.0))?;
         if let Some(status) = self.status {
             if status != OrderStatus::Pending.as_str() {
                 return Err(Problem::invalid_field(
@@ -119,9 +131,10 @@ impl CreateOrder {
 #[tracing::instrument(skip_all, fields(order_id))]
 pub async fn create(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     JsonBody(body): JsonBody<CreateOrder>,
 ) -> Result<Response, Problem> {
-    let new = body.validate()?;
+    let new = body.validate(&access)?;
     tracing::Span::current().record("order_id", new.order_id.as_str());
     state.admission.check()?;
     let placement = commands::place(&state.pool, &state.outbox, &new, state.saga_deadline).await?;
@@ -171,13 +184,15 @@ pub async fn create(
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(raw_id): Path<String>,
     QueryParams(query): QueryParams<WaitQuery>,
 ) -> Result<Response, Problem> {
     let wait = query.validate(state.live.max_wait())?;
     let order_id = super::parse_order_id(&raw_id)?;
+    let order = visible(&state.pool, order_id.as_str(), &access).await?;
     match wait {
-        None => Ok(Json(current(&state.pool, order_id.as_str()).await?).into_response()),
+        None => Ok(Json(order).into_response()),
         Some(wait) => watch::long_poll(&state, &order_id, wait).await,
     }
 }
@@ -186,7 +201,27 @@ pub async fn get_order(
 pub(super) async fn current(pool: &PgPool, order_id: &str) -> Result<Order, Problem> {
     db::find(pool, order_id)
         .await?
-        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
+        .ok_or_else(|| no_such_order(order_id))
+}
+
+/// The order as stored now, if the caller may see it; 404 alike for an
+/// order that does not exist and for someone else's, so a customer cannot
+/// tell the two apart.
+pub(super) async fn visible(
+    pool: &PgPool,
+    order_id: &str,
+    access: &Access,
+) -> Result<Order, Problem> {
+    let order = current(pool, order_id).await?;
+    if access.may_see(&order.user_id) {
+        Ok(order)
+    } else {
+        Err(no_such_order(order_id))
+    }
+}
+
+fn no_such_order(order_id: &str) -> Problem {
+    Problem::not_found(format!("no order {order_id}"))
 }
 
 /// Default and largest page size of `GET /api/orders`.
@@ -204,7 +239,7 @@ pub struct ListQuery {
 /// Orders, newest first.
 #[utoipa::path(get, path = "/api/orders", tag = "orders",
     params(
-        ("userId" = Option<String>, Query, description = "Only this customer's orders"),
+        ("userId" = Option<String>, Query, description = "Only this customer's orders (with `AUTH_MODE=jwt`, a customer's own by default and only theirs)"),
         ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
         ("limit" = Option<i64>, Query, description = "At most this many, 1-500 (default 50)"),
     ),
@@ -216,6 +251,7 @@ pub struct ListQuery {
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<Order>>, Problem> {
     let status = query
@@ -225,7 +261,7 @@ pub async fn list(
         .map_err(|e| Problem::invalid_field("status", e))?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = ListFilter {
-        user_id: query.user_id,
+        user_id: access.user_filter(query.user_id, "userId")?,
         status,
         limit,
     };

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use service_kit::http::Authenticated;
 use service_kit::Problem;
 
 use super::view::TimelineEntry;
@@ -35,12 +36,11 @@ pub struct Timeline {
     ))]
 pub async fn timeline(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(order_id): Path<String>,
 ) -> Result<Json<Timeline>, Problem> {
     let order_id = super::parse_order_id(&order_id)?;
-    let order = db::find(&state.pool, order_id.as_str())
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))?;
+    let order = super::orders::visible(&state.pool, order_id.as_str(), &access).await?;
     let events = db::timeline(&state.pool, order_id.as_str()).await?;
     Ok(Json(Timeline {
         order_id: order.order_id,

@@ -19,6 +19,7 @@ use axum::Json;
 use axum::Router;
 use futures::Stream;
 use serde::Deserialize;
+use service_kit::http::Authenticated;
 use service_kit::Problem;
 use shared_events::OrderId;
 use sqlx::PgPool;
@@ -233,12 +234,13 @@ pub fn router() -> Router<AppState> {
     ))]
 pub async fn events(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let order_id = parse_order_id(&raw_id)?;
     let subscription = state.feed.subscribe(order_id.as_str())?;
-    let order = current(&state.pool, order_id.as_str()).await?;
+    let order = super::orders::visible(&state.pool, order_id.as_str(), &access).await?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
+use service_kit::http::{Admin, Authenticated};
 use service_kit::{JsonBody, Problem};
 use shared_events::UserId;
 
@@ -16,9 +17,13 @@ fn parse_user(raw: &str) -> Result<UserId, Problem> {
 /// A customer's credit. Customers never charged yet have the default credit.
 pub async fn get_account(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<Json<Account>, Problem> {
     let user_id = parse_user(&user_id)?;
+    if !access.may_see(user_id.as_str()) {
+        return Err(Problem::not_found(format!("no account {user_id}")));
+    }
     let account = db::find_account(&state.pool, user_id.as_str()).await?;
     Ok(Json(account.unwrap_or(Account {
         user_id: user_id.to_string(),
@@ -35,6 +40,7 @@ pub struct PutAccount {
 /// Sets a customer's credit.
 pub async fn put_account(
     State(state): State<AppState>,
+    _: Admin,
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody<PutAccount>,
 ) -> Result<Json<Account>, Problem> {

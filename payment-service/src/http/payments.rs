@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use service_kit::http::Authenticated;
 use service_kit::Problem;
 use shared_events::OrderId;
 
@@ -12,11 +13,14 @@ use crate::db::{self, PaymentRecord};
 /// `REFUNDED`) and, when declined, the reason.
 pub async fn get_payment(
     State(state): State<AppState>,
+    Authenticated(access): Authenticated,
     Path(order_id): Path<String>,
 ) -> Result<Json<PaymentRecord>, Problem> {
     let order_id = OrderId::parse(&order_id).map_err(|e| Problem::invalid_field("orderId", e.0))?;
+    // Someone else's payment is answered as if there were none.
     db::find_payment(&state.pool, order_id.as_str())
         .await?
+        .filter(|payment| access.may_see(&payment.user_id))
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no payment for order {order_id}")))
 }

@@ -9,11 +9,17 @@
 //! - `extract.rs`: extractors that refuse bad input with a problem naming the
 //!   field ([`JsonBody`], [`OptionalJsonBody`], [`QueryParams`],
 //!   [`page_limit`]);
-//! - `health.rs`: liveness and readiness ([`HealthState`]).
+//! - `health.rs`: liveness and readiness ([`HealthState`]);
+//! - `auth.rs`: who is calling ([`Caller`]) and what they may do
+//!   ([`Authenticated`], [`Admin`]), from bearer tokens or, with auth off,
+//!   nobody checked;
+//! - `rate_limit.rs`: per-client limits on write requests ([`RateLimit`]).
 
+pub mod auth;
 mod extract;
 mod health;
 mod problem;
+mod rate_limit;
 #[cfg(test)]
 mod tests;
 
@@ -27,9 +33,11 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::{Access, Admin, Authenticated, Authenticator, Caller};
 pub use extract::{page_limit, JsonBody, OptionalJsonBody, QueryParams};
 pub use health::HealthState;
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE, TRANSIENT_RETRY_AFTER};
+pub use rate_limit::RateLimit;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,14 +45,53 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// polls must answer before it; streaming bodies are not limited by it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Who may do what over HTTP: the same for every route of a service.
+#[derive(Clone, Default)]
+pub struct AccessPolicy {
+    /// Establishes each request's [`Caller`].
+    pub authenticator: Authenticator,
+    /// Limits each client's writes; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl AccessPolicy {
+    /// The policy `config` sets (`AUTH_*`, `RATE_LIMIT_*`); reads the JWKS.
+    pub async fn from_config(config: &crate::config::CommonConfig) -> anyhow::Result<Self> {
+        Ok(AccessPolicy {
+            authenticator: Authenticator::from_config(config).await?,
+            rate_limit: RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
+        })
+    }
+}
+
 /// Adds the health and metrics endpoints, a problem+json 404 for unknown routes, and the
-/// common middleware (request span, metrics, body limit, timeout) to a service's routes.
-/// `service` labels the HTTP metrics.
-pub fn finish_router(routes: Router, health: HealthState, service: &str) -> Router {
+/// common middleware (request span, metrics, body limit, timeout, authentication, rate
+/// limit) to a service's routes. `service` labels the HTTP metrics.
+pub fn finish_router(
+    routes: Router,
+    health: HealthState,
+    service: &str,
+    policy: AccessPolicy,
+) -> Router {
     let routes = routes
         .merge(health::routes(health))
         .route("/metrics", get(crate::metrics::render));
-    with_common_layers(routes, service)
+    with_common_layers(with_access_policy(routes, policy), service)
+}
+
+/// The authentication layer and, inside it (it keys on the caller), the rate limit.
+pub fn with_access_policy(routes: Router, policy: AccessPolicy) -> Router {
+    let routes = match policy.rate_limit {
+        Some(limit) => routes.layer(axum::middleware::from_fn_with_state(
+            limit,
+            rate_limit::limit_writes,
+        )),
+        None => routes,
+    };
+    routes.layer(axum::middleware::from_fn_with_state(
+        policy.authenticator,
+        auth::authenticate,
+    ))
 }
 
 /// What every service's router gets around its routes, whatever they are:

@@ -41,6 +41,9 @@ pub struct Problem {
     /// when the same request may succeed if the client waits this long.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// Sent as the `WWW-Authenticate` header of a 401: how to authenticate.
+    #[serde(skip)]
+    pub challenge: Option<&'static str>,
 }
 
 fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +65,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -149,6 +153,12 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
