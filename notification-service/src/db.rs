@@ -9,7 +9,8 @@ use shared_events::Envelope;
 
 use crate::domain::Notice;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// What a customer was told, as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: i64,

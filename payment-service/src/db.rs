@@ -6,20 +6,24 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::domain::PaymentStatus;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A customer's credit, as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     pub user_id: String,
+    /// What the customer may still spend, in cents.
     pub credit_cents: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// An order's payment, as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRecord {
     pub order_id: String,
     pub user_id: String,
     pub amount_cents: i64,
     pub status: PaymentStatus,
+    /// Why a DECLINED payment was declined, e.g. INSUFFICIENT_CREDIT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,

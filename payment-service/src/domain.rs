@@ -21,6 +21,7 @@ use shared_events::{Cents, DeclineReason, Payment};
     strum::IntoStaticStr,
     strum::VariantArray,
     sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]

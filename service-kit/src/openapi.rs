@@ -14,16 +14,17 @@
 
 use std::borrow::Cow;
 
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::{OpenApi, RefOr};
+use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{OpenApi, RefOr, ResponseBuilder};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
-use crate::http::Problem;
+use crate::http::{Problem, REQUEST_TIMEOUT};
 
 /// Where the OpenAPI document is served.
 pub const DOCUMENT_PATH: &str = "/api-docs/openapi.json";
@@ -152,9 +153,102 @@ fn openapi_page() {}
 )]
 struct Shared;
 
-/// A service's document completed with the routes and schemas every service has.
+/// A service's document completed with the routes and schemas every service
+/// has, and on every operation the answers the common middleware can give
+/// whatever the route ([`common_responses`]).
 pub fn document(service: OpenApi) -> OpenApi {
-    service.merge_from(Shared::openapi())
+    let mut doc = service.merge_from(Shared::openapi());
+    for item in doc.paths.paths.values_mut() {
+        for operation in operations(item) {
+            common_responses(operation);
+        }
+    }
+    doc
+}
+
+/// What [`crate::http::finish_router`]'s layers answer on any route: 408 when
+/// the request outlives [`REQUEST_TIMEOUT`] (with an empty body).
+fn common_responses(operation: &mut Operation) {
+    let timeout = ResponseBuilder::new()
+        .description(format!(
+            "The request took longer than {} s and was abandoned (empty body)",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .build();
+    operation
+        .responses
+        .responses
+        .entry(StatusCode::REQUEST_TIMEOUT.as_u16().to_string())
+        .or_insert(RefOr::T(timeout));
+}
+
+/// Every operation of a path.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// The schema of a listing's `limit` query parameter: an integer from 1 to
+/// `max`, `default` when left out, the bounds [`crate::http::page_limit`]
+/// enforces when given the same two numbers.
+pub fn page_limit_schema(default: i64, max: i64) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(max))
+        .default(Some(default.into()))
+        .into()
+}
+
+/// Replaces the schema of parameter `name` of the operation `method path`
+/// (for a rule only known at run time, such as a configured maximum).
+///
+/// # Panics
+///
+/// When the document has no such parameter: the document and the code that
+/// completes it have drifted apart.
+pub fn set_parameter_schema(
+    doc: &mut OpenApi,
+    method: HttpMethod,
+    path: &str,
+    name: &str,
+    schema: RefOr<Schema>,
+) {
+    let item = doc
+        .paths
+        .paths
+        .get_mut(path)
+        .unwrap_or_else(|| panic!("the document has no path {path}"));
+    let (verb, operation) = match method {
+        HttpMethod::Get => ("GET", item.get.as_mut()),
+        HttpMethod::Put => ("PUT", item.put.as_mut()),
+        HttpMethod::Post => ("POST", item.post.as_mut()),
+        HttpMethod::Delete => ("DELETE", item.delete.as_mut()),
+        HttpMethod::Options => ("OPTIONS", item.options.as_mut()),
+        HttpMethod::Head => ("HEAD", item.head.as_mut()),
+        HttpMethod::Patch => ("PATCH", item.patch.as_mut()),
+        HttpMethod::Trace => ("TRACE", item.trace.as_mut()),
+    };
+    let operation =
+        operation.unwrap_or_else(|| panic!("the document has no operation {verb} {path}"));
+    let parameter = operation
+        .parameters
+        .iter_mut()
+        .flatten()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{verb} {path} has no parameter {name}"));
+    parameter.schema = Some(schema);
 }
 
 /// Serves `doc` at [`DOCUMENT_PATH`] and its Swagger UI page at [`UI_PATH`].

@@ -5,11 +5,15 @@
 //!   with strict decoding.
 //! - [`topics`]: topic names (configuration, with defaults) and partition count.
 //! - [`values`]: validated value types (`OrderId`, `Sku`, `Quantity`, `Cents`, ...).
+//! - `openapi` (feature `openapi`): the same types' schemas for OpenAPI
+//!   documents, taken from their JSON Schemas so the two cannot differ.
 //!
 //! Money is always integer minor units ([`Cents`]); there are no floats anywhere
 //! in the contract.
 
 pub mod events;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod schema;
 pub mod topics;
 pub mod values;

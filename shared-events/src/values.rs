@@ -231,6 +231,28 @@ impl fmt::Display for Cents {
 /// Longest cancellation reason the system accepts, in characters.
 pub const MAX_REASON_LEN: usize = 200;
 
+/// The characters `char::is_whitespace` (and so `str::trim`) takes for
+/// whitespace, as the inside of a regex character class. Spelled out for
+/// patterns in schemas, since regex engines disagree on what `\s` matches.
+pub const WHITESPACE_CLASS: &str =
+    "\\t-\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
+
+/// Control characters (`char::is_control`), as the inside of a class.
+const CONTROL_CLASS: &str = "\\u0000-\\u001F\\u007F-\\u009F";
+
+/// Whether `raw` is text a person could have typed: no control character,
+/// and something besides whitespace.
+pub fn is_printable_text(raw: &str) -> bool {
+    !raw.trim().is_empty() && !raw.chars().any(char::is_control)
+}
+
+/// Free text as a JSON Schema (ECMA-262) pattern, [`CancelReason`]'s
+/// alphabet: no control character, and one character at least that is not
+/// whitespace either ([`is_printable_text`]).
+pub fn printable_text_pattern() -> String {
+    format!("^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{WHITESPACE_CLASS}][^{CONTROL_CLASS}]*$")
+}
+
 /// Why an order was cancelled: free text from the customer, or a code such as
 /// [`CancelReason::TIMEOUT`] when the system called the saga off.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -245,10 +267,7 @@ impl CancelReason {
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let trimmed = raw.trim();
-        if trimmed.is_empty()
-            || trimmed.chars().count() > MAX_REASON_LEN
-            || trimmed.chars().any(char::is_control)
-        {
+        if !is_printable_text(trimmed) || trimmed.chars().count() > MAX_REASON_LEN {
             return Err(InvalidValue(format!(
                 "reason must be 1-{MAX_REASON_LEN} characters without control characters"
             )));
@@ -282,14 +301,17 @@ impl JsonSchema for CancelReason {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        // Surrounding whitespace is trimmed before the length is checked,
-        // which a schema cannot say; producers send the trimmed text.
+        // No control characters, and at least one character that is neither
+        // a control nor whitespace (`char::is_whitespace`), since `parse`
+        // trims surrounding whitespace and refuses what is left empty. The
+        // length is checked after trimming, which a schema cannot say:
+        // `maxLength` holds the untrimmed text to it, a little stricter.
         json_schema!({
-            "description": "Why an order was cancelled: the customer's words, or TIMEOUT.",
+            "description": "Why an order was cancelled: the customer's words, or TIMEOUT. Surrounding whitespace is trimmed.",
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_REASON_LEN,
-            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
+            "pattern": printable_text_pattern(),
         })
     }
 }
@@ -349,6 +371,68 @@ mod tests {
         assert!(CancelReason::parse("line\nbreak").is_err());
         assert!(CancelReason::parse(&"é".repeat(MAX_REASON_LEN)).is_ok());
         assert!(CancelReason::parse(&"x".repeat(MAX_REASON_LEN + 1)).is_err());
+    }
+
+    /// `raw` matches `T`'s JSON Schema (pattern and lengths).
+    fn fits_schema<T: JsonSchema>(raw: &str) -> bool {
+        let schema = serde_json::to_value(T::json_schema(&mut SchemaGenerator::default())).unwrap();
+        let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+        let chars = raw.chars().count() as u64;
+        pattern.is_match(raw)
+            && chars >= schema["minLength"].as_u64().unwrap()
+            && chars <= schema["maxLength"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn schemas_accept_exactly_what_parse_accepts() {
+        let long_id = "x".repeat(MAX_ID_LEN);
+        let too_long_id = "x".repeat(MAX_ID_LEN + 1);
+        for raw in [
+            "123",
+            "a.B_c-9",
+            &long_id,
+            "",
+            &too_long_id,
+            "a b",
+            "a/b",
+            "émoji",
+        ] {
+            assert_eq!(
+                fits_schema::<OrderId>(raw),
+                OrderId::parse(raw).is_ok(),
+                "{raw:?}"
+            );
+        }
+        let long_reason = "é".repeat(MAX_REASON_LEN);
+        let too_long_reason = "x".repeat(MAX_REASON_LEN + 1);
+        for raw in [
+            "changed my mind",
+            "x",
+            " x",
+            "\u{a0}x\u{3000}",
+            &long_reason,
+            "",
+            " ",
+            "\u{2003}\u{a0}",
+            "\t",
+            "line\nbreak",
+            "\u{85}",
+            &too_long_reason,
+        ] {
+            assert_eq!(
+                fits_schema::<CancelReason>(raw),
+                CancelReason::parse(raw).is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_whitespace_class_is_what_trim_trims() {
+        let class = regex::Regex::new(&format!("^[{WHITESPACE_CLASS}]$")).unwrap();
+        for c in (0..=0x3000).filter_map(char::from_u32) {
+            assert_eq!(class.is_match(&c.to_string()), c.is_whitespace(), "{c:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The OpenAPI documents of order-service and inventory-service: valid
-//! OpenAPI 3.1, every `$ref` resolves, and they describe exactly what the
-//! services serve — every route the router has, with every method it answers,
-//! and nothing it does not.
+//! The OpenAPI documents of the four services: valid OpenAPI 3.1, every
+//! `$ref` resolves, they describe exactly what the services serve — every
+//! route the router has, with every method it answers, and nothing it does
+//! not — and they state the limits the services enforce on what they accept
+//! (`scripts/api-fuzz` holds the services to them with generated requests).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -221,6 +222,56 @@ async fn order_service_documents_every_route_it_serves() {
     assert!(statuses
         .as_array()
         .is_some_and(|s| s.contains(&"CONFIRMED".into())));
+
+    // The limits the handlers enforce.
+    let order_id = param_schema(&doc, "/api/orders/{order_id}", "get", "order_id");
+    assert_eq!(order_id["pattern"], "^[A-Za-z0-9._-]+$");
+    assert_eq!(order_id["minLength"], 1);
+    assert_eq!(order_id["maxLength"], 64);
+    for path in [
+        "/api/orders/{order_id}/timeline",
+        "/api/orders/{order_id}/events",
+    ] {
+        assert_eq!(param_schema(&doc, path, "get", "order_id"), order_id);
+    }
+    assert_eq!(
+        param_schema(&doc, "/api/orders/{order_id}/cancel", "post", "order_id"),
+        order_id
+    );
+    let limit = param_schema(&doc, "/api/orders", "get", "limit");
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &500.into())
+    );
+    let timeout = param_schema(&doc, "/api/orders/{order_id}", "get", "timeout");
+    assert!(timeout["pattern"].is_string(), "{timeout}");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["CancelReason"]["maxLength"], 200);
+    assert_eq!(schemas["CancelReason"]["minLength"], 1);
+    assert_eq!(schemas["Quantity"]["maximum"], 10_000);
+    assert_eq!(
+        schemas["CreateOrder"]["required"],
+        serde_json::json!(["userId"])
+    );
+    assert_eq!(schemas["CreateOrder"]["additionalProperties"], false);
+    for status in [408, 413, 415, 503] {
+        assert!(
+            doc["paths"]["/api/orders"]["post"]["responses"][status.to_string()].is_object(),
+            "POST /api/orders does not document {status}"
+        );
+    }
+}
+
+/// The schema of parameter `name` of `method path`.
+fn param_schema(doc: &Value, path: &str, method: &str, name: &str) -> Value {
+    let parameters = doc["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path} has no parameters"));
+    let parameter = parameters
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"));
+    parameter["schema"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,4 +295,55 @@ async fn inventory_service_documents_every_route_it_serves() {
     .await;
     assert!(doc["components"]["schemas"]["Product"].is_object());
     assert!(doc["components"]["schemas"]["PutProduct"].is_object());
+    let sku = param_schema(&doc, "/api/inventory/{sku}", "put", "sku");
+    assert_eq!(sku["pattern"], "^[A-Za-z0-9._-]+$");
+    assert_eq!(sku["maxLength"], 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_service_documents_every_route_it_serves() {
+    let infra = Infra::start(false).await.expect("infrastructure");
+    let mut config = payment_service::Config::defaults();
+    config.common = infra.common("payment-service", payment_service::config::SCHEMA);
+    let host = payment_service::Application::build(config)
+        .await
+        .expect("payment-service");
+
+    let doc = check_document(
+        host.router(),
+        &[
+            ("/api/accounts/{user_id}", Method::GET),
+            ("/api/accounts/{user_id}", Method::PUT),
+            ("/api/payments/{order_id}", Method::GET),
+        ],
+    )
+    .await;
+    let user_id = param_schema(&doc, "/api/accounts/{user_id}", "get", "user_id");
+    assert_eq!(user_id["pattern"], "^[A-Za-z0-9._-]+$");
+    let credit = &doc["components"]["schemas"]["Cents"];
+    assert_eq!(credit["minimum"], 0);
+    let statuses = &doc["components"]["schemas"]["PaymentStatus"]["enum"];
+    assert_eq!(
+        statuses,
+        &serde_json::json!(["APPROVED", "DECLINED", "REFUNDED"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_service_documents_every_route_it_serves() {
+    let infra = Infra::start(false).await.expect("infrastructure");
+    let mut config = notification_service::Config::defaults();
+    config.common = infra.common("notification-service", notification_service::config::SCHEMA);
+    let host = notification_service::Application::build(config)
+        .await
+        .expect("notification-service");
+
+    let doc = check_document(host.router(), &[("/api/notifications", Method::GET)]).await;
+    let limit = param_schema(&doc, "/api/notifications", "get", "limit");
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &1000.into())
+    );
+    let order_id = param_schema(&doc, "/api/notifications", "get", "orderId");
+    assert_eq!(order_id["maxLength"], 64);
 }

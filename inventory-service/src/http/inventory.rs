@@ -6,7 +6,11 @@ use axum::Json;
 use serde::Deserialize;
 use service_kit::http::Admin;
 use service_kit::{JsonBody, Problem};
+use shared_events::values::{is_printable_text, printable_text_pattern};
 use shared_events::Sku;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use super::AppState;
 use crate::db::{self, Product};
@@ -32,7 +36,7 @@ fn parse_sku(raw: &str) -> Result<Sku, Problem> {
 
 /// One product with its stock levels.
 #[utoipa::path(get, path = "/api/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "The product's SKU")),
+    params(("sku" = inline(Sku), Path, description = "The product's SKU")),
     responses(
         (status = 200, description = "The product", body = Product),
         (status = 400, description = "An invalid SKU", body = Problem, content_type = "application/problem+json"),
@@ -55,18 +59,56 @@ pub async fn get(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutProduct {
-    /// 1-200 characters; a new product without one is named after its SKU.
+    /// 1-200 characters, no control characters and not only whitespace; a
+    /// new product without one is named after its SKU.
+    #[schema(value_type = Option<ProductName>)]
     name: Option<String>,
-    #[schema(minimum = 0)]
+    #[schema(value_type = PriceCents)]
     price_cents: i64,
     /// Units available for new orders from now on (reserved and sold units are separate).
     #[schema(minimum = 0, maximum = 2147483647)]
     available: i64,
 }
 
+/// The schema of a product's name: the rules [`put`] applies.
+pub struct ProductName;
+
+impl PartialSchema for ProductName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "1-200 characters, no control characters and not only whitespace.",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(MAX_NAME_LEN))
+            .pattern(Some(printable_text_pattern()))
+            .into()
+    }
+}
+
+impl ToSchema for ProductName {}
+
+/// The schema of a unit price: the bounds [`put`] applies.
+pub struct PriceCents;
+
+impl PartialSchema for PriceCents {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .description(Some("The price of one unit, in cents."))
+            .minimum(Some(0))
+            .maximum(Some(MAX_PRICE_CENTS))
+            .into()
+    }
+}
+
+impl ToSchema for PriceCents {}
+
 /// Creates a product (201) or sets its price and available stock (200).
 #[utoipa::path(put, path = "/api/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "The product's SKU")),
+    params(("sku" = inline(Sku), Path, description = "The product's SKU")),
     request_body = PutProduct,
     responses(
         (status = 201, description = "The product was created", body = Product),
@@ -85,10 +127,10 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Product>), Problem> {
     let sku = parse_sku(&sku)?;
     if let Some(name) = &body.name {
-        if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
+        if !is_printable_text(name) || name.chars().count() > MAX_NAME_LEN {
             return Err(Problem::invalid_field(
                 "name",
-                format!("name must be 1-{MAX_NAME_LEN} characters"),
+                format!("name must be 1-{MAX_NAME_LEN} characters, not only whitespace, without control characters"),
             ));
         }
     }

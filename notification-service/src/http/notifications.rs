@@ -6,12 +6,24 @@ use serde::Deserialize;
 use service_kit::http::{page_limit, Authenticated};
 use service_kit::{Problem, QueryParams};
 use shared_events::{OrderId, UserId};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 
 use super::AppState;
 use crate::db::{self, Notification};
 
+/// Default and largest page size of `GET /api/notifications`.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
+
+/// The schema of `limit`: the bounds [`list`] enforces.
+struct ListLimit;
+
+impl utoipa::PartialSchema for ListLimit {
+    fn schema() -> RefOr<Schema> {
+        service_kit::openapi::page_limit_schema(DEFAULT_LIMIT, MAX_LIMIT)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,6 +33,19 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+/// What customers were told, in the order the events happened.
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications",
+    params(
+        ("orderId" = inline(Option<OrderId>), Query, description = "Only this order's notifications"),
+        ("userId" = inline(Option<UserId>), Query, description = "Only this customer's notifications"),
+        ("limit" = inline(Option<ListLimit>), Query, description = "At most this many, 1-1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Matching notifications, oldest first", body = Vec<Notification>),
+        (status = 400, description = "An invalid orderId, userId or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(access): Authenticated,

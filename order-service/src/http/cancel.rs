@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use service_kit::http::Authenticated;
 use service_kit::{OptionalJsonBody, Problem};
-use shared_events::CancelReason;
+use shared_events::{CancelReason, OrderId};
 
 use super::view::Order;
 use super::AppState;
@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why, in the customer's words (1-200 characters); `CUSTOMER_REQUEST` if left out.
+    #[schema(value_type = Option<CancelReason>)]
     reason: Option<String>,
 }
 
@@ -30,13 +31,15 @@ pub struct CancelRequest {
 /// services release its stock and refund its payment; 409 when it is too late.
 /// Repeating a cancellation answers 202 again and changes nothing.
 #[utoipa::path(post, path = "/api/orders/{order_id}/cancel", tag = "orders",
-    params(("order_id" = String, Path, description = "The order's id")),
+    params(("order_id" = inline(OrderId), Path, description = "The order's id")),
     request_body(content = Option<CancelRequest>, description = "Optional; the body may be empty"),
     responses(
         (status = 202, description = "Cancelled (or already cancelled by the customer): the order, now CANCELLED; stock and payment are given back asynchronously", body = Order),
         (status = 400, description = "Invalid orderId or reason; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Too late: the order is REJECTED or PAYMENT_FAILED, was cancelled by a deadline, or was confirmed longer ago than the cancellation window", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]

@@ -37,13 +37,14 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let document = openapi::document(state.live.max_wait());
     Router::new()
         .merge(orders::router())
         .merge(watch::router())
         .merge(cancel::router())
         .merge(timeline::router())
         .with_state(state)
-        .merge(service_kit::openapi::routes(&openapi::document()))
+        .merge(service_kit::openapi::routes(&document))
 }
 
 /// The `{order_id}` path segment, validated; a 400 naming `orderId` otherwise.

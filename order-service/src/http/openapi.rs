@@ -1,6 +1,12 @@
 //! order-service's OpenAPI document, generated from the handlers'
-//! `#[utoipa::path]` attributes and the types' `ToSchema` derives.
+//! `#[utoipa::path]` attributes and the types' `ToSchema` derives, with the
+//! rules that depend on configuration (the long poll's longest wait) filled
+//! in when the router is built.
 
+use std::time::Duration;
+
+use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::OpenApi;
 
 use super::{cancel, orders, timeline, watch};
@@ -23,7 +29,46 @@ use super::{cancel, orders, timeline, watch};
 )]
 struct ApiDoc;
 
-/// The whole document: these routes plus those every service has.
-pub fn document() -> utoipa::openapi::OpenApi {
-    service_kit::openapi::document(ApiDoc::openapi())
+/// The whole document: these routes plus those every service has. `max_wait`
+/// is the longest long poll (`ORDER_LIVE_MAX_WAIT_SECS`), the bound of
+/// `timeout`.
+pub fn document(max_wait: Duration) -> utoipa::openapi::OpenApi {
+    let mut doc = service_kit::openapi::document(ApiDoc::openapi());
+    let string = |pattern: String| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .into()
+    };
+    let path = "/api/orders/{order_id}";
+    service_kit::openapi::set_parameter_schema(
+        &mut doc,
+        HttpMethod::Get,
+        path,
+        "waitFor",
+        string(watch::wait_for_pattern()),
+    );
+    service_kit::openapi::set_parameter_schema(
+        &mut doc,
+        HttpMethod::Get,
+        path,
+        "timeout",
+        string(watch::timeout_pattern(max_wait)),
+    );
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use shared_events::events::MAX_LINES;
+
+    use super::*;
+
+    #[test]
+    fn the_order_body_states_the_line_limit() {
+        let doc = serde_json::to_value(document(Duration::from_secs(25))).unwrap();
+        let items = &doc["components"]["schemas"]["CreateOrder"]["properties"]["items"];
+        assert_eq!(items["maxItems"], Value::from(MAX_LINES), "{items}");
+    }
 }

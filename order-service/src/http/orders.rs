@@ -13,6 +13,8 @@ use service_kit::{JsonBody, Problem, QueryParams};
 use shared_events::events::MAX_LINES;
 use shared_events::{OrderCreated, OrderId, OrderLine, Quantity, Sku, UserId};
 use sqlx::PgPool;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use uuid::Uuid;
 
 use super::view::Order;
@@ -35,25 +37,47 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     /// Yours (1-64 characters of `A-Z a-z 0-9 . _ -`), or a generated UUID.
+    #[schema(value_type = Option<OrderId>)]
     order_id: Option<String>,
     /// The customer. With `AUTH_MODE=jwt` it may be left out (the token's
     /// subject is the customer), and a customer may only name themself.
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = UserId)]
     user_id: Option<String>,
-    /// At most 100 lines, each SKU once; none is a valid (free) order.
+    /// At most 100 lines (`MAX_LINES`), each SKU on one line only (a SKU
+    /// repeated on a second line is refused with 400); none is a valid
+    /// (free) order.
+    #[schema(max_items = 100)]
     items: Option<Vec<CreateOrderItem>>,
     /// Accepted for compatibility with clients that send it; the server owns
     /// the status, so only `PENDING` makes sense.
+    #[schema(value_type = Option<NewOrderStatus>)]
     status: Option<String>,
 }
 
+/// One line of `POST /api/orders`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrderItem {
+    #[schema(value_type = Sku)]
     sku: String,
-    #[schema(minimum = 1, maximum = 10000)]
+    #[schema(value_type = Quantity)]
     quantity: i64,
 }
+
+/// The one status a client may send with a new order (documentation only).
+pub struct NewOrderStatus;
+
+impl utoipa::PartialSchema for NewOrderStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A new order is PENDING; the server owns the status."))
+            .enum_values(Some([OrderStatus::Pending.as_str()]))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NewOrderStatus {}
 
 impl CreateOrder {
     /// The order this body asks for, placed by a caller with `access`.
@@ -164,12 +188,12 @@ pub async fn create(
 /// `Wait-Result` header says which.
 #[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
     params(
-        ("order_id" = String, Path, description = "The order's id"),
+        ("order_id" = inline(OrderId), Path, description = "The order's id"),
         ("waitFor" = Option<String>, Query,
             description = "Comma-separated statuses, e.g. `CONFIRMED,REJECTED,PAYMENT_FAILED`: wait until the order is in one of them (a long poll)",
             example = "CONFIRMED,REJECTED,PAYMENT_FAILED"),
         ("timeout" = Option<String>, Query,
-            description = "With `waitFor`: how long to wait, `5s`, `500ms` or `5` (seconds), at most ORDER_LIVE_MAX_WAIT_SECS (default 25 s), which is also the default",
+            description = "With `waitFor`: how long to wait, `5s`, `500ms` or `5` (seconds), at most ORDER_LIVE_MAX_WAIT_SECS (default 25 s), which is also the default. Ignored without `waitFor`",
             example = "5s"),
     ),
     responses(
@@ -228,6 +252,15 @@ fn no_such_order(order_id: &str) -> Problem {
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
+/// The schema of `GET /api/orders`' `limit`: the bounds [`list`] enforces.
+struct ListLimit;
+
+impl utoipa::PartialSchema for ListLimit {
+    fn schema() -> RefOr<Schema> {
+        service_kit::openapi::page_limit_schema(DEFAULT_LIMIT, MAX_LIMIT)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
@@ -239,13 +272,13 @@ pub struct ListQuery {
 /// Orders, newest first.
 #[utoipa::path(get, path = "/api/orders", tag = "orders",
     params(
-        ("userId" = Option<String>, Query, description = "Only this customer's orders (with `AUTH_MODE=jwt`, a customer's own by default and only theirs)"),
+        ("userId" = inline(Option<UserId>), Query, description = "Only this customer's orders (with `AUTH_MODE=jwt`, a customer's own by default and only theirs)"),
         ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
-        ("limit" = Option<i64>, Query, description = "At most this many, 1-500 (default 50)"),
+        ("limit" = inline(Option<ListLimit>), Query, description = "At most this many, 1-500 (default 50)"),
     ),
     responses(
         (status = 200, description = "Matching orders, newest first", body = Vec<Order>),
-        (status = 400, description = "An invalid status or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "An invalid userId, status or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
@@ -259,9 +292,13 @@ pub async fn list(
         .map(|s| OrderStatus::parse(&s))
         .transpose()
         .map_err(|e| Problem::invalid_field("status", e))?;
+    let user_id = query
+        .user_id
+        .map(|raw| UserId::parse(&raw).map_err(|e| Problem::invalid_field("userId", e.0)))
+        .transpose()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = ListFilter {
-        user_id: access.user_filter(query.user_id, "userId")?,
+        user_id: access.user_filter(user_id.map(String::from), "userId")?,
         status,
         limit,
     };

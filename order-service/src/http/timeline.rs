@@ -6,6 +6,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use service_kit::http::Authenticated;
 use service_kit::Problem;
+use shared_events::OrderId;
 
 use super::view::TimelineEntry;
 use super::AppState;
@@ -26,7 +27,7 @@ pub struct Timeline {
 }
 
 #[utoipa::path(get, path = "/api/orders/{order_id}/timeline", tag = "orders",
-    params(("order_id" = String, Path, description = "The order's id")),
+    params(("order_id" = inline(OrderId), Path, description = "The order's id")),
     responses(
         (status = 200, description = "Every event that touched the order, in the order they happened", body = Timeline),
         (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),

@@ -23,6 +23,7 @@ use service_kit::http::Authenticated;
 use service_kit::Problem;
 use shared_events::OrderId;
 use sqlx::PgPool;
+use strum::VariantArray;
 use tokio::time::Instant;
 
 use super::orders::current;
@@ -75,27 +76,23 @@ pub(super) struct Wait {
 
 impl WaitQuery {
     /// `None` for a plain read. Without `timeout`, a long poll waits up to `max`.
+    /// A `timeout` without `waitFor` is checked, then ignored: a schema
+    /// cannot tie one query parameter to another, so a client may send it.
     pub(super) fn validate(self, max: Duration) -> Result<Option<Wait>, Problem> {
-        let Some(raw_statuses) = self.wait_for else {
-            return match self.timeout {
-                Some(_) => Err(Problem::invalid_field(
-                    "timeout",
-                    "timeout applies only together with waitFor",
-                )),
-                None => Ok(None),
-            };
-        };
-        let statuses = raw_statuses
-            .split(',')
-            .map(|s| OrderStatus::parse(s.trim()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Problem::invalid_field("waitFor", e))?;
         let timeout = match self.timeout {
             Some(raw) => {
                 parse_timeout(&raw, max).map_err(|e| Problem::invalid_field("timeout", e))?
             }
             None => max,
         };
+        let Some(raw_statuses) = self.wait_for else {
+            return Ok(None);
+        };
+        let statuses = raw_statuses
+            .split(',')
+            .map(|s| OrderStatus::parse(s.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Problem::invalid_field("waitFor", e))?;
         Ok(Some(Wait { statuses, timeout }))
     }
 }
@@ -122,6 +119,57 @@ fn parse_timeout(raw: &str, max: Duration) -> Result<Duration, String> {
         .filter(|t| *t <= max)
         .ok_or_else(|| format!("timeout must not exceed {}s", max.as_secs()))?;
     Ok(timeout)
+}
+
+/// The statuses `waitFor` accepts, as a pattern: names of [`OrderStatus`]
+/// separated by commas, each with optional surrounding whitespace.
+pub(super) fn wait_for_pattern() -> String {
+    let ws = shared_events::values::WHITESPACE_CLASS;
+    let names: Vec<&str> = OrderStatus::VARIANTS.iter().map(|s| s.as_str()).collect();
+    let status = format!("[{ws}]*(?:{})[{ws}]*", names.join("|"));
+    format!("^{status}(?:,{status})*$")
+}
+
+/// The timeouts [`parse_timeout`] accepts below `max`, as a pattern:
+/// `<n>ms`, `<n>s` or `<n>` (seconds), leading zeros allowed.
+pub(super) fn timeout_pattern(max: Duration) -> String {
+    let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    format!(
+        "^0*(?:(?:{})ms|(?:{})s?)$",
+        at_most(max_ms),
+        at_most(max_ms / 1000)
+    )
+}
+
+/// A regex matching the decimal numbers from 0 to `n` written without
+/// leading zeros.
+fn at_most(n: u64) -> String {
+    let digits: Vec<u8> = n.to_string().bytes().map(|b| b - b'0').collect();
+    let len = digits.len();
+    let mut alternatives = Vec::new();
+    if len > 1 {
+        alternatives.push("[0-9]".to_owned());
+    }
+    if len > 2 {
+        alternatives.push(format!("[1-9][0-9]{{1,{}}}", len - 2));
+    }
+    // As many digits as `n`: the same first digits, then a smaller one, then any.
+    let mut prefix = String::new();
+    for (i, &digit) in digits.iter().enumerate() {
+        let lowest = if i == 0 && len > 1 { 1 } else { 0 };
+        if digit > lowest {
+            let rest = len - i - 1;
+            let tail = if rest > 0 {
+                format!("[0-9]{{{rest}}}")
+            } else {
+                String::new()
+            };
+            alternatives.push(format!("{prefix}[{lowest}-{}]{tail}", digit - 1));
+        }
+        prefix.push(char::from(b'0' + digit));
+    }
+    alternatives.push(prefix);
+    alternatives.join("|")
 }
 
 /// 503: this instance serves as many streams and polls as it may.
@@ -219,7 +267,7 @@ pub fn router() -> Router<AppState> {
 /// order is skipped; the terminal status is always sent.
 #[utoipa::path(get, path = "/api/orders/{order_id}/events", tag = "orders",
     params(
-        ("order_id" = String, Path, description = "The order's id"),
+        ("order_id" = inline(OrderId), Path, description = "The order's id"),
         ("Last-Event-ID" = Option<String>, Header,
             description = "Sent by a reconnecting EventSource: the last status it received"),
     ),
@@ -386,6 +434,58 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(field_of(query(None, Some("5s")).validate(MAX)), timeout);
+        assert_eq!(field_of(query(None, Some("soon")).validate(MAX)), timeout);
+        assert_eq!(query(None, Some("5s")).validate(MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn the_documented_patterns_accept_what_validation_accepts() {
+        for max in [
+            MAX,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::from_secs(29),
+        ] {
+            let pattern = regex::Regex::new(&timeout_pattern(max)).unwrap();
+            for n in (0..=35_000)
+                .step_by(7)
+                .chain([0, 1, 9, 10, 25, 26, 1000, 25_000])
+            {
+                for raw in [
+                    format!("{n}"),
+                    format!("{n}s"),
+                    format!("{n}ms"),
+                    format!("0{n}s"),
+                ] {
+                    assert_eq!(
+                        pattern.is_match(&raw),
+                        parse_timeout(&raw, max).is_ok(),
+                        "{raw:?} with max {max:?}"
+                    );
+                }
+            }
+            for raw in ["", "s", "ms", "-1s", "1.5s", "5 s", "99999999999999999999"] {
+                assert!(
+                    !pattern.is_match(raw) && parse_timeout(raw, max).is_err(),
+                    "{raw:?}"
+                );
+            }
+        }
+        let pattern = regex::Regex::new(&wait_for_pattern()).unwrap();
+        for raw in [
+            "CONFIRMED",
+            "CONFIRMED, REJECTED",
+            " PENDING ,\u{a0}CANCELLED",
+            "SHIPPED",
+            "",
+            "CONFIRMED,",
+            "confirmed",
+        ] {
+            assert_eq!(
+                pattern.is_match(raw),
+                query(Some(raw), None).validate(MAX).is_ok(),
+                "{raw:?}"
+            );
+        }
     }
 }

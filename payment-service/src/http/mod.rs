@@ -1,7 +1,9 @@
 //! payment-service's HTTP API: accounts (`accounts.rs`: read, and set a
-//! customer's credit) and payments (`payments.rs`: read).
+//! customer's credit), payments (`payments.rs`: read), and the OpenAPI
+//! document of both ([`openapi`]).
 
 mod accounts;
+pub mod openapi;
 mod payments;
 
 use axum::routing::get;
@@ -23,4 +25,5 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/payments/{order_id}", get(payments::get_payment))
         .with_state(state)
+        .merge(service_kit::openapi::routes(&openapi::document()))
 }

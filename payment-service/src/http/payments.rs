@@ -11,6 +11,15 @@ use crate::db::{self, PaymentRecord};
 
 /// The order's payment: its amount, status (`APPROVED`, `DECLINED` or
 /// `REFUNDED`) and, when declined, the reason.
+#[utoipa::path(get, path = "/api/payments/{order_id}", tag = "payments",
+    params(("order_id" = inline(OrderId), Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order's payment", body = PaymentRecord),
+        (status = 400, description = "An invalid orderId", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order (yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable for the moment; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn get_payment(
     State(state): State<AppState>,
     Authenticated(access): Authenticated,
