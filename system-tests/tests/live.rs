@@ -327,7 +327,7 @@ async fn unknown_orders_and_bad_parameters_get_problems() {
         ("waitFor=CONFIRMED&timeout=soon", "timeout"),
         ("waitFor=CONFIRMED&timeout=1h", "timeout"),
         ("waitFor=CONFIRMED&timeout=600s", "timeout"),
-        ("timeout=5s", "timeout"),
+        ("timeout=soon", "timeout"),
     ] {
         let (status, waited, problem) =
             get_order(&stack, &format!("/api/orders/known?{query}")).await;
