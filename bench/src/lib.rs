@@ -25,12 +25,13 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::load::{Client, Endpoints, Finished, Workload, CONFIRMED};
+use crate::load::{Client, Endpoints, Finished, TokenSource, Workload, CONFIRMED};
 use crate::machine::{load_average, resident_kb, Machine};
 use crate::report::{Report, ServiceMemory, Soak, SoakWindow, Step};
 use crate::stats::Summary;
@@ -58,6 +59,9 @@ pub struct Target {
     /// The local broker's processes (the embedded broker's, or the JVMs of
     /// Apache Kafka), whose CPU the long run reports; empty for a remote one.
     pub broker_pids: Vec<u32>,
+    /// Tokens for a system that checks them (`AUTH_MODE=jwt`); `None` sends
+    /// none (`AUTH_MODE=off`).
+    pub tokens: Option<Arc<dyn TokenSource>>,
 }
 
 /// What to run; the defaults are the documented benchmark.
@@ -123,6 +127,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
     let client = Client::new(
         target.endpoints.clone(),
         Workload::new(&run_id, options.products, options.customers),
+        target.tokens.as_deref(),
     )?;
     let mut notes = Vec::new();
     let idle = rss_mb(&target.processes);
@@ -278,11 +283,16 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         machine,
         kafka: target.broker.clone(),
         target: format!(
-            "order-service {}, inventory-service {}, payment-service {}, notification-service {}",
+            "order-service {}, inventory-service {}, payment-service {}, notification-service {}; {}",
             target.endpoints.order,
             target.endpoints.inventory,
             target.endpoints.payment,
-            target.endpoints.notification
+            target.endpoints.notification,
+            if target.tokens.is_some() {
+                "AUTH_MODE=jwt (a bearer token on every request, each customer's own on its orders)"
+            } else {
+                "AUTH_MODE=off"
+            }
         ),
         steps,
         max_orders_per_second: max,

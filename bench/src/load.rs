@@ -9,6 +9,7 @@
 //! terminal is their sum: it counts the part of the POST after the order was
 //! stored twice, so it errs on the slow side by well under a POST's latency.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,26 +189,94 @@ struct OrderView {
     completed_at: Option<DateTime<Utc>>,
 }
 
+/// Mints bearer tokens for a system that checks them (`AUTH_MODE=jwt`).
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// A token whose subject is `user`; an administrator's if `admin`.
+    fn token(&self, user: &str, admin: bool) -> anyhow::Result<String>;
+}
+
+/// The subject of the administrator's token, which sets up the catalog and
+/// the accounts and reads the orders back.
+const ADMIN_SUBJECT: &str = "bench-admin";
+
+/// The `Authorization` headers of one run: minted once, before the clock
+/// starts, so signing is not measured.
+struct Tokens {
+    admin: String,
+    /// Each customer's own, for placing their orders (a customer may only
+    /// order for themself).
+    customers: HashMap<String, String>,
+}
+
+impl Tokens {
+    fn mint(source: &dyn TokenSource, workload: &Workload) -> anyhow::Result<Tokens> {
+        let header = |token: String| format!("Bearer {token}");
+        let customers = workload
+            .users
+            .iter()
+            .map(|user| Ok((user.clone(), header(source.token(user, false)?))))
+            .collect::<anyhow::Result<_>>()
+            .context("minting the customers' tokens")?;
+        Ok(Tokens {
+            admin: header(
+                source
+                    .token(ADMIN_SUBJECT, true)
+                    .context("minting the administrator's token")?,
+            ),
+            customers,
+        })
+    }
+}
+
 /// HTTP access to the system.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     endpoints: Arc<Endpoints>,
     workload: Arc<Workload>,
+    /// `None` when the system takes requests without tokens (`AUTH_MODE=off`).
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl Client {
-    pub fn new(endpoints: Endpoints, workload: Workload) -> anyhow::Result<Client> {
+    /// A client of `endpoints`; with `tokens`, every request carries a bearer
+    /// token: the customer's for an order, the administrator's otherwise.
+    pub fn new(
+        endpoints: Endpoints,
+        workload: Workload,
+        tokens: Option<&dyn TokenSource>,
+    ) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .context("building the HTTP client")?;
+        let tokens = tokens
+            .map(|source| Tokens::mint(source, &workload))
+            .transpose()?
+            .map(Arc::new);
         Ok(Client {
             http,
             endpoints: Arc::new(endpoints),
             workload: Arc::new(workload),
+            tokens,
         })
+    }
+
+    /// `request` as the administrator, when tokens are checked.
+    fn as_admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.tokens {
+            Some(tokens) => request.header(reqwest::header::AUTHORIZATION, &tokens.admin),
+            None => request,
+        }
+    }
+
+    /// `request` as the customer `user`, when tokens are checked.
+    fn as_customer(&self, request: reqwest::RequestBuilder, user: &str) -> reqwest::RequestBuilder {
+        match self.tokens.as_ref().and_then(|t| t.customers.get(user)) {
+            Some(token) => request.header(reqwest::header::AUTHORIZATION, token),
+            None => self.as_admin(request),
+        }
     }
 
     pub fn workload(&self) -> &Workload {
@@ -231,8 +300,7 @@ impl Client {
         let results: Vec<anyhow::Result<()>> = stream::iter(requests)
             .map(|(url, body)| async move {
                 let response = self
-                    .http
-                    .put(&url)
+                    .as_admin(self.http.put(&url))
                     .json(&body)
                     .send()
                     .await
@@ -264,9 +332,13 @@ impl Client {
         let body = self
             .workload
             .order_body(&order_id, n ^ ((step as u64) << 40));
+        let user = body["userId"].as_str().unwrap_or_default();
         let response = self
-            .http
-            .post(format!("{}/api/orders", self.endpoints.order))
+            .as_customer(
+                self.http
+                    .post(format!("{}/api/orders", self.endpoints.order)),
+                user,
+            )
             .json(&body)
             .send()
             .await;
@@ -446,7 +518,7 @@ impl Client {
     async fn wait_terminal(&self, order: &Placed, deadline: Instant) -> Result<Finished, String> {
         let url = format!("{}/api/orders/{}", self.endpoints.order, order.order_id);
         loop {
-            if let Ok(response) = self.http.get(&url).send().await {
+            if let Ok(response) = self.as_admin(self.http.get(&url)).send().await {
                 if let Ok(view) = response.json::<OrderView>().await {
                     if TERMINAL.contains(&view.status.as_str()) {
                         return Ok(Finished {

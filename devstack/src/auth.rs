@@ -3,7 +3,8 @@
 //! With `--auth` every service runs `AUTH_MODE=jwt` against the JWKS of a
 //! signing key kept in `DIR/auth/` (made on first use, then kept, so tokens
 //! printed earlier stay valid across restarts); `devstack token --user alice`
-//! signs a token with that key for curl.
+//! signs a token with that key for curl, and `devstack --auth bench` signs
+//! its customers' tokens with it ([`BenchTokens`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,26 @@ pub fn service_env(issuer: &LocalIssuer, dir: &Path) -> BTreeMap<String, String>
         ("AUTH_ISSUER".to_owned(), LOCAL_ISSUER.to_owned()),
         ("AUTH_AUDIENCE".to_owned(), LOCAL_AUDIENCE.to_owned()),
     ])
+}
+
+/// How long the benchmark's tokens are valid: longer than any run, soak
+/// included.
+const BENCH_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The benchmark's tokens, signed by the stack's own key.
+pub struct BenchTokens(pub LocalIssuer);
+
+impl std::fmt::Debug for BenchTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The signing key stays out of any debug output.
+        f.write_str("BenchTokens(devstack's key)")
+    }
+}
+
+impl bench::load::TokenSource for BenchTokens {
+    fn token(&self, user: &str, admin: bool) -> anyhow::Result<String> {
+        self.0.token(user, admin, BENCH_TOKEN_TTL)
+    }
 }
 
 /// `devstack token`: prints a token of the key in `state_dir`.

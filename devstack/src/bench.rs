@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bench::load::Endpoints;
+use bench::load::{Endpoints, TokenSource};
 use bench::report::Report;
 use bench::{Options, Process, Target};
 
@@ -55,6 +56,8 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
                 format!("at {bootstrap}")
             }),
         broker_pids: Vec::new(),
+        // A deployment that checks tokens has its own identity provider.
+        tokens: None,
     };
     let outputs = Outputs {
         json: args.json.clone(),
@@ -149,13 +152,15 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Benchmarks the stack devstack runs: `instances` with their `pids`, on
-/// `kafka`, writing the files `outputs` names.
+/// `kafka`, sending `tokens` when the stack checks them (`--auth`), writing
+/// the files `outputs` names.
 pub async fn run_local(
     args: &BenchArgs,
     instances: &[Instance],
     pids: BTreeMap<String, u32>,
     database_url: &str,
     kafka: &Kafka,
+    tokens: Option<Arc<dyn TokenSource>>,
     outputs: Outputs,
 ) -> anyhow::Result<Report> {
     let url_of = |service: &str| {
@@ -180,6 +185,7 @@ pub async fn run_local(
             .collect(),
         broker: kafka.description(),
         broker_pids: kafka.pids(),
+        tokens,
     };
     run(target, options(args, outputs)).await
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{ApacheKafka, ApacheKafkaOptions, PostgresCluster};
+use local_infra::{ApacheKafka, ApacheKafkaOptions, PostgresCluster, ServiceRole};
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
 
@@ -270,10 +270,26 @@ impl Database {
              an existing server)",
         )?;
         cluster.ensure_database(DATABASE_NAME).await?;
+        cluster
+            .apply_service_roles(DATABASE_NAME)
+            .await
+            .context("creating the services' Postgres roles")?;
         Ok(Self {
             url: cluster.url(DATABASE_NAME),
             private: Some(cluster),
         })
+    }
+
+    /// The `DATABASE_URL` of the service called `service`: on the private
+    /// cluster its own role's (`deploy/postgres/init.sql`, as in Compose); on
+    /// an external database the URL given, whose roles are the operator's
+    /// business. `None` for a program without a schema (the console).
+    pub fn url_for_service(&self, service: &str) -> Option<String> {
+        let role = ServiceRole::of_service(service)?;
+        match &self.private {
+            Some(cluster) => Some(cluster.url_for(&role, DATABASE_NAME)),
+            None => Some(self.url.clone()),
+        }
     }
 
     /// "private" or "external", for the banner.

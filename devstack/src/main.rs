@@ -42,6 +42,7 @@ mod supervisor;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -273,11 +274,14 @@ impl Stack {
         };
         let database = self.database.insert(database);
 
-        let mut env = service_env(kafka, database);
+        let instances = &with_database_urls(instances, database);
+        let mut env = service_env(kafka);
+        let mut issuer = None;
         if cli.auth {
             let dir = auth::auth_dir(state.path());
-            let issuer = auth::load_or_create(&dir)?;
-            env.extend(auth::service_env(&issuer, &dir));
+            let loaded = auth::load_or_create(&dir)?;
+            env.extend(auth::service_env(&loaded, &dir));
+            issuer = Some(loaded);
         }
         let bench = match &cli.command {
             Some(cli::Command::Bench(args)) => Some(args),
@@ -323,6 +327,9 @@ impl Stack {
                 pids,
                 &database.url,
                 kafka,
+                issuer.map(|issuer| {
+                    Arc::new(auth::BenchTokens(issuer)) as Arc<dyn ::bench::load::TokenSource>
+                }),
                 bench::Outputs::for_run(args, kind),
             );
             return tokio::select! {
@@ -353,10 +360,24 @@ impl Stack {
     }
 }
 
-/// The environment every instance gets, besides its `PORT`.
-fn service_env(kafka: &Kafka, database: &Database) -> BTreeMap<String, String> {
+/// `instances`, each service's with the `DATABASE_URL` of its own role.
+fn with_database_urls(instances: &[Instance], database: &Database) -> Vec<Instance> {
+    instances
+        .iter()
+        .cloned()
+        .map(|mut instance| {
+            if let Some(url) = database.url_for_service(instance.service) {
+                instance.env.insert("DATABASE_URL".to_owned(), url);
+            }
+            instance
+        })
+        .collect()
+}
+
+/// The environment every instance gets, besides its `PORT` and its
+/// `DATABASE_URL`.
+fn service_env(kafka: &Kafka) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
-        ("DATABASE_URL".to_owned(), database.url.clone()),
         (
             "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
             kafka.bootstrap.clone(),

@@ -1,6 +1,7 @@
 //! The README's first command, end to end: devstack brings the whole system
-//! up, the seed's order is confirmed (and drawn by the console), a killed service is restarted, and
-//! SIGTERM stops everything cleanly.
+//! up, the seed's order is confirmed (and drawn by the console), each service
+//! keeps to its own Postgres role and schema, a killed service is restarted,
+//! and SIGTERM stops everything cleanly.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +35,89 @@ fn order_status(http: &reqwest::blocking::Client, base: &str, order_id: &str) ->
         .json()
         .ok()?;
     order["status"].as_str().map(str::to_owned)
+}
+
+/// SQLSTATE `insufficient_privilege`.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// SQLSTATE `invalid_password`.
+const INVALID_PASSWORD: &str = "28P01";
+
+/// Connected to devstack's database as each service's role (from
+/// `deploy/postgres/init.sql`, as in Compose): the service's tables are its
+/// role's, another service's schema answers 42501, and a wrong password is
+/// refused (scram-sha-256, not trust).
+fn each_service_is_confined_to_its_own_schema(superuser_url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let roles = local_infra::service_roles();
+        let mut admin = sqlx::PgConnection::connect(superuser_url).await.unwrap();
+        for role in &roles {
+            let owners: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1",
+            )
+            .bind(&role.schema)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            assert_eq!(
+                owners,
+                std::slice::from_ref(&role.role),
+                "owners of schema {}",
+                role.schema
+            );
+
+            let url = role.url(superuser_url).unwrap();
+            let mut own = sqlx::PgConnection::connect(&url).await.unwrap();
+            let migrations: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {}._sqlx_migrations",
+                role.schema
+            ))
+            .fetch_one(&mut own)
+            .await
+            .unwrap();
+            assert!(
+                migrations > 0,
+                "{} sees no migrations of its own",
+                role.role
+            );
+            for other in roles.iter().filter(|other| other.role != role.role) {
+                let read = sqlx::query(&format!(
+                    "SELECT count(*) FROM {}._sqlx_migrations",
+                    other.schema
+                ))
+                .execute(&mut own)
+                .await;
+                let code = read.err().and_then(|e| {
+                    e.as_database_error()
+                        .and_then(|d| d.code().map(|c| c.into_owned()))
+                });
+                assert_eq!(
+                    code.as_deref(),
+                    Some(INSUFFICIENT_PRIVILEGE),
+                    "{} reading schema {}",
+                    role.role,
+                    other.schema
+                );
+            }
+
+            let wrong = url.replacen(&format!(":{}@", role.password), ":wrong@", 1);
+            let refused = sqlx::PgConnection::connect(&wrong).await.err();
+            let code = refused.as_ref().and_then(|e| {
+                e.as_database_error()
+                    .and_then(|d| d.code().map(|c| c.into_owned()))
+            });
+            assert_eq!(
+                code.as_deref(),
+                Some(INVALID_PASSWORD),
+                "{} with a wrong password",
+                role.role
+            );
+        }
+    });
 }
 
 #[test]
@@ -111,6 +195,9 @@ fn devstack_runs_the_saga_restarts_a_killed_service_and_stops_cleanly() {
     wait_until("order 123 confirmed", DEADLINE, || {
         (order_status(&http, &order_base, "123")? == "CONFIRMED").then_some(())
     });
+
+    // Every service ran as its own role, and no role reaches another's schema.
+    each_service_is_confined_to_its_own_schema(stack["databaseUrl"].as_str().unwrap());
 
     // The console runs beside the services and draws the seed order's saga:
     // three steps, each caused by the one before.

@@ -20,6 +20,9 @@
 //!   without containers.
 //! - [`TestKafka`]: whichever of the two `TEST_KAFKA` asks for, so one test
 //!   suite runs on both.
+//! - [`ServiceRole`]: the services' Postgres login roles from
+//!   `deploy/postgres/init.sql`, applied to a private cluster by
+//!   [`PostgresCluster::apply_service_roles`].
 //! - [`identity::LocalIssuer`]: a local identity provider (a signing key, its
 //!   JWKS, tokens for any user) for running with `AUTH_MODE=jwt`.
 //!
@@ -34,6 +37,7 @@ mod kafka;
 mod kafka_runtime;
 mod os_user;
 mod postgres;
+mod service_roles;
 pub mod spawn;
 mod test_kafka;
 mod zookeeper_kafka;
@@ -42,5 +46,6 @@ pub use apache_kafka::{ApacheKafka, ApacheKafkaOptions, DEFAULT_HEAP_MB, STOP_TI
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};
+pub use service_roles::{apply_service_roles, service_roles, ServiceRole, INIT_SQL};
 pub use test_kafka::{TestKafka, TestKafkaMode, TEST_KAFKA_ENV};
 pub use zookeeper_kafka::{ZooKeeperKafka, ZooKeeperKafkaOptions};

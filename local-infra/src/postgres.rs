@@ -31,8 +31,25 @@ use tempfile::TempDir;
 use crate::os_user::{command_from_argv, RunAs};
 use crate::spawn;
 
-/// The role `initdb -U` creates; clients connect as it (trust auth, loopback only).
+/// The role `initdb -U` creates; the harness connects as it without a
+/// password (loopback only), the services as their own roles with one.
 const SUPERUSER: &str = "postgres";
+
+/// Client authentication, written over the data directory's `pg_hba.conf` at
+/// every start (so a reused directory gets this version's rules): TCP on
+/// loopback only; the superuser, which devstack and the tests use to create
+/// databases and roles and to check invariants, without a password; every
+/// other role, i.e. the services' (see `service_roles`), by a scram-sha-256
+/// password. Unix sockets are switched off (see `server_options`).
+const PG_HBA: &str = "\
+# Written by local-infra at every start; edits are overwritten.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+host    all       postgres  127.0.0.1/32   trust
+host    all       all       127.0.0.1/32   scram-sha-256
+";
+
+/// The file [`PG_HBA`] goes to, in the data directory.
+const PG_HBA_FILE: &str = "pg_hba.conf";
 
 /// The database that always exists, used to create the others.
 const MAINTENANCE_DATABASE: &str = "postgres";
@@ -209,8 +226,10 @@ fn debian_bindirs() -> Vec<PathBuf> {
 
 /// A PostgreSQL server of our own, running until dropped.
 ///
-/// Connect with [`url`](Self::url); every database's owner is the `postgres`
-/// superuser and authentication is `trust` (loopback only).
+/// Connect with [`url`](Self::url) as the `postgres` superuser (no password,
+/// loopback only), or with [`url_for`](Self::url_for) as a service's own role
+/// (scram-sha-256) once [`apply_service_roles`](Self::apply_service_roles)
+/// has made the roles.
 #[derive(Debug)]
 pub struct PostgresCluster {
     /// The installation whose binaries manage this cluster.
@@ -488,6 +507,7 @@ impl PostgresCluster {
 
     /// `pg_ctl start`, waiting until the server accepts connections.
     fn launch(&mut self) -> anyhow::Result<()> {
+        self.write_pg_hba()?;
         let args: Vec<OsString> = vec![
             "start".into(),
             "--wait".into(),
@@ -524,6 +544,16 @@ impl PostgresCluster {
             data_dir = %self.data_dir.display(),
             "PostgreSQL started"
         );
+        Ok(())
+    }
+
+    /// Writes [`PG_HBA`] over the data directory's `pg_hba.conf`.
+    fn write_pg_hba(&self) -> anyhow::Result<()> {
+        let path = self.data_dir.join(PG_HBA_FILE);
+        std::fs::write(&path, PG_HBA).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(account) = &self.run_as {
+            account.chown(&path)?;
+        }
         Ok(())
     }
 

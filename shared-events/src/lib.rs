@@ -5,6 +5,8 @@
 //!   with strict decoding.
 //! - [`topics`]: topic names (configuration, with defaults) and partition count.
 //! - [`values`]: validated value types (`OrderId`, `Sku`, `Quantity`, `Cents`, ...).
+//! - `fuzzing` (feature `fuzzing`, tests only): generators of hostile input
+//!   shared by the fuzz tests of the decoder and of the request bodies.
 //! - `openapi` (feature `openapi`): the same types' schemas for OpenAPI
 //!   documents, taken from their JSON Schemas so the two cannot differ.
 //!
@@ -12,6 +14,8 @@
 //! in the contract.
 
 pub mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod schema;

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{PostgresCluster, TestKafka};
+use local_infra::{PostgresCluster, ServiceRole, TestKafka};
 use service_kit::CommonConfig;
 use shared_events::topics::DEFAULT_PARTITIONS;
 use shared_events::Topics;
@@ -19,6 +19,9 @@ static POSTGRES: OnceLock<PostgresCluster> = OnceLock::new();
 pub struct Infra {
     /// A cluster of this test's own, when asked for and possible.
     pub postgres: Option<PostgresCluster>,
+    /// The superuser's URL of the test's database, for the test's own checks
+    /// across schemas; each service connects as its own role instead (see
+    /// [`common`](Self::common)).
     pub database_url: String,
     /// `None` when an external broker is used.
     pub kafka: Option<TestKafka>,
@@ -46,6 +49,7 @@ impl Infra {
         {
             let cluster = tokio::task::block_in_place(PostgresCluster::start_temporary)?;
             cluster.ensure_database(&id).await?;
+            cluster.apply_service_roles(&id).await?;
             let url = cluster.url(&id);
             (Some(cluster), url)
         } else {
@@ -93,7 +97,7 @@ impl Infra {
     pub fn common(&self, name: &str, schema: &str) -> CommonConfig {
         let mut c = CommonConfig::defaults(name, 0, schema);
         c.host = "127.0.0.1".into();
-        c.database_url = self.database_url.clone();
+        c.database_url = self.service_database_url(schema);
         c.database_max_connections = 5;
         c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
         c.kafka_replication_factor = self.replication_factor;
@@ -105,7 +109,18 @@ impl Infra {
     }
 }
 
-/// A new, empty database for one stack.
+impl Infra {
+    /// The URL a service owning `schema` connects with: its own role's, as in
+    /// Compose (`deploy/postgres/init.sql`).
+    pub fn service_database_url(&self, schema: &str) -> String {
+        let role = ServiceRole::owning(schema)
+            .unwrap_or_else(|| panic!("deploy/postgres/init.sql makes no role owning {schema}"));
+        role.url(&self.database_url)
+            .expect("the stack's database URL starts with postgres://")
+    }
+}
+
+/// A new, empty database for one stack, with the services' roles.
 async fn fresh_database(name: &str) -> anyhow::Result<String> {
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
@@ -116,6 +131,9 @@ async fn fresh_database(name: &str) -> anyhow::Result<String> {
                 .await?;
             let mut stack_url = reqwest::Url::parse(&url).context("DATABASE_URL")?;
             stack_url.set_path(&format!("/{name}"));
+            local_infra::apply_service_roles(stack_url.as_str())
+                .await
+                .context("creating the services' roles (DATABASE_URL must name a superuser)")?;
             Ok(stack_url.to_string())
         }
         Err(_) => {
@@ -125,6 +143,7 @@ async fn fresh_database(name: &str) -> anyhow::Result<String> {
                 })
             });
             cluster.ensure_database(name).await?;
+            cluster.apply_service_roles(name).await?;
             Ok(cluster.url(name))
         }
     }

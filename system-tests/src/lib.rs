@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 pub use api::Api;
 pub use infra::Infra;
-pub use stack::{RunningService, StackAuth, StackConfigs, StackOptions, TestStack, WAKE_UPS_ONLY};
+pub use stack::{
+    RateLimitOptions, RunningService, StackAuth, StackConfigs, StackOptions, TestStack,
+    WAKE_UPS_ONLY,
+};
 
 /// How long a test waits for an outcome before failing.
 pub const DEADLINE: Duration = Duration::from_secs(60);

@@ -90,6 +90,18 @@ pub struct StackOptions {
     pub max_orders_in_flight: u64,
     /// Every service checks bearer tokens (`AUTH_MODE=jwt`); `None`: auth off.
     pub auth: Option<StackAuth>,
+    /// Every service limits each client's writes (`RATE_LIMIT_PER_SECOND`,
+    /// `RATE_LIMIT_BURST`); `None`: no limit, the default.
+    pub rate_limit: Option<RateLimitOptions>,
+}
+
+/// A per-client write budget for [`StackOptions::rate_limit`].
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitOptions {
+    /// Writes per second a client may make on average.
+    pub per_second: u32,
+    /// Writes a client may make at once.
+    pub burst: u32,
 }
 
 /// What a stack with `AUTH_MODE=jwt` checks tokens against, and the token its
@@ -119,6 +131,7 @@ impl Default for StackOptions {
             own_kafka_nodes: None,
             max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
             auth: None,
+            rate_limit: None,
         }
     }
 }
@@ -148,6 +161,10 @@ impl StackConfigs {
                 config.auth_jwks_file = auth.jwks_file.display().to_string();
                 config.auth_issuer = local_infra::identity::LOCAL_ISSUER.to_owned();
                 config.auth_audience = local_infra::identity::LOCAL_AUDIENCE.to_owned();
+            }
+            if let Some(limit) = options.rate_limit {
+                config.rate_limit_per_second = limit.per_second;
+                config.rate_limit_burst = limit.burst;
             }
             config
         };

@@ -64,9 +64,11 @@ pub struct PutProduct {
     #[schema(value_type = Option<ProductName>)]
     name: Option<String>,
     #[schema(value_type = PriceCents)]
+    #[serde(deserialize_with = "service_kit::http::whole_number")]
     price_cents: i64,
     /// Units available for new orders from now on (reserved and sold units are separate).
     #[schema(minimum = 0, maximum = 2147483647)]
+    #[serde(deserialize_with = "service_kit::http::whole_number")]
     available: i64,
 }
 

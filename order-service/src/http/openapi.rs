@@ -55,7 +55,24 @@ pub fn document(max_wait: Duration) -> utoipa::openapi::OpenApi {
         "timeout",
         string(watch::timeout_pattern(max_wait)),
     );
+    refuse_identical_lines(&mut doc);
     doc
+}
+
+/// `uniqueItems` on the lines of `POST /api/orders`: a SKU may be on one line
+/// only. JSON Schema can only forbid identical lines, the part of the rule it
+/// can state; the `items` description states the rest (the same SKU with
+/// two quantities), which `scripts/api_fuzz_hooks.py` tells schemathesis.
+fn refuse_identical_lines(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    let components = doc.components.as_mut().expect("the document has schemas");
+    let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateOrder") else {
+        panic!("CreateOrder is an object schema");
+    };
+    let Some(RefOr::T(Schema::Array(items))) = create.properties.get_mut("items") else {
+        panic!("CreateOrder.items is an array schema");
+    };
+    items.unique_items = true;
 }
 
 #[cfg(test)]
@@ -70,5 +87,6 @@ mod tests {
         let doc = serde_json::to_value(document(Duration::from_secs(25))).unwrap();
         let items = &doc["components"]["schemas"]["CreateOrder"]["properties"]["items"];
         assert_eq!(items["maxItems"], Value::from(MAX_LINES), "{items}");
+        assert_eq!(items["uniqueItems"], Value::Bool(true), "{items}");
     }
 }

@@ -61,6 +61,7 @@ pub struct CreateOrderItem {
     #[schema(value_type = Sku)]
     sku: String,
     #[schema(value_type = Quantity)]
+    #[serde(deserialize_with = "service_kit::http::whole_number")]
     quantity: i64,
 }
 
@@ -304,3 +305,6 @@ pub async fn list(
     };
     Ok(Json(db::list(&state.pool, &filter).await?))
 }
+
+#[cfg(test)]
+mod fuzz;

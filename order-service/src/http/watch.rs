@@ -256,6 +256,49 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/orders/{order_id}/events", get(events))
 }
 
+/// One event of `GET /api/orders/{orderId}/events` (documentation only).
+///
+/// Before OpenAPI 3.2's `itemSchema`, the schema of a `text/event-stream`
+/// response describes one event with its fields `event`, `id` and `data`, as
+/// an EventSource delivers it; `data` is text, here an [`Order`] as JSON.
+pub struct StatusEvent;
+
+impl utoipa::PartialSchema for StatusEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let statuses = OrderStatus::VARIANTS.iter().map(|status| status.as_str());
+        ObjectBuilder::new()
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([STATUS_EVENT])),
+            )
+            .required("event")
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("The order's status, for `Last-Event-ID`"))
+                    .enum_values(Some(statuses)),
+            )
+            .required("id")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .description(Some(
+                        "The order as `GET /api/orders/{orderId}` returns it (the `Order` schema), as JSON",
+                    )),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StatusEvent {}
+
 /// The order's status as Server-Sent Events: the current state at once, then
 /// each change, and the stream ends after a terminal status.
 ///
@@ -273,7 +316,7 @@ pub fn router() -> Router<AppState> {
     ),
     responses(
         (status = 200, description = "`text/event-stream`: `event: status`, `id: <status>`, `data: <the order as JSON>`; comments as keep-alives; ends after a terminal status",
-            body = Order, content_type = "text/event-stream"),
+            body = StatusEvent, content_type = "text/event-stream"),
         (status = 204, description = "Last-Event-ID is the order's terminal status: nothing more will come"),
         (status = 400, description = "Invalid orderId", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),

@@ -45,6 +45,7 @@ pub async fn get_account(
 pub struct PutAccount {
     /// The customer's credit from now on.
     #[schema(value_type = Cents)]
+    #[serde(deserialize_with = "service_kit::http::whole_number")]
     credit_cents: i64,
 }
 

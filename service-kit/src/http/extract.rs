@@ -1,6 +1,7 @@
 //! Extractors that answer bad input with a [`Problem`] naming what is wrong:
 //! JSON bodies ([`JsonBody`], [`OptionalJsonBody`]), query strings
-//! ([`QueryParams`]) and the `limit` of listings ([`page_limit`]).
+//! ([`QueryParams`]) and the `limit` of listings ([`page_limit`]), and the
+//! JSON reading of integers ([`whole_number`]).
 //!
 //! Unlike axum's own extractors, whose rejections are plain text, every
 //! refusal here is problem+json, and a decoding error names the field by its
@@ -31,8 +32,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Like [`JsonBody`], for a body the client may leave out: an empty body is
-/// `None`, anything else must be valid JSON of `T`.
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// What the extractor makes of a body already read (within the size
+    /// limit) that came with `content_type`; for tests that feed a handler's
+    /// body type hostile bytes without a server.
+    pub fn decode(content_type: Option<&str>, bytes: &[u8]) -> Result<T, Problem> {
+        let is_json = content_type.is_some_and(is_json_media_type);
+        decode_json(is_json, bytes)
+    }
+}
+
+/// Like [`JsonBody`], for a body the client may leave out: an empty body and
+/// a JSON `null` are `None`, anything else must be valid JSON of `T`.
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
@@ -43,7 +54,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));
         }
-        decode_json(is_json, &bytes).map(|value| OptionalJsonBody(Some(value)))
+        decode_json::<Option<T>>(is_json, &bytes).map(OptionalJsonBody)
     }
 }
 
@@ -60,12 +71,18 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || mime.ends_with("+json")
-        })
-        .unwrap_or(false)
+        .is_some_and(is_json_media_type)
+}
+
+/// `application/json` or any `+json` type, parameters aside.
+fn is_json_media_type(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json")
 }
 
 fn decode_json<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, Problem> {
@@ -123,6 +140,47 @@ fn named_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// Reads a JSON integer for a field declared as an `i64`, accepting a number
+/// written with a fraction of zero (`5.0`, `1e3`) as well.
+///
+/// JSON Schema, and so the OpenAPI documents, count `5.0` as an integer, and
+/// some JSON encoders write whole numbers that way; serde alone refuses them.
+/// A number with a fraction, or outside the `i64` range, is still refused,
+/// and the field is named in the 400 like any other mistyped value.
+/// Use with `#[serde(deserialize_with = "service_kit::http::whole_number")]`.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    deserializer.deserialize_any(WholeNumber)
+}
+
+struct WholeNumber;
+
+impl serde::de::Visitor<'_> for WholeNumber {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom(format!("{v} is out of range for an integer")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // i64::MAX is not exactly representable; 2^63 is the first f64 above the range.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            // Exact: the value is whole and within range.
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
 /// Query parameters, with a [`Problem`] naming the parameter on failure.
 pub struct QueryParams<T>(pub T);
 
@@ -173,5 +231,41 @@ mod tests {
             Some("userId")
         );
         assert_eq!(named_field("invalid type: string"), None);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Count {
+        #[serde(deserialize_with = "whole_number")]
+        n: i64,
+    }
+
+    fn count(json: &str) -> Result<i64, String> {
+        serde_json::from_str::<Count>(json)
+            .map(|c| c.n)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        assert_eq!(count(r#"{"n": 7}"#), Ok(7));
+        assert_eq!(count(r#"{"n": -7}"#), Ok(-7));
+        assert_eq!(count(r#"{"n": 9994302.0}"#), Ok(9_994_302));
+        assert_eq!(count(r#"{"n": 1e3}"#), Ok(1000));
+        assert_eq!(count(r#"{"n": -0.0}"#), Ok(0));
+        assert_eq!(count(r#"{"n": 9223372036854775807}"#), Ok(i64::MAX));
+    }
+
+    #[test]
+    fn fractions_and_out_of_range_numbers_are_not_integers() {
+        for json in [
+            r#"{"n": 2.5}"#,
+            r#"{"n": 9223372036854775808}"#,
+            r#"{"n": 1e19}"#,
+            r#"{"n": -1e19}"#,
+            r#"{"n": "7"}"#,
+            r#"{"n": null}"#,
+        ] {
+            assert!(count(json).is_err(), "{json} was read as {:?}", count(json));
+        }
     }
 }

@@ -34,7 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Access, Admin, Authenticated, Authenticator, Caller};
-pub use extract::{page_limit, JsonBody, OptionalJsonBody, QueryParams};
+pub use extract::{page_limit, whole_number, JsonBody, OptionalJsonBody, QueryParams};
 pub use health::HealthState;
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE, TRANSIENT_RETRY_AFTER};
 pub use rate_limit::RateLimit;

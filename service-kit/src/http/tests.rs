@@ -307,6 +307,10 @@ async fn an_optional_body_may_be_left_out_but_not_be_wrong() {
     let blank = send(Method::POST, uri, Some("application/json"), b"  \n").await;
     assert_eq!(blank.body, json!({"reason": null}));
 
+    let null = send(Method::POST, uri, Some("application/json"), b"null").await;
+    assert_eq!(null.status, StatusCode::OK, "{}", null.body);
+    assert_eq!(null.body, json!({"reason": null}));
+
     let given = send_json(Method::POST, uri, &json!({"reason": "oops"})).await;
     assert_eq!(given.body, json!({"reason": "oops"}));
 
