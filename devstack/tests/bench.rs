@@ -1,7 +1,7 @@
 //! A short smoke run of `devstack bench`: a few seconds of tiny load against a
 //! stack it starts itself. Proves the tool works end to end — every accepted
 //! order reaches a terminal status, and the table, JSON, SVG and Markdown are
-//! produced. No timing is asserted: the figures depend on the machine.
+//! produced, with auth off and on. No timing is asserted: the figures depend on the machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -131,6 +131,7 @@ fn filled_markdown(run: &Run) -> String {
 #[test]
 fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
     let run = run_bench(&[], &[]);
+    assert!(run.table.contains("AUTH_MODE=off"), "{}", run.table);
     assert!(run.table.contains("DB-bound limit"), "{}", run.table);
     assert!(run.table.contains("→CONFIRMED p50"), "{}", run.table);
     assert_complete(&run.dir.path().join("bench.json"));
@@ -138,6 +139,19 @@ fn a_tiny_bench_run_terminates_every_order_and_writes_its_reports() {
         .unwrap()
         .contains("<svg"));
     filled_markdown(&run);
+}
+
+/// With `--auth` every service checks tokens; the load generator sends each
+/// customer's own on their orders and the administrator's for the set-up, and
+/// every order still ends CONFIRMED. The report says auth was on.
+#[test]
+fn a_bench_run_with_auth_on_sends_each_customer_their_own_token() {
+    let run = run_bench(&["--auth"], &[]);
+    let report = run.dir.path().join("bench.json");
+    assert_complete(&report);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let target = report["target"].as_str().unwrap();
+    assert!(target.contains("AUTH_MODE=jwt"), "{target}");
 }
 
 /// Needs Java and Maven, so it runs in the real-broker pass only.
