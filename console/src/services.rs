@@ -251,6 +251,34 @@ pub async fn as_caller<F: std::future::Future>(token: Option<String>, work: F) -
     CALLER_TOKEN.scope(token, work).await
 }
 
+/// `stream`, polled with the current request's token in scope, wherever it
+/// is polled: a streamed response (server-sent events) outlives its handler,
+/// so [`as_caller`]'s scope has ended by the time its body is read.
+pub fn keep_caller<S: futures::Stream>(stream: S) -> impl futures::Stream<Item = S::Item> {
+    CallerStream {
+        token: CALLER_TOKEN.try_with(Clone::clone).ok().flatten(),
+        inner: Box::pin(stream),
+    }
+}
+
+/// See [`keep_caller`].
+struct CallerStream<S> {
+    token: Option<String>,
+    inner: std::pin::Pin<Box<S>>,
+}
+
+impl<S: futures::Stream> futures::Stream for CallerStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = &mut *self;
+        CALLER_TOKEN.sync_scope(this.token.clone(), || this.inner.as_mut().poll_next(cx))
+    }
+}
+
 async fn answer<T: for<'de> Deserialize<'de>>(
     endpoint: &Endpoint,
     request: reqwest::RequestBuilder,

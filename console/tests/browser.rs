@@ -10,7 +10,13 @@
 //! message dead-lettered, shown with its error, and replayed with the button;
 //! and the orders page at phone width without sideways scrolling.
 //!
-//! One stack and one browser for the whole file, to keep CI time down.
+//! With `AUTH_MODE=jwt` (a second stack and browser): an anonymous visitor is
+//! sent to the sign-in page, a customer's token is refused, an administrator
+//! signs in by pasting a token, which script on the page cannot read, and
+//! places an order that turns CONFIRMED live, the console relaying the
+//! administrator's token to the services.
+//!
+//! One stack and one browser per mode, to keep CI time down.
 //! Screenshots of each step go to `$CARGO_TARGET_TMPDIR/console-screenshots`.
 //! To regenerate the README's picture (`docs/console.png`):
 //! `CONSOLE_README_SCREENSHOT=1 cargo test -p console --test browser`.
@@ -19,10 +25,11 @@ mod webdriver;
 
 use std::path::{Path, PathBuf};
 
+use local_infra::identity::{LocalIssuer, LOCAL_AUDIENCE, LOCAL_ISSUER};
 use serde_json::{json, Value};
 use service_kit::ServiceConfig;
 use system_tests::wait_for;
-use system_tests::TestStack;
+use system_tests::{StackAuth, StackOptions, TestStack};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webdriver::Browser;
@@ -46,7 +53,18 @@ struct Console {
 
 impl Console {
     async fn start(stack: &TestStack) -> Console {
+        Self::start_with(stack, None).await
+    }
+
+    /// The console checking tokens against `auth`'s JWKS, as the stack does.
+    async fn start_with(stack: &TestStack, auth: Option<&StackAuth>) -> Console {
         let mut config = console::Config::defaults();
+        if let Some(auth) = auth {
+            config.common.auth_mode = service_kit::config::AuthMode::Jwt;
+            config.common.auth_jwks_file = auth.jwks_file.display().to_string();
+            config.common.auth_issuer = LOCAL_ISSUER.to_owned();
+            config.common.auth_audience = LOCAL_AUDIENCE.to_owned();
+        }
         config.common.kafka_bootstrap_servers = stack.kafka_bootstrap.clone();
         config.common.port = 0;
         config.common.host = "127.0.0.1".to_owned();
@@ -159,6 +177,97 @@ async fn a_user_follows_an_order_and_a_dead_letter_through_the_console() {
     drop(browser);
     console.stop().await;
     stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_only_a_signed_in_administrator_gets_in() {
+    let issuer = LocalIssuer::generate_es256("console-browser").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, LocalIssuer::jwks_of(&[&issuer])).unwrap();
+    let ttl = std::time::Duration::from_secs(3600);
+    let auth = StackAuth {
+        jwks_file,
+        admin_token: issuer.token("root", true, ttl).unwrap(),
+    };
+    let stack = TestStack::start_with(StackOptions {
+        auth: Some(auth.clone()),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.put_product(SKU, PRICE_CENTS, STOCK).await;
+    let console = Console::start_with(&stack, Some(&auth)).await;
+    let browser = Browser::start().await;
+    let shots = Screenshots::new();
+
+    // Nobody signed in: every page leads to the sign-in form.
+    browser.goto(&console.url("/orders")).await;
+    let url = browser.current_url().await;
+    assert!(
+        url.ends_with("/login"),
+        "an anonymous visitor landed on {url}"
+    );
+    shots.take(&browser, "auth-01-sign-in").await;
+
+    // A customer's token is a valid token, but not an administrator's.
+    sign_in(
+        &browser,
+        &console,
+        &issuer.token(CUSTOMER, false, ttl).unwrap(),
+    )
+    .await;
+    let refusal = wait_in_page(
+        &browser,
+        "the refusal of a customer's token",
+        "return document.body.innerText.includes('administrators') ? document.body.innerText : null",
+        &[],
+    )
+    .await;
+    assert!(
+        !refusal.as_str().unwrap().contains("Orders"),
+        "a customer sees the console: {refusal}"
+    );
+
+    // The administrator signs in; the token is in an HttpOnly cookie.
+    sign_in(&browser, &console, &auth.admin_token).await;
+    overview_has_a_heading_and_navigation(&browser, &console).await;
+    let cookies = browser.execute("return document.cookie", vec![]).await;
+    assert!(
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("console_token"),
+        "script can read the token: {cookies}"
+    );
+    shots.take(&browser, "auth-02-overview").await;
+
+    // The console acts for the administrator: the order is placed with the
+    // relayed token and its status arrives live.
+    placing_an_order_shows_it_confirmed_live(&browser, &console).await;
+    shots.take(&browser, "auth-03-order-confirmed").await;
+
+    drop(browser);
+    console.stop().await;
+    stack.shutdown().await;
+}
+
+/// Pastes `token` into the sign-in form and sends it.
+async fn sign_in(browser: &Browser, console: &Console, token: &str) {
+    browser.goto(&console.url("/login")).await;
+    let field = browser.find("textarea#token").await;
+    browser.send_keys(&field, token).await;
+    browser
+        .click(
+            &browser
+                .find("form[action='/login'] button[type=submit]")
+                .await,
+        )
+        .await;
+    wait_for("the sign-in to leave /login", || async move {
+        let url = browser.current_url().await;
+        (!url.ends_with("/login")).then_some(())
+    })
+    .await;
 }
 
 /// a. The home page: a title, a heading, and links to each area.

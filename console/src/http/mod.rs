@@ -223,13 +223,16 @@ pub(crate) fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// A live stream's end: when the console shuts down.
+/// A live stream as a response: it ends when the console shuts down, and it
+/// calls the services with the token of the request that opened it (the
+/// body is polled after the handler has returned, outside the request's
+/// [`crate::services::as_caller`] scope).
 pub(crate) fn until_shutdown<S: futures::Stream>(
     stream: S,
     state: &AppState,
 ) -> impl futures::Stream<Item = S::Item> {
     use futures::StreamExt;
-    stream.take_until(state.shutdown.clone().cancelled_owned())
+    crate::services::keep_caller(stream.take_until(state.shutdown.clone().cancelled_owned()))
 }
 
 #[cfg(test)]
