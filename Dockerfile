@@ -18,10 +18,11 @@ ARG RUST_IMAGE=rust:1.93.0-slim-bookworm
 ARG RUNTIME_IMAGE=debian:12.11-slim
 
 FROM ${RUST_IMAGE} AS chef
-# rdkafka builds librdkafka from source: a C toolchain, make, perl, pkg-config
-# and the zlib headers (the same packages .ci/run installs).
+# rdkafka builds librdkafka from source: a C toolchain, make, perl, pkg-config,
+# the zlib headers and OpenSSL's (TLS and SASL/SCRAM; the same packages
+# .ci/run installs).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential perl pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends build-essential perl pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 # cargo-chef 0.1.78's own locked dependencies need Rust 1.88 or later.
 RUN cargo install cargo-chef --locked --version 0.1.78
@@ -43,11 +44,13 @@ RUN cargo build --release --locked -p ${SERVICE}
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG SERVICE
 ARG PORT
-# The binary links libz, libgcc_s and glibc only; zlib1g is part of every
-# Debian image, installed here so that stays true.
+# The binary links libz, OpenSSL's libssl and libcrypto, libgcc_s and glibc;
+# zlib1g is part of every Debian image, installed here so that stays true;
+# ca-certificates is the trust store KAFKA_SECURITY_PROTOCOL=ssl/sasl_ssl
+# uses when KAFKA_SSL_CA_LOCATION is empty.
 RUN test -n "${SERVICE}" && test -n "${PORT}" \
     && apt-get update \
-    && apt-get install -y --no-install-recommends zlib1g \
+    && apt-get install -y --no-install-recommends zlib1g libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app

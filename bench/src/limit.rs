@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::Serialize;
 use service_kit::consumer::{apply_batch, Source};
-use service_kit::kafka::EventStreamConsumer;
+use service_kit::kafka::{EventProducer, EventStreamConsumer};
 use service_kit::outbox::Outbox;
 use service_kit::{CommonConfig, EventHandler, HandlerError, ServiceConfig};
 use shared_events::{
@@ -629,11 +629,17 @@ pub async fn broker(bootstrap: &str, run_id: &str) -> anyhow::Result<BrokerLimit
     let topic = format!("{run_id}-round-trip");
     // Brokers that allow it create the topic here; the embedded one creates
     // it on first use.
-    let _ = service_kit::kafka::create_missing_topics(bootstrap, &[&topic], 1, -1).await;
+    let _ = service_kit::kafka::create_missing_topics(
+        &service_kit::kafka::KafkaConnection::plaintext(bootstrap),
+        &[&topic],
+        1,
+        -1,
+    )
+    .await;
     let mut config = CommonConfig::defaults("bench", 0, "bench");
     config.kafka_bootstrap_servers = bootstrap.to_owned();
     config.kafka_group_id = format!("{run_id}-round-trip");
-    let producer: FutureProducer = service_kit::kafka::producer(&config)?;
+    let producer: EventProducer = service_kit::kafka::producer(&config)?;
     // The first message creates the topic (on brokers that create on first
     // use) and waits for the group: not timed.
     send(&producer, &topic, "warm-up").await?;
@@ -657,7 +663,7 @@ pub async fn broker(bootstrap: &str, run_id: &str) -> anyhow::Result<BrokerLimit
     })
 }
 
-async fn send(producer: &FutureProducer, topic: &str, key: &str) -> anyhow::Result<()> {
+async fn send(producer: &EventProducer, topic: &str, key: &str) -> anyhow::Result<()> {
     producer
         .send(
             FutureRecord::to(topic).key(key).payload(key),

@@ -24,7 +24,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate()?;
         let kafka = KafkaView::new(
-            &config.common.kafka_bootstrap_servers,
+            &service_kit::kafka::KafkaConnection::of(&config.common),
             config.console_kafka_timeout,
             config.known_groups(),
         )?;

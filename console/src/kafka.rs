@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+use service_kit::kafka::KafkaConnection;
 use tokio::sync::mpsc;
 
 /// How long one poll of the tail waits before checking whether its viewer left.
@@ -201,7 +202,8 @@ pub struct KafkaView {
 }
 
 struct Inner {
-    bootstrap: String,
+    /// The brokers and the console's login (`KAFKA_SECURITY_PROTOCOL`, ...).
+    connection: KafkaConnection,
     timeout: Duration,
     known_groups: Vec<String>,
     /// One long-lived client for metadata and watermarks (no group, no assignment).
@@ -210,14 +212,14 @@ struct Inner {
 
 impl KafkaView {
     pub fn new(
-        bootstrap: &str,
+        connection: &KafkaConnection,
         timeout: Duration,
         known_groups: Vec<String>,
     ) -> anyhow::Result<KafkaView> {
-        let metadata = browse_client(bootstrap)?;
+        let metadata = browse_client(connection)?;
         Ok(KafkaView {
             inner: Arc::new(Inner {
-                bootstrap: bootstrap.to_owned(),
+                connection: connection.clone(),
                 timeout,
                 known_groups,
                 metadata,
@@ -226,7 +228,12 @@ impl KafkaView {
     }
 
     pub fn bootstrap(&self) -> &str {
-        &self.inner.bootstrap
+        self.inner.connection.bootstrap()
+    }
+
+    /// How the console reaches the brokers, for the dead-letter tools.
+    pub fn connection(&self) -> &KafkaConnection {
+        &self.inner.connection
     }
 
     async fn blocking<T: Send + 'static>(
@@ -276,7 +283,7 @@ impl KafkaView {
     /// Messages arriving on `topic` from now on, until the receiver is dropped.
     pub async fn tail(&self, topic: &str) -> Result<mpsc::Receiver<RawMessage>> {
         let topic = self.topic(topic).await?;
-        let consumer = browse_client(&self.inner.bootstrap)
+        let consumer = browse_client(&self.inner.connection)
             .map_err(|e| KafkaReadError::Unavailable(format!("{e:#}")))?;
         let mut assignment = TopicPartitionList::new();
         for partition in &topic.partitions {
@@ -316,13 +323,13 @@ pub enum GroupListing {
 }
 
 /// A client that joins no group: for metadata, watermarks and assigned reads.
-fn browse_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+fn browse_client(connection: &KafkaConnection) -> anyhow::Result<BaseConsumer> {
     use anyhow::Context;
     // librdkafka wants a group id even for assign(); a fresh one that is
     // never joined (no subscribe) and never committed to.
     let group = format!("ordersystem.console.browse-{}", uuid::Uuid::new_v4());
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    connection
+        .client_config()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -461,7 +468,7 @@ impl Inner {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
-        let consumer = browse_client(&self.bootstrap)
+        let consumer = browse_client(&self.connection)
             .map_err(|e| KafkaReadError::Unavailable(format!("{e:#}")))?;
         let mut assignment = TopicPartitionList::new();
         let mut ends = HashMap::new();
@@ -555,8 +562,9 @@ impl Inner {
         topics: &[TopicInfo],
         described: Option<(String, Vec<Member>)>,
     ) -> Result<GroupInfo> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: BaseConsumer = self
+            .connection
+            .client_config()
             .set("group.id", name)
             .set("enable.auto.commit", "false")
             .create()?;

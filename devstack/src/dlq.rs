@@ -1,6 +1,8 @@
 //! `devstack dlq list|replay --topic T`: look at and replay dead letters on
 //! the stack's Kafka (from `stack.json`) or on `--kafka-bootstrap`.
 
+use service_kit::kafka::KafkaConnection;
+
 use crate::cli::{Cli, DlqCommand};
 use crate::stack_file::StackDescription;
 
@@ -11,10 +13,10 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
     };
     match command {
         DlqCommand::List { topic } => {
-            let bootstrap = bootstrap.clone();
+            let connection = KafkaConnection::plaintext(&bootstrap);
             let topic = topic.clone();
             let letters =
-                tokio::task::spawn_blocking(move || service_kit::dlq::list(&bootstrap, &topic))
+                tokio::task::spawn_blocking(move || service_kit::dlq::list(&connection, &topic))
                     .await??;
             for letter in &letters {
                 println!(
@@ -32,7 +34,8 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
             println!("{} dead letter(s)", letters.len());
         }
         DlqCommand::Replay { topic } => {
-            let replayed = service_kit::dlq::replay(&bootstrap, topic).await?;
+            let replayed =
+                service_kit::dlq::replay(&KafkaConnection::plaintext(&bootstrap), topic).await?;
             println!("replayed {replayed} message(s) onto {topic}");
         }
     }

@@ -206,7 +206,7 @@ async fn ensure_external_topics(bootstrap: &str, topics: &Topics) -> anyhow::Res
     let wanted = topics.all_with_dead_letters();
     let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let created = service_kit::kafka::create_missing_topics(
-        bootstrap,
+        &service_kit::kafka::KafkaConnection::plaintext(bootstrap),
         &wanted,
         DEFAULT_PARTITIONS,
         BROKER_DEFAULT_REPLICATION,

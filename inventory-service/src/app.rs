@@ -17,11 +17,7 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The topics the service's consumer subscribes to.
 pub fn subscriptions(topics: &Topics) -> Vec<&str> {
-    vec![
-        &topics.order_created,
-        &topics.payment_processed,
-        &topics.order_cancelled,
-    ]
+    topics.consumed_by(shared_events::access::INVENTORY_SERVICE)
 }
 
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.

@@ -16,6 +16,11 @@
 //! A three-node cluster replicates every topic three times with
 //! `min.insync.replicas=2` and no unclean leader election: an acknowledged
 //! write (`acks=all`) survives the loss of any one node.
+//!
+//! With [`KafkaSecurity::SaslSsl`] clients connect over TLS and log in with
+//! SCRAM-SHA-512, and ACLs allow each service only its part of the saga (see
+//! [`crate::apache_kafka_security`]); [`ApacheKafka::credentials`] hands out
+//! each user's login. The cluster's own clients here log in as the admin.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -34,6 +39,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
+use crate::apache_kafka_security::{KafkaCredentials, SaslSsl};
 use crate::free_port;
 use crate::kafka_runtime::KafkaRuntime;
 
@@ -85,6 +91,21 @@ pub struct ApacheKafkaOptions {
     pub first_port: Option<u16>,
     /// JVM heap of each node, in MiB.
     pub heap_mb: u32,
+    /// How clients connect and what they may do.
+    pub security: KafkaSecurity,
+}
+
+/// How clients connect to an [`ApacheKafka`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaSecurity {
+    /// No TLS, no login, no ACLs (the default).
+    #[default]
+    Plaintext,
+    /// TLS with a CA made for this run, SCRAM-SHA-512 logins (one user per
+    /// service, the console and an admin, passwords made for this run) and
+    /// ACLs from the topic table. Temporary clusters only: the users are
+    /// created when the storage is formatted.
+    SaslSsl,
 }
 
 impl Default for ApacheKafkaOptions {
@@ -94,6 +115,7 @@ impl Default for ApacheKafkaOptions {
             data_dir: None,
             first_port: None,
             heap_mb: DEFAULT_HEAP_MB,
+            security: KafkaSecurity::Plaintext,
         }
     }
 }
@@ -138,6 +160,8 @@ pub struct ApacheKafka {
     bootstrap_servers: String,
     /// Heap of each node, for restarts.
     heap_mb: u32,
+    /// The certificates, users and their passwords in `sasl_ssl` mode.
+    security: Option<Box<SaslSsl>>,
     /// Kills the nodes if this process dies without dropping the value.
     watchdog: Option<Child>,
     /// Temporary clusters only: deleted after the nodes stopped (declared last).
@@ -153,6 +177,10 @@ impl ApacheKafka {
             options.nodes == 1 || options.nodes == 3,
             "an Apache Kafka cluster here has 1 or 3 nodes, not {}",
             options.nodes
+        );
+        ensure!(
+            options.security == KafkaSecurity::Plaintext || options.data_dir.is_none(),
+            "a sasl_ssl Apache Kafka is temporary: its users and passwords are made per run"
         );
         let runtime = KafkaRuntime::resolve()?;
         let (root, temp_root) = match &options.data_dir {
@@ -170,6 +198,10 @@ impl ApacheKafka {
             }
         };
         let nodes = plan_nodes(&root, &options)?;
+        let security = match options.security {
+            KafkaSecurity::Plaintext => None,
+            KafkaSecurity::SaslSsl => Some(Box::new(SaslSsl::generate(&root.join("security"))?)),
+        };
         let bootstrap_servers = nodes
             .iter()
             .map(Node::address)
@@ -180,6 +212,7 @@ impl ApacheKafka {
             nodes: Mutex::new(nodes),
             bootstrap_servers,
             heap_mb: options.heap_mb,
+            security,
             watchdog: None,
             temp_root,
         };
@@ -194,6 +227,12 @@ impl ApacheKafka {
         for &id in &ids {
             kafka.wait_until_serving(id)?;
         }
+        if let Some(security) = &kafka.security {
+            let created = security
+                .create_acls(&kafka.runtime, &kafka.bootstrap_servers)
+                .context("creating the ACLs")?;
+            tracing::info!(acls = created, "Kafka ACLs created");
+        }
         tracing::info!(
             bootstrap_servers = %kafka.bootstrap_servers,
             nodes = ids.len(),
@@ -207,6 +246,53 @@ impl ApacheKafka {
     /// The value for clients' `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         self.bootstrap_servers.clone()
+    }
+
+    /// Whether clients must log in over TLS (`sasl_ssl`).
+    pub fn is_secured(&self) -> bool {
+        self.security.is_some()
+    }
+
+    /// The login of `username` (a service's name, `console` or `admin`) in
+    /// `sasl_ssl` mode; `None` for a plaintext cluster or an unknown user.
+    pub fn credentials(&self, username: &str) -> Option<KafkaCredentials> {
+        self.security
+            .as_ref()
+            .and_then(|security| security.credentials(username))
+            .cloned()
+    }
+
+    /// The super user's login in `sasl_ssl` mode.
+    pub fn admin_credentials(&self) -> Option<KafkaCredentials> {
+        self.security
+            .as_ref()
+            .map(|security| security.admin().clone())
+    }
+
+    /// The CA file clients check the brokers' certificate against (`sasl_ssl`).
+    pub fn ca_location(&self) -> Option<PathBuf> {
+        self.security
+            .as_ref()
+            .map(|security| security.ca_file().to_path_buf())
+    }
+
+    /// A client configuration for this cluster with full rights: the
+    /// address, and in `sasl_ssl` mode the admin's login.
+    pub fn client_config(&self) -> ClientConfig {
+        self.client_config_for(&self.bootstrap_servers)
+    }
+
+    fn client_config_for(&self, bootstrap: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        if let Some(security) = &self.security {
+            security.admin().apply(&mut config);
+        }
+        config
+    }
+
+    fn metadata_client(&self, bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+        quiet_metadata_client(self.client_config_for(bootstrap))
     }
 
     /// Kafka's version, e.g. `4.1.2`.
@@ -285,8 +371,8 @@ impl ApacheKafka {
     /// Creates `name` with `partitions` partitions, replicated on every node
     /// (up to three). An existing topic with that partition count is fine.
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap_servers)
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
             .create()
             .context("creating a Kafka admin client")?;
         let topic = NewTopic::new(
@@ -317,7 +403,7 @@ impl ApacheKafka {
     /// is not served at once; a consumer that subscribes before it is may
     /// not see it until its next metadata refresh.
     fn wait_until_led(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let client = metadata_client(&self.bootstrap_servers)?;
+        let client = self.metadata_client(&self.bootstrap_servers)?;
         let started = Instant::now();
         loop {
             let metadata = client
@@ -347,7 +433,7 @@ impl ApacheKafka {
     }
 
     fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
-        let client = metadata_client(&self.bootstrap_servers)?;
+        let client = self.metadata_client(&self.bootstrap_servers)?;
         let metadata = client
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .with_context(|| format!("fetching metadata of {topic}"))?;
@@ -373,7 +459,7 @@ impl ApacheKafka {
     /// The leader of `topic`'s `partition` as the cluster reports it now
     /// (`None` while there is none).
     pub fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
-        let client = metadata_client(&self.bootstrap_servers)?;
+        let client = self.metadata_client(&self.bootstrap_servers)?;
         let metadata = client
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .with_context(|| format!("fetching metadata of {topic}"))?;
@@ -404,28 +490,19 @@ impl ApacheKafka {
         for node in nodes.iter() {
             std::fs::create_dir_all(&node.dir)
                 .with_context(|| format!("creating {}", node.dir.display()))?;
+            let listeners = match &self.security {
+                Some(security) => security.broker_properties(node.port, node.controller_port),
+                None => plaintext_listeners(node),
+            };
             let mut properties = String::new();
+            for (key, value) in listeners {
+                writeln!(properties, "{key}={value}").expect("writing to a String");
+            }
             for (key, value) in [
                 ("process.roles", "broker,controller".to_owned()),
                 ("node.id", node.id.to_string()),
                 ("controller.quorum.voters", voters.clone()),
-                (
-                    "listeners",
-                    format!(
-                        "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                        node.port, node.controller_port
-                    ),
-                ),
-                (
-                    "advertised.listeners",
-                    format!("PLAINTEXT://{}", node.address()),
-                ),
                 ("controller.listener.names", "CONTROLLER".to_owned()),
-                (
-                    "listener.security.protocol.map",
-                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
-                ),
-                ("inter.broker.listener.name", "PLAINTEXT".to_owned()),
                 ("log.dirs", node.dir.join("data").display().to_string()),
                 ("num.partitions", "6".to_owned()),
                 ("default.replication.factor", replication.to_string()),
@@ -473,6 +550,11 @@ impl ApacheKafka {
                 id
             }
         };
+        let scram_users = self
+            .security
+            .as_ref()
+            .map(|security| security.format_arguments())
+            .unwrap_or_default();
         let nodes = self.lock();
         let mut formatting = Vec::new();
         for node in nodes.iter() {
@@ -484,6 +566,7 @@ impl ApacheKafka {
                 .java(&[], "kafka.tools.StorageTool")
                 .args(["format", "-t", &cluster_id, "-c"])
                 .arg(node.dir.join("server.properties"))
+                .args(&scram_users)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -549,7 +632,7 @@ impl ApacheKafka {
             let node = find(&mut nodes, id)?;
             (node.address(), expected, node.log_file())
         };
-        let client = metadata_client(&address)?;
+        let client = self.metadata_client(&address)?;
         let started = Instant::now();
         loop {
             if let Some(status) = self.exit_status(id)? {
@@ -653,6 +736,32 @@ const _: () = {
     assert_send_sync::<ApacheKafka>();
 };
 
+/// The listeners of a cluster without security: PLAINTEXT for clients and
+/// brokers, and for the quorum.
+fn plaintext_listeners(node: &Node) -> Vec<(String, String)> {
+    vec![
+        (
+            "listeners".to_owned(),
+            format!(
+                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                node.port, node.controller_port
+            ),
+        ),
+        (
+            "advertised.listeners".to_owned(),
+            format!("PLAINTEXT://{}", node.address()),
+        ),
+        (
+            "listener.security.protocol.map".to_owned(),
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+        ),
+        (
+            "inter.broker.listener.name".to_owned(),
+            "PLAINTEXT".to_owned(),
+        ),
+    ]
+}
+
 /// Logs to standard output, which the launcher sends to `broker.log`.
 const LOG4J2_PROPERTIES: &str = "\
 status = warn
@@ -751,8 +860,13 @@ pub(crate) fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration
 }
 
 pub(crate) fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    quiet_metadata_client(config)
+}
+
+fn quiet_metadata_client(mut config: ClientConfig) -> anyhow::Result<BaseConsumer> {
+    config
         // Refused connections during start-up are expected, not news.
         .set_log_level(RDKafkaLogLevel::Emerg)
         .set("log.connection.close", "false")

@@ -13,7 +13,8 @@
 //!   nothing installed.
 //! - [`ApacheKafka`]: the real Apache Kafka broker (KRaft, one node or three),
 //!   run as JVM processes from the jars `kafka-infra/runtime/pom.xml` resolves
-//!   ([`KafkaRuntime`]). Needs a JDK and Maven.
+//!   ([`KafkaRuntime`]). Needs a JDK and Maven. Optionally secured
+//!   ([`KafkaSecurity::SaslSsl`]: TLS, SCRAM logins, ACLs from the topic table).
 //!
 //! - [`ZooKeeperKafka`]: the seed's topology, ZooKeeper plus a Kafka 3.9
 //!   broker in ZooKeeper mode, for checking the Compose configuration
@@ -28,10 +29,11 @@
 //!
 //! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
 //! server as the `postgres` account when we are root" plumbing, `kafka` the
-//! mock cluster, `kafka_runtime` the Maven resolution and `apache_kafka` the
-//! real cluster's processes.
+//! mock cluster, `kafka_runtime` the Maven resolution, `apache_kafka` the
+//! real cluster's processes and `apache_kafka_security` its `sasl_ssl` mode.
 
 mod apache_kafka;
+pub mod apache_kafka_security;
 pub mod identity;
 mod kafka;
 mod kafka_runtime;
@@ -42,7 +44,10 @@ pub mod spawn;
 mod test_kafka;
 mod zookeeper_kafka;
 
-pub use apache_kafka::{ApacheKafka, ApacheKafkaOptions, DEFAULT_HEAP_MB, STOP_TIMEOUT};
+pub use apache_kafka::{
+    ApacheKafka, ApacheKafkaOptions, KafkaSecurity, DEFAULT_HEAP_MB, STOP_TIMEOUT,
+};
+pub use apache_kafka_security::KafkaCredentials;
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};

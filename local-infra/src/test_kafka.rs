@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
 
-use crate::{ApacheKafka, ApacheKafkaOptions, EmbeddedKafka};
+use crate::{ApacheKafka, ApacheKafkaOptions, EmbeddedKafka, KafkaCredentials, KafkaSecurity};
 
 /// The environment variable that picks the broker.
 pub const TEST_KAFKA_ENV: &str = "TEST_KAFKA";
@@ -83,6 +83,33 @@ impl TestKafka {
                 ..ApacheKafkaOptions::default()
             })?)),
         }
+    }
+
+    /// A `sasl_ssl` cluster of the caller's own with `nodes` nodes: TLS,
+    /// SCRAM logins per service and ACLs from the topic table. Needs
+    /// `TEST_KAFKA=apache` (the mock cluster has no ACLs).
+    pub fn start_secured(nodes: usize) -> anyhow::Result<Self> {
+        match TestKafkaMode::from_env()? {
+            TestKafkaMode::Embedded => {
+                bail!("a sasl_ssl cluster with ACLs needs {TEST_KAFKA_ENV}=apache")
+            }
+            TestKafkaMode::Apache => Ok(Self::OwnApache(ApacheKafka::start(ApacheKafkaOptions {
+                nodes,
+                security: KafkaSecurity::SaslSsl,
+                ..ApacheKafkaOptions::default()
+            })?)),
+        }
+    }
+
+    /// The login of `username` on a secured broker; `None` on one without logins.
+    pub fn credentials(&self, username: &str) -> Option<KafkaCredentials> {
+        self.own_apache()
+            .and_then(|kafka| kafka.credentials(username))
+    }
+
+    /// The super user's login on a secured broker; `None` on one without logins.
+    pub fn admin_credentials(&self) -> Option<KafkaCredentials> {
+        self.own_apache().and_then(ApacheKafka::admin_credentials)
     }
 
     pub fn bootstrap_servers(&self) -> String {

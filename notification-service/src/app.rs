@@ -14,7 +14,7 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The topics the service's consumer subscribes to.
 pub fn subscriptions(topics: &Topics) -> Vec<&str> {
-    topics.all().to_vec()
+    topics.consumed_by(shared_events::access::NOTIFICATION_SERVICE)
 }
 
 /// Builds the service; `Application::build(config).await?.run_until_stopped(shutdown)` runs it.

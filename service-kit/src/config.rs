@@ -21,14 +21,85 @@ pub use crate::http::auth::AuthMode;
 /// Environment variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
 
-/// Starts every consumer group id this system uses by default
-/// (`ordersystem.order-service`, ...), so that on a shared broker the groups
-/// say whose they are and another project's consumers stay out of them.
-pub const CONSUMER_GROUP_PREFIX: &str = "ordersystem.";
+pub use shared_events::access::{default_group_id, CONSUMER_GROUP_PREFIX};
 
-/// The default consumer group of `service_name`.
-pub fn default_group_id(service_name: &str) -> String {
-    format!("{CONSUMER_GROUP_PREFIX}{service_name}")
+/// The SASL mechanism used unless `KAFKA_SASL_MECHANISM` says otherwise.
+pub const DEFAULT_SASL_MECHANISM: &str = "SCRAM-SHA-512";
+/// The SASL mechanisms librdkafka built with OpenSSL speaks without Kerberos.
+const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+
+/// How Kafka clients talk to the brokers (librdkafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    /// No TLS, no login: a broker on a trusted network (the default).
+    #[default]
+    Plaintext,
+    /// TLS, no login.
+    Ssl,
+    /// A SASL login without TLS (the password is not sent in clear with SCRAM,
+    /// but the events are).
+    SaslPlaintext,
+    /// A SASL login over TLS.
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether clients log in.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+impl std::fmt::Display for KafkaSecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that must never appear in a log: `Debug` and `Display` print
+/// `***`. Serialised as itself, so a configuration handed to a child process
+/// as environment variables ([`to_env`]) still carries it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it (the Kafka client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// How log lines are written.
@@ -62,6 +133,18 @@ pub struct CommonConfig {
     pub database_connect_timeout: Duration,
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     pub kafka_bootstrap_servers: String,
+    /// How clients talk to the brokers: `plaintext` (default), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    pub kafka_security_protocol: KafkaSecurityProtocol,
+    /// With SASL: the mechanism, `SCRAM-SHA-512` by default.
+    pub kafka_sasl_mechanism: String,
+    /// With SASL: the user this service logs in as.
+    pub kafka_sasl_username: String,
+    /// With SASL: its password; never logged (see [`Secret`]).
+    pub kafka_sasl_password: Secret,
+    /// With TLS: a PEM file of the CA(s) the brokers' certificates are
+    /// checked against; empty: the system's trust store.
+    pub kafka_ssl_ca_location: String,
     /// Consumer group; instances of a service share it and split the
     /// partitions. By default [`default_group_id`]: `ordersystem.<service>`.
     pub kafka_group_id: String,
@@ -165,6 +248,11 @@ impl CommonConfig {
             database_max_connections: 10,
             database_connect_timeout: Duration::from_secs(30),
             kafka_bootstrap_servers: "localhost:9092".to_owned(),
+            kafka_security_protocol: KafkaSecurityProtocol::Plaintext,
+            kafka_sasl_mechanism: DEFAULT_SASL_MECHANISM.to_owned(),
+            kafka_sasl_username: String::new(),
+            kafka_sasl_password: Secret::default(),
+            kafka_ssl_ca_location: String::new(),
             kafka_group_id: default_group_id(service_name),
             kafka_topic_partitions: DEFAULT_PARTITIONS,
             kafka_replication_factor: 1,
@@ -283,6 +371,36 @@ impl CommonConfig {
                     "AUTH_MODE=jwt needs {name}: tokens of any issuer or audience would pass"
                 );
             }
+        }
+        if self.kafka_security_protocol.uses_sasl() {
+            ensure!(
+                SASL_MECHANISMS.contains(&self.kafka_sasl_mechanism.as_str()),
+                "KAFKA_SASL_MECHANISM must be one of {}, not {:?}",
+                SASL_MECHANISMS.join(", "),
+                self.kafka_sasl_mechanism
+            );
+            ensure!(
+                !self.kafka_sasl_username.is_empty(),
+                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_USERNAME",
+                self.kafka_security_protocol
+            );
+            ensure!(
+                !self.kafka_sasl_password.expose().is_empty(),
+                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_PASSWORD",
+                self.kafka_security_protocol
+            );
+        }
+        if !self.kafka_ssl_ca_location.is_empty() {
+            ensure!(
+                self.kafka_security_protocol.uses_tls(),
+                "KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={} uses no TLS",
+                self.kafka_security_protocol
+            );
+            ensure!(
+                std::path::Path::new(&self.kafka_ssl_ca_location).is_file(),
+                "KAFKA_SSL_CA_LOCATION={} is not a file",
+                self.kafka_ssl_ca_location
+            );
         }
         ensure!(
             self.rate_limit_per_second == 0 || self.rate_limit_burst >= 1,
@@ -526,6 +644,86 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&loaded).unwrap(),
             serde_json::to_value(&config).unwrap()
+        );
+    }
+
+    #[test]
+    fn sasl_needs_a_username_and_a_password() {
+        let err = load_with(None, &[("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("KAFKA_SASL_USERNAME"),
+            "{err:#}"
+        );
+        let err = load_with(
+            None,
+            &[
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("KAFKA_SASL_USERNAME", "payment-service"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("KAFKA_SASL_PASSWORD"),
+            "{err:#}"
+        );
+        let config = load_with(
+            None,
+            &[
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("KAFKA_SASL_USERNAME", "payment-service"),
+                ("KAFKA_SASL_PASSWORD", "hunter2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.common.kafka_security_protocol,
+            KafkaSecurityProtocol::SaslSsl
+        );
+        assert_eq!(config.common.kafka_sasl_mechanism, "SCRAM-SHA-512");
+    }
+
+    #[test]
+    fn an_unknown_security_protocol_or_mechanism_is_refused() {
+        assert!(load_with(None, &[("KAFKA_SECURITY_PROTOCOL", "tls")]).is_err());
+        let err = load_with(
+            None,
+            &[
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+                ("KAFKA_SASL_USERNAME", "u"),
+                ("KAFKA_SASL_PASSWORD", "p"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("KAFKA_SASL_MECHANISM"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_kafka_password_never_shows_in_debug_output() {
+        let config = load_with(
+            None,
+            &[
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                ("KAFKA_SASL_USERNAME", "payment-service"),
+                ("KAFKA_SASL_PASSWORD", "hunter2-secret"),
+            ],
+        )
+        .unwrap();
+        for shown in [
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{}", config.common.kafka_sasl_password),
+        ] {
+            assert!(!shown.contains("hunter2-secret"), "{shown}");
+        }
+        assert!(format!("{config:?}").contains("kafka_sasl_password: ***"));
+        assert_eq!(
+            to_env(&config).unwrap()["KAFKA_SASL_PASSWORD"],
+            "hunter2-secret",
+            "a child process still gets it"
         );
     }
 

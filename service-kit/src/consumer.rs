@@ -36,7 +36,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use shared_events::Envelope;
 use sqlx::{PgConnection, PgPool};
@@ -45,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::CommonConfig;
+use crate::kafka::EventProducer;
 use crate::outbox::{Outbox, OutboxTx};
 use crate::shutdown::{Closing, OffThreadDrop};
 use crate::{dlq, metrics, trace_context};
@@ -123,7 +123,7 @@ pub struct EventConsumer<H> {
     /// Where caused events are written; committing through it wakes the relay.
     outbox: Outbox,
     /// Writes dead letters.
-    producer: FutureProducer,
+    producer: EventProducer,
     /// Named in dead letters and logs.
     service: String,
     /// Delay before the first retry of a failing event.
@@ -144,7 +144,7 @@ impl<H: EventHandler> EventConsumer<H> {
     pub fn new(
         config: &CommonConfig,
         pool: PgPool,
-        producer: FutureProducer,
+        producer: EventProducer,
         outbox: Outbox,
         closing: Closing,
         subscriptions: &[&str],
@@ -169,6 +169,17 @@ impl<H: EventHandler> EventConsumer<H> {
     /// the stored offsets and the close of the consumer (which leaves the
     /// group) to [`Closing`]: both block while the broker is unreachable, and
     /// shutdown waits for them only until its deadline.
+    /// Logs a consumer error; a refused login goes to the service's
+    /// [`crate::kafka::LoginWatch`] instead, which reports it once, not on
+    /// every reconnect.
+    fn report(&self, err: &rdkafka::error::KafkaError) {
+        if crate::kafka_connection::is_login_refused(err) {
+            self.consumer.context().login().refused(&err.to_string());
+        } else {
+            tracing::warn!(error = %err, "Kafka consumer error");
+        }
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
             let message = tokio::select! {
@@ -181,7 +192,7 @@ impl<H: EventHandler> EventConsumer<H> {
                 Err(err) => {
                     // Broker errors are reported here but librdkafka keeps
                     // reconnecting by itself; nothing is lost by carrying on.
-                    tracing::warn!(error = %err, "Kafka consumer error");
+                    self.report(&err);
                     continue;
                 }
             };
@@ -192,7 +203,7 @@ impl<H: EventHandler> EventConsumer<H> {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => batch.push(message),
                     Some(Err(err)) => {
-                        tracing::warn!(error = %err, "Kafka consumer error");
+                        self.report(&err);
                         break;
                     }
                     None => break,

@@ -14,8 +14,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message, Offset};
+use rdkafka::{Message, Offset};
 use shared_events::topics::dead_letter_topic;
+
+use crate::kafka::{EventProducer, KafkaConnection};
 
 /// Header names added to a dead letter.
 pub mod headers {
@@ -66,7 +68,7 @@ fn copy_of<'a>(
 /// Copies `message` to its topic's dead-letter topic with headers saying why,
 /// and waits for the broker's acknowledgement.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &EventProducer,
     message: &BorrowedMessage<'_>,
     service: &str,
     attempts: u32,
@@ -117,7 +119,7 @@ pub struct DeadLetter {
 /// How long to wait for the broker while reading a dead-letter topic.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consumer group that remembers how far replay got, per dead-letter topic.
-const REPLAY_GROUP: &str = "dlq-replay";
+const REPLAY_GROUP: &str = shared_events::access::DLQ_REPLAY_GROUP;
 
 fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
     message
@@ -209,9 +211,9 @@ fn read_to_end(
     Ok(seen)
 }
 
-fn reader(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn reader(connection: &KafkaConnection, group: &str) -> anyhow::Result<BaseConsumer> {
+    connection
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -220,29 +222,36 @@ fn reader(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
 }
 
 /// The dead letters of `topic` (the original topic's name, e.g. `order-created`).
-pub fn list(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
-    read_letters(bootstrap, topic, StartAt::Committed)
+pub fn list(connection: &KafkaConnection, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    read_letters(connection, topic, StartAt::Committed)
 }
 
 /// The newest dead letters of `topic`: at most `per_partition` from the end of
 /// each partition, so a page showing them reads a bounded amount however many
 /// have piled up. Oldest first within a partition, as [`list`].
 pub fn list_newest(
-    bootstrap: &str,
+    connection: &KafkaConnection,
     topic: &str,
     per_partition: usize,
 ) -> anyhow::Result<Vec<DeadLetter>> {
     let count = i64::try_from(per_partition).unwrap_or(i64::MAX);
-    read_letters(bootstrap, topic, StartAt::Last(count))
+    read_letters(connection, topic, StartAt::Last(count))
 }
 
 fn read_letters(
-    bootstrap: &str,
+    connection: &KafkaConnection,
     topic: &str,
     start_at: StartAt,
 ) -> anyhow::Result<Vec<DeadLetter>> {
     // A throwaway group: listing never moves replay's position.
-    let consumer = reader(bootstrap, &format!("dlq-list-{}", uuid::Uuid::new_v4()))?;
+    let consumer = reader(
+        connection,
+        &format!(
+            "{}{}",
+            shared_events::access::DLQ_LIST_GROUP_PREFIX,
+            uuid::Uuid::new_v4()
+        ),
+    )?;
     let mut letters = Vec::new();
     read_to_end(&consumer, &dead_letter_topic(topic), start_at, |message| {
         letters.push(DeadLetter {
@@ -271,19 +280,19 @@ fn read_letters(
 /// topic) has one dead letter per service; it goes back once, since that one
 /// copy reaches every consumer again. Replaying an event twice would still be
 /// harmless: consumers ignore an eventId they have applied.
-pub async fn replay(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
+pub async fn replay(connection: &KafkaConnection, topic: &str) -> anyhow::Result<u64> {
     let dlq_topic = dead_letter_topic(topic);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: FutureProducer = connection
+        .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
         .context("creating a Kafka producer")?;
-    let bootstrap = bootstrap.to_owned();
+    let connection = connection.clone();
     let topic = topic.to_owned();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let consumer = reader(&bootstrap, REPLAY_GROUP)?;
+        let consumer = reader(&connection, REPLAY_GROUP)?;
         let mut republished = HashSet::new();
         let mut replayed = 0;
         read_to_end(&consumer, &dlq_topic, StartAt::Committed, |message| {

@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use futures::future::BoxFuture;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::migrate::Migrator;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CommonConfig;
 use crate::consumer::{EventConsumer, EventHandler};
 use crate::http::{finish_router, AccessPolicy, HealthState};
+use crate::kafka::EventProducer;
 use crate::outbox::{Outbox, OutboxRelay};
 use crate::periodic::BatchJob;
 use crate::shutdown::{Abandoned, Closing};
@@ -41,7 +43,7 @@ pub struct Infrastructure {
     /// Pinned to the service's schema (see [`crate::db`]).
     pub pool: PgPool,
     /// Used for dead letters and health checks (the outbox relay has its own).
-    pub producer: FutureProducer,
+    pub producer: EventProducer,
     /// The service's outbox: open transactions that write events with
     /// [`Outbox::begin`] and end them with [`Outbox::commit`], which wakes the
     /// relay. The consumer and the batch jobs use it too.
@@ -114,6 +116,7 @@ impl ServiceHost {
         let health = HealthState {
             pool: infra.pool.clone(),
             producer: infra.producer.clone(),
+            kafka_login: crate::kafka::KafkaConnection::of(&infra.config).login_watch(),
         };
         let policy = AccessPolicy::from_config(&infra.config).await?;
         Ok(ServiceHost {

@@ -11,19 +11,22 @@
 //!   so small requests are not held back waiting for an ACK.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::config::CommonConfig;
+pub use crate::kafka_connection::{KafkaConnection, KafkaEvents, LoginWatch};
 
 /// How long listing or creating topics may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,10 +35,12 @@ const HEALTH_METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often stored offsets are committed in the background.
 const AUTO_COMMIT_INTERVAL_MS: &str = "1000";
 
+/// The producer every service uses: its context reports a refused login.
+pub type EventProducer = FutureProducer<KafkaEvents>;
+
 fn base_config(config: &CommonConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
+    let mut client = KafkaConnection::of(config).client_config();
     client
-        .set("bootstrap.servers", &config.kafka_bootstrap_servers)
         .set("client.id", &config.service_name)
         // Small produce and fetch requests would otherwise wait for the
         // previous segment's ACK (up to the peer's delayed-ACK timer).
@@ -43,7 +48,8 @@ fn base_config(config: &CommonConfig) -> ClientConfig {
     client
 }
 
-pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
+pub fn producer(config: &CommonConfig) -> anyhow::Result<EventProducer> {
+    let events = KafkaConnection::of(config).events();
     base_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -52,7 +58,7 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<FutureProducer> {
             "message.timeout.ms",
             config.kafka_message_timeout.as_millis().to_string(),
         )
-        .create()
+        .create_with_context(events)
         .context("creating the Kafka producer")
 }
 
@@ -65,9 +71,19 @@ pub struct LagReporter {
     /// owns is set back to 0 (its new owner reports it) instead of keeping a
     /// stale value.
     reported: Mutex<HashSet<(String, i32)>>,
+    /// Logs and errors, as every client of the service reports them.
+    events: KafkaEvents,
 }
 
 impl ClientContext for LagReporter {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.events.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.events.on_error(error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, stats) in &statistics.topics {
@@ -96,6 +112,13 @@ impl ClientContext for LagReporter {
 
 impl ConsumerContext for LagReporter {}
 
+impl LagReporter {
+    /// Where this consumer reports a refused login.
+    pub fn login(&self) -> &LoginWatch {
+        &self.events.login
+    }
+}
+
 /// The lag of a partition this consumer owns: the high watermark minus the
 /// position it has processed up to (the offset it stored; before it stored
 /// one, the group's committed offset). `None` when it does not own the
@@ -116,6 +139,7 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
     let context = LagReporter {
         service: config.service_name.clone(),
         reported: Mutex::default(),
+        events: KafkaConnection::of(config).events(),
     };
     let consumer: EventStreamConsumer = base_config(config)
         .set("group.id", &config.kafka_group_id)
@@ -151,7 +175,7 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
 /// error: we log and rely on the topics being provisioned elsewhere.
 pub async fn ensure_topics(config: &CommonConfig, topics: &[&str]) {
     let created = create_missing_topics(
-        &config.kafka_bootstrap_servers,
+        &KafkaConnection::of(config),
         topics,
         config.kafka_topic_partitions,
         config.kafka_replication_factor,
@@ -178,14 +202,15 @@ pub async fn ensure_topics(config: &CommonConfig, topics: &[&str]) {
 /// CreateTopics is only asked when something is missing. Fails if the broker
 /// does not answer or refuses to create a missing topic.
 pub async fn create_missing_topics(
-    bootstrap: &str,
+    connection: &KafkaConnection,
     topics: &[&str],
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<Vec<String>> {
-    let lister: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
+    let bootstrap = connection.bootstrap();
+    let lister: BaseConsumer<KafkaEvents> = connection
+        .client_config()
+        .create_with_context(connection.events())
         .context("creating a Kafka client")?;
     let existing: Vec<String> = tokio::task::spawn_blocking(move || {
         lister.fetch_metadata(None, ADMIN_TIMEOUT).map(|metadata| {
@@ -208,9 +233,9 @@ pub async fn create_missing_topics(
         return Ok(vec![]);
     }
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
+    let admin: AdminClient<KafkaEvents> = connection
+        .client_config()
+        .create_with_context(connection.events())
         .context("creating a Kafka admin client")?;
     let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
@@ -240,15 +265,26 @@ pub async fn create_missing_topics(
 }
 
 /// Is a broker answering? Used by readiness checks. Runs a metadata request,
-/// which blocks, on the blocking pool.
-pub async fn ping(producer: &FutureProducer) -> bool {
+/// which blocks, on the blocking pool. `Err` says why not when the broker
+/// refuses the login.
+pub async fn ping(producer: &EventProducer, login: &Arc<LoginWatch>) -> Result<(), String> {
     let producer = producer.clone();
+    let login = Arc::clone(login);
     tokio::task::spawn_blocking(move || {
-        producer
+        match producer
             .client()
             .fetch_metadata(None, HEALTH_METADATA_TIMEOUT)
-            .is_ok()
+        {
+            Ok(_) => {
+                login.answered();
+                Ok(())
+            }
+            Err(err) => Err(match login.refusal() {
+                Some(reason) => format!("authentication failed: {reason}"),
+                None => format!("no answer: {err}"),
+            }),
+        }
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or_else(|err| Err(format!("the check panicked: {err}")))
 }

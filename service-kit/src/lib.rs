@@ -8,6 +8,8 @@
 //! - [`trace_context`] — W3C `traceparent` handed on through HTTP and Kafka headers.
 //! - [`db`] — connection pool pinned to the service's schema; migrations.
 //! - [`kafka`] — idempotent producer, manual-offset-store consumer, topic creation.
+//! - [`kafka_connection`] — the brokers' address and security settings for every
+//!   client, and the report of a refused login.
 //! - [`dlq`] — dead-letter topics: writing, listing, replaying.
 //! - [`metrics`] — Prometheus series (HTTP, events, consumer lag, outbox backlog) and `GET /metrics`.
 //! - [`outbox`] — the transactional outbox and its relay.
@@ -25,6 +27,7 @@ pub mod dlq;
 pub mod host;
 pub mod http;
 pub mod kafka;
+pub mod kafka_connection;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;

@@ -35,7 +35,8 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
+
 use rdkafka::util::Timeout;
 use shared_events::events::headers;
 use shared_events::{Envelope, Topics};
@@ -44,6 +45,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonConfig;
+use crate::kafka::EventProducer;
 use crate::shutdown::OffThreadDrop;
 use crate::trace_context::{self, TRACEPARENT};
 
@@ -175,7 +177,7 @@ pub struct OutboxRelay {
     /// without touching anyone else's. Released off-thread (destroying it
     /// can block while the broker is unreachable), also when a shutdown
     /// abandons the relay in the middle of a batch.
-    producer: OffThreadDrop<FutureProducer>,
+    producer: OffThreadDrop<EventProducer>,
     /// To create a fresh producer.
     config: CommonConfig,
     /// Whose commits wake the relay.
@@ -253,7 +255,7 @@ impl OutboxRelay {
     }
 
     /// The producer in use now (a fatally failed one is replaced).
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &EventProducer {
         &self.producer
     }
 

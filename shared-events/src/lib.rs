@@ -4,6 +4,8 @@
 //!   `InventoryReserved`, `PaymentProcessed`, `PaymentRefunded`, `OrderCancelled`),
 //!   with strict decoding.
 //! - [`topics`]: topic names (configuration, with defaults) and partition count.
+//! - [`access`]: which service publishes and consumes each topic, and the
+//!   Kafka ACL grants derived from that.
 //! - [`values`]: validated value types (`OrderId`, `Sku`, `Quantity`, `Cents`, ...).
 //! - `fuzzing` (feature `fuzzing`, tests only): generators of hostile input
 //!   shared by the fuzz tests of the decoder and of the request bodies.
@@ -13,6 +15,7 @@
 //! Money is always integer minor units ([`Cents`]); there are no floats anywhere
 //! in the contract.
 
+pub mod access;
 pub mod events;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use local_infra::{PostgresCluster, ServiceRole, TestKafka};
+use service_kit::config::KafkaSecurityProtocol;
+use service_kit::kafka::KafkaConnection;
 use service_kit::CommonConfig;
 use shared_events::topics::DEFAULT_PARTITIONS;
 use shared_events::Topics;
@@ -26,6 +28,9 @@ pub struct Infra {
     /// `None` when an external broker is used.
     pub kafka: Option<TestKafka>,
     pub kafka_bootstrap: String,
+    /// How the test itself reaches the broker: with full rights (the admin's
+    /// login on a secured broker).
+    pub kafka_admin: KafkaConnection,
     /// Replication factor of the stack's topics.
     pub replication_factor: i32,
     pub topics: Topics,
@@ -43,6 +48,18 @@ impl Infra {
     pub async fn start_with(
         private_postgres: bool,
         own_kafka_nodes: Option<usize>,
+    ) -> anyhow::Result<Infra> {
+        Self::start_full(private_postgres, own_kafka_nodes, false).await
+    }
+
+    /// As [`start_with`](Self::start_with); with `secured_kafka`, the broker
+    /// is a `sasl_ssl` one of the caller's own (TLS, a login per service,
+    /// ACLs from the topic table; `TEST_KAFKA=apache` only) and every
+    /// service's configuration logs in as that service.
+    pub async fn start_full(
+        private_postgres: bool,
+        own_kafka_nodes: Option<usize>,
+        secured_kafka: bool,
     ) -> anyhow::Result<Infra> {
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let (postgres, database_url) = if private_postgres && std::env::var("DATABASE_URL").is_err()
@@ -62,10 +79,12 @@ impl Infra {
                     (None, bootstrap, topics, format!("-{id}"))
                 }
                 Err(_) => {
-                    let kafka = tokio::task::block_in_place(|| match own_kafka_nodes {
-                        Some(nodes) => TestKafka::start_own(nodes),
-                        None => TestKafka::start(),
-                    })?;
+                    let kafka =
+                        tokio::task::block_in_place(|| match (secured_kafka, own_kafka_nodes) {
+                            (true, nodes) => TestKafka::start_secured(nodes.unwrap_or(1)),
+                            (false, Some(nodes)) => TestKafka::start_own(nodes),
+                            (false, None) => TestKafka::start(),
+                        })?;
                     let (topics, group_suffix) = if kafka.is_shared() {
                         (Topics::default().prefixed(&id), format!("-{id}"))
                     } else {
@@ -82,11 +101,16 @@ impl Infra {
                 }
             };
         let replication_factor = kafka.as_ref().map_or(1, TestKafka::replication_factor);
+        let kafka_admin = match kafka.as_ref().and_then(TestKafka::admin_credentials) {
+            Some(admin) => secured_connection(&kafka_bootstrap, &admin),
+            None => KafkaConnection::plaintext(&kafka_bootstrap),
+        };
         Ok(Infra {
             postgres,
             database_url,
             kafka,
             kafka_bootstrap,
+            kafka_admin,
             replication_factor,
             topics,
             group_suffix,
@@ -100,6 +124,16 @@ impl Infra {
         c.database_url = self.service_database_url(schema);
         c.database_max_connections = 5;
         c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
+        if let Some(login) = self
+            .kafka
+            .as_ref()
+            .and_then(|kafka| kafka.credentials(name))
+        {
+            c.kafka_security_protocol = KafkaSecurityProtocol::SaslSsl;
+            c.kafka_sasl_username = login.username;
+            c.kafka_sasl_password = service_kit::config::Secret::new(login.password);
+            c.kafka_ssl_ca_location = login.ca_location.display().to_string();
+        }
         c.kafka_replication_factor = self.replication_factor;
         c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
         c.set_topics(&self.topics);
@@ -117,6 +151,18 @@ impl Infra {
             .unwrap_or_else(|| panic!("deploy/postgres/init.sql makes no role owning {schema}"));
         role.url(&self.database_url)
             .expect("the stack's database URL starts with postgres://")
+    }
+}
+
+/// A service-kit connection logging in as `login`.
+fn secured_connection(bootstrap: &str, login: &local_infra::KafkaCredentials) -> KafkaConnection {
+    KafkaConnection {
+        security_protocol: KafkaSecurityProtocol::SaslSsl,
+        sasl_username: login.username.clone(),
+        sasl_password: service_kit::config::Secret::new(login.password.clone()),
+        ssl_ca_location: login.ca_location.display().to_string(),
+        service_name: "system-tests".to_owned(),
+        ..KafkaConnection::plaintext(bootstrap)
     }
 }
 

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::{wait_for, TestStack, DEADLINE, POLL_INTERVAL};
@@ -17,8 +17,9 @@ impl TestStack {
     /// Publishes raw bytes to a topic with `key`, as a faulty or repeating
     /// producer would, and returns the partition and offset it landed at.
     pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka_bootstrap)
+        let producer: FutureProducer = self
+            .kafka_admin
+            .client_config()
             .create()
             .expect("test producer");
         let delivery = producer
@@ -35,8 +36,9 @@ impl TestStack {
     /// Reads `topic` from the beginning with a fresh consumer group until the
     /// first message keyed `key` appears; returns its headers and body.
     pub async fn read_message(&self, topic: &str, key: &str) -> (HashMap<String, String>, Value) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka_bootstrap)
+        let consumer: BaseConsumer = self
+            .kafka_admin
+            .client_config()
             .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
@@ -80,8 +82,9 @@ impl TestStack {
         partition: i32,
         offset: i64,
     ) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka_bootstrap)
+        let consumer: BaseConsumer = self
+            .kafka_admin
+            .client_config()
             .set("group.id", &self.groups[service])
             .create()
             .expect("offset reader");

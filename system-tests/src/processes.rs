@@ -189,6 +189,14 @@ impl ServiceProcess {
         }
     }
 
+    /// Whether the process has not exited (it is reaped if it has).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("checking on the child").is_none(),
+            None => false,
+        }
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

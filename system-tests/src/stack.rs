@@ -93,6 +93,10 @@ pub struct StackOptions {
     /// Every service limits each client's writes (`RATE_LIMIT_PER_SECOND`,
     /// `RATE_LIMIT_BURST`); `None`: no limit, the default.
     pub rate_limit: Option<RateLimitOptions>,
+    /// A `sasl_ssl` broker of the stack's own (`own_kafka_nodes` nodes, one
+    /// by default) with ACLs from the topic table; every service logs in as
+    /// itself. Needs `TEST_KAFKA=apache`.
+    pub secured_kafka: bool,
 }
 
 /// A per-client write budget for [`StackOptions::rate_limit`].
@@ -132,6 +136,7 @@ impl Default for StackOptions {
             max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
             auth: None,
             rate_limit: None,
+            secured_kafka: false,
         }
     }
 }
@@ -244,6 +249,8 @@ pub struct TestStack {
     /// Consumer group of each service, by service name.
     pub groups: HashMap<&'static str, String>,
     pub kafka_bootstrap: String,
+    /// How the test's own clients reach the broker (with full rights).
+    pub kafka_admin: service_kit::kafka::KafkaConnection,
     /// HTTP helpers, also reachable directly through `Deref`.
     pub api: Api,
     /// `None` when an external broker is used.
@@ -267,7 +274,12 @@ impl TestStack {
     }
 
     async fn try_start(options: StackOptions) -> anyhow::Result<TestStack> {
-        let infra = Infra::start_with(options.private_postgres, options.own_kafka_nodes).await?;
+        let infra = Infra::start_full(
+            options.private_postgres,
+            options.own_kafka_nodes,
+            options.secured_kafka,
+        )
+        .await?;
         let configs = StackConfigs::new(&infra, &options);
         let groups = HashMap::from([
             ("order-service", configs.order.common.kafka_group_id.clone()),
@@ -317,6 +329,7 @@ impl TestStack {
             database_url,
             kafka,
             kafka_bootstrap,
+            kafka_admin,
             topics,
             ..
         } = infra;
@@ -336,6 +349,7 @@ impl TestStack {
             topics,
             groups,
             kafka_bootstrap,
+            kafka_admin,
             api,
             kafka,
             postgres,

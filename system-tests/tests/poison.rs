@@ -23,7 +23,7 @@ fn order_created(order_id: &str) -> Value {
 /// Polls until `topic`'s dead-letter topic holds at least `count` letters.
 async fn wait_for_dead_letters(stack: &TestStack, topic: &str, count: usize) -> Vec<DeadLetter> {
     wait_for(&format!("{count} dead letters on {topic}.dlq"), || {
-        let letters = tokio::task::block_in_place(|| dlq::list(&stack.kafka_bootstrap, topic))
+        let letters = tokio::task::block_in_place(|| dlq::list(&stack.kafka_admin, topic))
             .expect("listing dead letters");
         std::future::ready((letters.len() >= count).then_some(letters))
     })
@@ -160,7 +160,7 @@ async fn replay_puts_dead_letters_back_on_their_topic_once() {
         .await;
     wait_for_dead_letters(&stack, &topic, 2).await;
 
-    let replayed = dlq::replay(&stack.kafka_bootstrap, &topic)
+    let replayed = dlq::replay(&stack.kafka_admin, &topic)
         .await
         .expect("replay");
     assert_eq!(
@@ -188,7 +188,7 @@ async fn replay_puts_dead_letters_back_on_their_topic_once() {
 
     // Replay remembers its progress: only the copy's letters are new, and
     // they go back as one message.
-    let again = dlq::replay(&stack.kafka_bootstrap, &topic)
+    let again = dlq::replay(&stack.kafka_admin, &topic)
         .await
         .expect("replay again");
     assert_eq!(again, 1, "progress is remembered");

@@ -41,11 +41,11 @@ struct Letter {
 /// topic holds in all. An unknown dead-letter topic is a 404.
 async fn letters(state: &AppState, topic: &str) -> Result<(Vec<Letter>, i64), ConsoleError> {
     let total = state.kafka.topic(&dead_letter_topic(topic)).await?.count();
-    let bootstrap = state.kafka.bootstrap().to_owned();
+    let connection = state.kafka.connection().clone();
     let topic = topic.to_owned();
     let page_size = state.page_size;
     let mut listed = tokio::task::spawn_blocking(move || {
-        service_kit::dlq::list_newest(&bootstrap, &topic, page_size)
+        service_kit::dlq::list_newest(&connection, &topic, page_size)
     })
     .await
     .map_err(|e| ConsoleError::Replay(e.to_string()))?
@@ -71,7 +71,7 @@ async fn letters(state: &AppState, topic: &str) -> Result<(Vec<Letter>, i64), Co
 
 async fn replay(state: &AppState, topic: &str) -> Result<u64, ConsoleError> {
     state.kafka.topic(&dead_letter_topic(topic)).await?;
-    service_kit::dlq::replay(state.kafka.bootstrap(), topic)
+    service_kit::dlq::replay(state.kafka.connection(), topic)
         .await
         .map_err(|e| ConsoleError::Replay(format!("{e:#}")))
 }

@@ -1,6 +1,6 @@
 //! Health endpoints: liveness (`GET /health/live`: the process serves HTTP)
 //! and readiness (`GET /health`, `GET /health/ready`: its database and Kafka
-//! answer).
+//! answer; when Kafka refuses the service's login, `reasons` says so).
 //!
 //! They are kept apart so that an orchestrator restarts a process only when
 //! it is itself stuck, and merely stops sending it traffic while a
@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -21,7 +20,10 @@ pub struct HealthState {
     /// Pinged for the `database` check.
     pub pool: PgPool,
     /// Asked for cluster metadata for the `kafka` check.
-    pub producer: FutureProducer,
+    pub producer: crate::kafka::EventProducer,
+    /// Whether Kafka refuses the service's login, and why: the reason a
+    /// `kafka` check that is down gives.
+    pub kafka_login: std::sync::Arc<crate::kafka::LoginWatch>,
 }
 
 /// The health routes, with their state.
@@ -37,6 +39,9 @@ pub(super) fn routes(health: HealthState) -> Router {
 struct Health {
     status: &'static str,
     checks: Checks,
+    /// Why a check is down, when that is known (a refused Kafka login).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -61,10 +66,16 @@ async fn live() -> Json<serde_json::Value> {
 /// `GET /health/ready` and `GET /health`: 200 when the database and Kafka are
 /// reachable, 503 otherwise.
 async fn ready(State(state): State<HealthState>) -> Response {
-    let (database, kafka) = tokio::join!(
+    let (database, kafka_check) = tokio::join!(
         crate::db::ping(&state.pool),
-        crate::kafka::ping(&state.producer)
+        crate::kafka::ping(&state.producer, &state.kafka_login)
     );
+    let kafka = kafka_check.is_ok();
+    let reasons: Vec<String> = kafka_check
+        .err()
+        .map(|reason| format!("kafka: {reason}"))
+        .into_iter()
+        .collect();
     let status = if database && kafka {
         StatusCode::OK
     } else {
@@ -76,6 +87,7 @@ async fn ready(State(state): State<HealthState>) -> Response {
             database: up_or_down(database),
             kafka: up_or_down(kafka),
         },
+        reasons,
     };
     (status, Json(body)).into_response()
 }
