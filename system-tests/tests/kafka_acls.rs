@@ -2,7 +2,8 @@
 //! itself (SCRAM-SHA-512), and the broker allows each only what the topic
 //! table (`shared_events::access::TOPIC_TABLE`) says it does.
 //!
-//! - the saga runs to CONFIRMED with every service under its ACLs;
+//! - the saga runs to CONFIRMED with every service under its ACLs, and the
+//!   HTTP APIs checking tokens (`AUTH_MODE=jwt`) as well;
 //! - inventory-service's login cannot publish to `order-created`;
 //! - a service with a wrong password stays up, says on `/health/ready` that
 //!   the login was refused, and logs that once rather than on every retry.
@@ -90,21 +91,43 @@ async fn publish_as(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_saga_confirms_an_order_with_every_service_under_its_acls() {
+async fn the_saga_confirms_an_order_with_every_service_under_its_acls_and_auth_on() {
     if !wanted() {
         return;
     }
     let _turn = ONE_AT_A_TIME.lock().await;
-    let stack = TestStack::start_with(secured()).await;
+    // HTTP tokens too (`AUTH_MODE=jwt`): the whole system locked down at once.
+    let issuer = local_infra::identity::LocalIssuer::generate_es256("acl-saga").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks_file,
+        local_infra::identity::LocalIssuer::jwks_of(&[&issuer]),
+    )
+    .unwrap();
+    let ttl = Duration::from_secs(3600);
+    let stack = TestStack::start_with(StackOptions {
+        auth: Some(system_tests::StackAuth {
+            jwks_file,
+            admin_token: issuer.token("root", true, ttl).unwrap(),
+        }),
+        ..secured()
+    })
+    .await;
     stack.put_product("widget", 1_250, 5).await;
 
-    let (status, created) = stack
-        .post_order(&json!({
-            "orderId": "o-acl", "userId": "alice",
+    // alice places her order with her own token.
+    let created = reqwest::Client::new()
+        .post(stack.order_url("/api/orders"))
+        .bearer_auth(issuer.token("alice", false, ttl).unwrap())
+        .json(&json!({
+            "orderId": "o-acl",
             "items": [{"sku": "widget", "quantity": 2}]
         }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
 
     let order = stack.wait_until_terminal("o-acl").await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
