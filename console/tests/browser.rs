@@ -25,11 +25,11 @@ mod webdriver;
 
 use std::path::{Path, PathBuf};
 
-use local_infra::identity::{LocalIssuer, LOCAL_AUDIENCE, LOCAL_ISSUER};
+use local_infra::identity::{LOCAL_AUDIENCE, LOCAL_ISSUER};
 use serde_json::{json, Value};
 use service_kit::ServiceConfig;
 use system_tests::wait_for;
-use system_tests::{StackAuth, StackOptions, TestStack};
+use system_tests::{StackAuth, StackOptions, TestIssuer, TestStack};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webdriver::Browser;
@@ -181,15 +181,8 @@ async fn a_user_follows_an_order_and_a_dead_letter_through_the_console() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_only_a_signed_in_administrator_gets_in() {
-    let issuer = LocalIssuer::generate_es256("console-browser").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(&jwks_file, LocalIssuer::jwks_of(&[&issuer])).unwrap();
-    let ttl = std::time::Duration::from_secs(3600);
-    let auth = StackAuth {
-        jwks_file,
-        admin_token: issuer.token("root", true, ttl).unwrap(),
-    };
+    let issuer = TestIssuer::generate("console-browser");
+    let auth = issuer.auth.clone();
     let stack = TestStack::start_with(StackOptions {
         auth: Some(auth.clone()),
         ..StackOptions::default()
@@ -210,12 +203,7 @@ async fn with_auth_on_only_a_signed_in_administrator_gets_in() {
     shots.take(&browser, "auth-01-sign-in").await;
 
     // A customer's token is a valid token, but not an administrator's.
-    sign_in(
-        &browser,
-        &console,
-        &issuer.token(CUSTOMER, false, ttl).unwrap(),
-    )
-    .await;
+    sign_in(&browser, &console, &issuer.token(CUSTOMER)).await;
     let refusal = wait_in_page(
         &browser,
         "the refusal of a customer's token",

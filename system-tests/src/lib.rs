@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 pub use api::Api;
 pub use infra::Infra;
 pub use stack::{
-    RateLimitOptions, RunningService, StackAuth, StackConfigs, StackOptions, TestStack,
-    WAKE_UPS_ONLY,
+    RateLimitOptions, RunningService, StackAuth, StackConfigs, StackOptions, TestIssuer, TestStack,
+    TEST_TOKEN_TTL, WAKE_UPS_ONLY,
 };
 
 /// How long a test waits for an outcome before failing.

@@ -119,6 +119,50 @@ pub struct StackAuth {
     pub admin_token: String,
 }
 
+/// How long the tokens of [`StackAuth::generate`] are valid: longer than any test.
+pub const TEST_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// A test's own identity provider for a stack with `AUTH_MODE=jwt`.
+pub struct TestIssuer {
+    /// What the stack checks tokens against, with an administrator's token.
+    pub auth: StackAuth,
+    /// Signs the test's tokens ([`token`](Self::token)).
+    pub issuer: local_infra::identity::LocalIssuer,
+    /// Holds the JWKS file; removed when the issuer is dropped, so it must
+    /// outlive the stack.
+    _dir: tempfile::TempDir,
+}
+
+impl TestIssuer {
+    /// A fresh ES256 key (`kid`), its JWKS in a temporary file, and an
+    /// administrator's token.
+    pub fn generate(kid: &str) -> TestIssuer {
+        use local_infra::identity::LocalIssuer;
+        let issuer = LocalIssuer::generate_es256(kid).expect("generating a signing key");
+        let dir = tempfile::tempdir().expect("a temporary directory for the JWKS");
+        let jwks_file = dir.path().join("jwks.json");
+        std::fs::write(&jwks_file, LocalIssuer::jwks_of(&[&issuer])).expect("writing the JWKS");
+        let admin_token = issuer
+            .token("root", true, TEST_TOKEN_TTL)
+            .expect("signing the administrator's token");
+        TestIssuer {
+            auth: StackAuth {
+                jwks_file,
+                admin_token,
+            },
+            issuer,
+            _dir: dir,
+        }
+    }
+
+    /// A customer's token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        self.issuer
+            .token(user, false, TEST_TOKEN_TTL)
+            .expect("signing a customer's token")
+    }
+}
+
 /// An outbox poll far longer than any test: with it, every event a test sees
 /// was published because the transaction that wrote it woke the relay.
 pub const WAKE_UPS_ONLY: Duration = Duration::from_secs(3_600);

@@ -97,20 +97,9 @@ async fn the_saga_confirms_an_order_with_every_service_under_its_acls_and_auth_o
     }
     let _turn = ONE_AT_A_TIME.lock().await;
     // HTTP tokens too (`AUTH_MODE=jwt`): the whole system locked down at once.
-    let issuer = local_infra::identity::LocalIssuer::generate_es256("acl-saga").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks_file,
-        local_infra::identity::LocalIssuer::jwks_of(&[&issuer]),
-    )
-    .unwrap();
-    let ttl = Duration::from_secs(3600);
+    let issuer = system_tests::TestIssuer::generate("acl-saga");
     let stack = TestStack::start_with(StackOptions {
-        auth: Some(system_tests::StackAuth {
-            jwks_file,
-            admin_token: issuer.token("root", true, ttl).unwrap(),
-        }),
+        auth: Some(issuer.auth.clone()),
         ..secured()
     })
     .await;
@@ -119,7 +108,7 @@ async fn the_saga_confirms_an_order_with_every_service_under_its_acls_and_auth_o
     // alice places her order with her own token.
     let created = reqwest::Client::new()
         .post(stack.order_url("/api/orders"))
-        .bearer_auth(issuer.token("alice", false, ttl).unwrap())
+        .bearer_auth(issuer.token("alice"))
         .json(&json!({
             "orderId": "o-acl",
             "items": [{"sku": "widget", "quantity": 2}]

@@ -7,12 +7,9 @@
 //! at the first 429 rather than counting on a fixed number of requests
 //! fitting in a second.
 
-use std::time::Duration;
-
-use local_infra::identity::LocalIssuer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use system_tests::{RateLimitOptions, StackAuth, StackOptions, TestStack};
+use system_tests::{RateLimitOptions, StackOptions, TestIssuer, TestStack};
 
 const LIMIT: RateLimitOptions = RateLimitOptions {
     per_second: 1,
@@ -22,8 +19,6 @@ const LIMIT: RateLimitOptions = RateLimitOptions {
 /// More writes than the burst plus any refill a slow machine could see
 /// while sending them; the loop stops long before, at the first 429.
 const MAX_ATTEMPTS: usize = 60;
-
-const TTL: Duration = Duration::from_secs(3600);
 
 /// Places orders as `token` (or as nobody) until one is refused; returns the
 /// ids stored before the refusal, the refused id and the 429 response.
@@ -78,21 +73,15 @@ async fn assert_rate_limited(response: reqwest::Response) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_over_budget_is_refused_and_others_keep_theirs() {
-    let issuer = LocalIssuer::generate_es256("rate-limit").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(&jwks_file, LocalIssuer::jwks_of(&[&issuer])).unwrap();
+    let issuer = TestIssuer::generate("rate-limit");
     let stack = TestStack::start_with(StackOptions {
-        auth: Some(StackAuth {
-            jwks_file,
-            admin_token: issuer.token("root", true, TTL).unwrap(),
-        }),
+        auth: Some(issuer.auth.clone()),
         rate_limit: Some(LIMIT),
         ..StackOptions::default()
     })
     .await;
-    let alice = issuer.token("alice", false, TTL).unwrap();
-    let bob = issuer.token("bob", false, TTL).unwrap();
+    let alice = issuer.token("alice");
+    let bob = issuer.token("bob");
     let http = reqwest::Client::new();
 
     let (stored, refused, response) =
