@@ -2,9 +2,9 @@
 Schema cannot state, so that generated requests the server rightly refuses
 are not counted as "a schema-valid request was refused".
 
-- POST /api/orders: each SKU on one line only. JSON Schema's `uniqueItems`
-  compares whole lines, so it cannot forbid the same SKU with two different
-  quantities; the document says so in the `items` description, and the
+- POST /api/orders: each SKU on one line only. The document's `uniqueItems`
+  compares whole lines, so it forbids identical lines but not the same SKU
+  with two different quantities; the `items` description says so, and the
   server answers such a body with 400 naming `items[i].sku`.
 """
 
