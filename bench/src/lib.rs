@@ -49,8 +49,9 @@ pub struct Target {
     pub endpoints: Endpoints,
     /// The Postgres the services use; without it the DB-bound limit is skipped.
     pub database_url: Option<String>,
-    /// The broker the services use; without it the round trip is skipped.
-    pub kafka_bootstrap: Option<String>,
+    /// The broker the services use (with a login that may create a scratch
+    /// topic); without it the round trip is skipped.
+    pub kafka: Option<service_kit::kafka::KafkaConnection>,
     /// Local service processes; empty for a remote target (memory not reported).
     pub processes: Vec<Process>,
     /// Which broker the services use, as the report names it (e.g.
@@ -230,10 +231,10 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             None
         }
     };
-    let broker = match &target.kafka_bootstrap {
-        Some(bootstrap) => {
+    let broker = match &target.kafka {
+        Some(connection) => {
             progress("broker round trip");
-            match limit::broker(bootstrap, &run_id).await {
+            match limit::broker(connection, &run_id).await {
                 Ok(broker) => Some(broker),
                 Err(error) => {
                     let note = format!("the broker round trip failed: {error:#}");

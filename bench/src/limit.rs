@@ -625,19 +625,16 @@ async fn unsent(pool: &PgPool) -> anyhow::Result<i64> {
 
 /// Times [`ROUND_TRIPS`] messages, one at a time, from produce to consume on
 /// a scratch topic, with the producer and consumer settings the services use.
-pub async fn broker(bootstrap: &str, run_id: &str) -> anyhow::Result<BrokerLimit> {
+pub async fn broker(
+    connection: &service_kit::kafka::KafkaConnection,
+    run_id: &str,
+) -> anyhow::Result<BrokerLimit> {
     let topic = format!("{run_id}-round-trip");
     // Brokers that allow it create the topic here; the embedded one creates
     // it on first use.
-    let _ = service_kit::kafka::create_missing_topics(
-        &service_kit::kafka::KafkaConnection::plaintext(bootstrap),
-        &[&topic],
-        1,
-        -1,
-    )
-    .await;
+    let _ = service_kit::kafka::create_missing_topics(connection, &[&topic], 1, -1).await;
     let mut config = CommonConfig::defaults("bench", 0, "bench");
-    config.kafka_bootstrap_servers = bootstrap.to_owned();
+    connection.apply_to(&mut config);
     config.kafka_group_id = format!("{run_id}-round-trip");
     let producer: EventProducer = service_kit::kafka::producer(&config)?;
     // The first message creates the topic (on brokers that create on first

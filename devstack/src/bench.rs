@@ -47,7 +47,10 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
             order,
         },
         database_url: cli.database_url.clone(),
-        kafka_bootstrap: cli.kafka_bootstrap.clone(),
+        kafka: cli
+            .kafka_bootstrap
+            .as_deref()
+            .map(service_kit::kafka::KafkaConnection::plaintext),
         processes: Vec::new(),
         broker: cli
             .kafka_bootstrap
@@ -178,7 +181,7 @@ pub async fn run_local(
             notification: url_of("notification-service")?,
         },
         database_url: Some(database_url.to_owned()),
-        kafka_bootstrap: Some(kafka.bootstrap.clone()),
+        kafka: Some(kafka.admin_connection()),
         processes: pids
             .into_iter()
             .map(|(service, pid)| Process { service, pid })

@@ -73,6 +73,14 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes)]
     pub kafka_nodes: usize,
 
+    /// Runs `--kafka apache` in `sasl_ssl` mode: TLS with a CA made for the
+    /// cluster, a SCRAM-SHA-512 login per service and the console, and ACLs
+    /// allowing each only its part of the topic table. The CA and logins
+    /// are kept in DIR/kafka/security; a cluster first started without
+    /// logins must be deleted (DIR/kafka) to be started with them.
+    #[arg(long)]
+    pub kafka_sasl: bool,
+
     /// Client port of the first `--kafka apache` node (moved by
     /// `--port-offset`); each node takes two ports, client and controller.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_KAFKA_PORT)]

@@ -1,5 +1,6 @@
 //! `devstack dlq list|replay --topic T`: look at and replay dead letters on
-//! the stack's Kafka (from `stack.json`) or on `--kafka-bootstrap`.
+//! the stack's Kafka (from `stack.json`, as the super user if it takes
+//! logins) or on `--kafka-bootstrap`.
 
 use service_kit::kafka::KafkaConnection;
 
@@ -7,13 +8,13 @@ use crate::cli::{Cli, DlqCommand};
 use crate::stack_file::StackDescription;
 
 pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
-    let bootstrap = match &cli.kafka_bootstrap {
-        Some(bootstrap) => bootstrap.clone(),
-        None => StackDescription::read(&cli.dir)?.kafka_bootstrap,
+    let connection = match &cli.kafka_bootstrap {
+        Some(bootstrap) => KafkaConnection::plaintext(bootstrap),
+        None => crate::infra::tool_connection(&StackDescription::read(&cli.dir)?, &cli.dir)?,
     };
     match command {
         DlqCommand::List { topic } => {
-            let connection = KafkaConnection::plaintext(&bootstrap);
+            let connection = connection.clone();
             let topic = topic.clone();
             let letters =
                 tokio::task::spawn_blocking(move || service_kit::dlq::list(&connection, &topic))
@@ -34,8 +35,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
             println!("{} dead letter(s)", letters.len());
         }
         DlqCommand::Replay { topic } => {
-            let replayed =
-                service_kit::dlq::replay(&KafkaConnection::plaintext(&bootstrap), topic).await?;
+            let replayed = service_kit::dlq::replay(&connection, topic).await?;
             println!("replayed {replayed} message(s) onto {topic}");
         }
     }

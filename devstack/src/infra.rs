@@ -5,14 +5,18 @@
 //!
 //! Either way the result is the two connection strings every service gets
 //! (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), with the topics and the
-//! database in place before any service starts. Services rely on that: a topic
+//! database in place before any service starts. With `--kafka-sasl`, Apache
+//! Kafka takes logins over TLS and enforces ACLs, and each program gets its
+//! own login ([`Kafka::connection_for`]). Services rely on that: a topic
 //! a client auto-creates first would get the broker's default partition count.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{ApacheKafka, ApacheKafkaOptions, PostgresCluster, ServiceRole};
+use local_infra::{ApacheKafka, ApacheKafkaOptions, KafkaSecurity, PostgresCluster, ServiceRole};
+use service_kit::config::Secret;
+use service_kit::kafka::KafkaConnection;
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
 
@@ -50,10 +54,12 @@ enum RunningKafka {
 }
 
 /// What to start: the choice made by `--kafka`, `--kafka-nodes`,
-/// `--kafka-port` and `--kafka-bootstrap`.
+/// `--kafka-port`, `--kafka-sasl` and `--kafka-bootstrap`.
 pub struct KafkaPlan<'a> {
     pub kind: KafkaKind,
     pub nodes: usize,
+    /// Apache Kafka in `sasl_ssl` mode: TLS, a SCRAM login per program, ACLs.
+    pub sasl: bool,
     /// Client port of the first Apache Kafka node.
     pub first_port: u16,
     /// The data directory of Apache Kafka.
@@ -69,6 +75,11 @@ impl Kafka {
     /// [`DEFAULT_PARTITIONS`].
     pub async fn start(plan: KafkaPlan<'_>) -> anyhow::Result<Self> {
         let topics = Topics::default();
+        anyhow::ensure!(
+            !plan.sasl || (plan.kind == KafkaKind::Apache && plan.external.is_none()),
+            "--kafka-sasl secures the Apache Kafka devstack runs: it needs --kafka apache \
+             and no --kafka-bootstrap"
+        );
         if let Some(bootstrap) = plan.external {
             ensure_external_topics(bootstrap, &topics).await?;
             return Ok(Self {
@@ -93,6 +104,11 @@ impl Kafka {
                     nodes: plan.nodes,
                     data_dir: Some(plan.data_dir.clone()),
                     first_port: Some(plan.first_port),
+                    security: if plan.sasl {
+                        KafkaSecurity::SaslSsl
+                    } else {
+                        KafkaSecurity::Plaintext
+                    },
                     ..ApacheKafkaOptions::default()
                 };
                 // The JVMs take seconds to start; keep them off the async thread.
@@ -121,6 +137,35 @@ impl Kafka {
                 })
             }
         }
+    }
+
+    /// How `program` (a service or the console) connects: in `sasl_ssl` mode
+    /// with its own login, else with the address alone.
+    pub fn connection_for(&self, program: &str) -> KafkaConnection {
+        match &self.running {
+            RunningKafka::Apache(kafka) => match kafka.credentials(program) {
+                Some(login) => secured(&self.bootstrap, &login),
+                None => KafkaConnection::plaintext(&self.bootstrap),
+            },
+            _ => KafkaConnection::plaintext(&self.bootstrap),
+        }
+    }
+
+    /// How devstack's own tools connect (the benchmark's round trip): as
+    /// the super user in `sasl_ssl` mode.
+    pub fn admin_connection(&self) -> KafkaConnection {
+        match &self.running {
+            RunningKafka::Apache(kafka) => match kafka.admin_credentials() {
+                Some(login) => secured(&self.bootstrap, &login),
+                None => KafkaConnection::plaintext(&self.bootstrap),
+            },
+            _ => KafkaConnection::plaintext(&self.bootstrap),
+        }
+    }
+
+    /// Whether clients log in (`--kafka-sasl`).
+    pub fn is_secured(&self) -> bool {
+        matches!(&self.running, RunningKafka::Apache(kafka) if kafka.is_secured())
     }
 
     /// "embedded", "apache" or "external", for the banner and `stack.json`.
@@ -198,6 +243,36 @@ impl Kafka {
             RunningKafka::External => {}
         }
     }
+}
+
+/// A connection logging in as `login` over TLS.
+pub fn secured(bootstrap: &str, login: &local_infra::KafkaCredentials) -> KafkaConnection {
+    KafkaConnection::scram_over_tls(
+        bootstrap,
+        &login.username,
+        Secret::new(login.password.clone()),
+        &login.ca_location.display().to_string(),
+    )
+}
+
+/// The connection devstack's tools use on the stack described by `stack`
+/// (whose state directory is `state`): the super user's kept login if its Kafka takes logins.
+pub fn tool_connection(
+    stack: &crate::stack_file::StackDescription,
+    state: &Path,
+) -> anyhow::Result<KafkaConnection> {
+    if !stack.kafka_secured {
+        return Ok(KafkaConnection::plaintext(&stack.kafka_bootstrap));
+    }
+    let kafka_dir = crate::stack_file::kafka_dir(state);
+    let login = ApacheKafka::kept_credentials(&kafka_dir, local_infra::KAFKA_ADMIN_USER)?
+        .with_context(|| {
+            format!(
+                "the stack's Kafka takes logins, but {} keeps none",
+                kafka_dir.display()
+            )
+        })?;
+    Ok(secured(&stack.kafka_bootstrap, &login))
 }
 
 /// Makes sure the topics exist on an external cluster: those already there are

@@ -255,6 +255,7 @@ impl Stack {
         let starting = Kafka::start(KafkaPlan {
             kind,
             nodes: cli.kafka_nodes,
+            sasl: cli.kafka_sasl,
             first_port,
             data_dir: state.kafka_dir(),
             external: cli.kafka_bootstrap.as_deref(),
@@ -274,8 +275,8 @@ impl Stack {
         };
         let database = self.database.insert(database);
 
-        let instances = &with_database_urls(instances, database);
-        let mut env = service_env(kafka);
+        let instances = &with_own_credentials(instances, database, kafka)?;
+        let mut env = service_env();
         let mut issuer = None;
         if cli.auth {
             let dir = auth::auth_dir(state.path());
@@ -310,6 +311,7 @@ impl Stack {
             kafka_bootstrap: kafka.bootstrap.clone(),
             kafka_mode: kafka.kind().to_owned(),
             kafka_brokers: kafka.brokers(),
+            kafka_secured: kafka.is_secured(),
             database_url: database.url.clone(),
             services: instances
                 .iter()
@@ -360,8 +362,14 @@ impl Stack {
     }
 }
 
-/// `instances`, each service's with the `DATABASE_URL` of its own role.
-fn with_database_urls(instances: &[Instance], database: &Database) -> Vec<Instance> {
+/// `instances`, each with its own credentials: a service's `DATABASE_URL`
+/// of its own role, and every program's Kafka connection (with
+/// `--kafka-sasl`, its own login).
+fn with_own_credentials(
+    instances: &[Instance],
+    database: &Database,
+    kafka: &Kafka,
+) -> anyhow::Result<Vec<Instance>> {
     instances
         .iter()
         .cloned()
@@ -370,23 +378,20 @@ fn with_database_urls(instances: &[Instance], database: &Database) -> Vec<Instan
                 instance.env.insert("DATABASE_URL".to_owned(), url);
             }
             instance
+                .env
+                .extend(kafka.connection_for(instance.service).env()?);
+            Ok(instance)
         })
         .collect()
 }
 
-/// The environment every instance gets, besides its `PORT` and its
-/// `DATABASE_URL`.
-fn service_env(kafka: &Kafka) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::from([
-        (
-            "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
-            kafka.bootstrap.clone(),
-        ),
-        (
-            "KAFKA_TOPIC_PARTITIONS".to_owned(),
-            shared_events::topics::DEFAULT_PARTITIONS.to_string(),
-        ),
-    ]);
+/// The environment every instance gets, besides its `PORT` and its own
+/// credentials (`DATABASE_URL`, the Kafka connection).
+fn service_env() -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([(
+        "KAFKA_TOPIC_PARTITIONS".to_owned(),
+        shared_events::topics::DEFAULT_PARTITIONS.to_string(),
+    )]);
     for name in PASSED_THROUGH_ENV {
         if let Ok(value) = std::env::var(name) {
             env.insert(name.to_owned(), value);
@@ -408,8 +413,18 @@ fn print_banner(
         .max()
         .unwrap_or_default();
     let mut banner = String::from("\ndevstack is up\n");
+    let security = if kafka.is_secured() {
+        format!(
+            ", sasl_ssl: logins and CA in {}",
+            crate::stack_file::kafka_dir(state.path())
+                .join("security")
+                .display()
+        )
+    } else {
+        String::new()
+    };
     banner.push_str(&format!(
-        "  {:width$}  {} ({})\n",
+        "  {:width$}  {} ({}{security})\n",
         "kafka",
         kafka.bootstrap,
         kafka.kind()

@@ -34,6 +34,10 @@ pub struct StackDescription {
     pub kafka_mode: String,
     /// Every broker's `host:port`.
     pub kafka_brokers: Vec<String>,
+    /// Whether Kafka takes logins over TLS (`--kafka-sasl`); the logins are
+    /// kept in the state directory's `kafka/security/`, not here.
+    #[serde(default)]
+    pub kafka_secured: bool,
     /// The services' `DATABASE_URL`.
     pub database_url: String,
     /// Instance name to base URL.
@@ -52,6 +56,11 @@ impl StackDescription {
         })?;
         serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
     }
+}
+
+/// Apache Kafka's directory in the state directory `dir`.
+pub fn kafka_dir(dir: &Path) -> PathBuf {
+    dir.join(KAFKA_DIR)
 }
 
 /// The state directory, locked for this devstack.
@@ -101,7 +110,7 @@ impl StateDir {
 
     /// Apache Kafka's directory: its nodes' data and logs.
     pub fn kafka_dir(&self) -> PathBuf {
-        self.dir.join(KAFKA_DIR)
+        kafka_dir(&self.dir)
     }
 
     /// Path of `stack.json`.
@@ -142,6 +151,7 @@ mod tests {
             kafka_bootstrap: "127.0.0.1:9092".into(),
             kafka_mode: "apache".into(),
             kafka_brokers: vec!["127.0.0.1:9092".into()],
+            kafka_secured: false,
             database_url: "postgres://postgres@127.0.0.1:54329/ordersystem".into(),
             services: BTreeMap::from([("order-service".into(), "http://127.0.0.1:8081".into())]),
         };

@@ -101,10 +101,12 @@ pub enum KafkaSecurity {
     /// No TLS, no login, no ACLs (the default).
     #[default]
     Plaintext,
-    /// TLS with a CA made for this run, SCRAM-SHA-512 logins (one user per
-    /// service, the console and an admin, passwords made for this run) and
-    /// ACLs from the topic table. Temporary clusters only: the users are
-    /// created when the storage is formatted.
+    /// TLS with a CA made for the cluster, SCRAM-SHA-512 logins (one user
+    /// per service, the console and an admin, passwords made for the cluster)
+    /// and ACLs from the topic table. The users are created when the storage
+    /// is formatted; a persistent cluster keeps its CA and passwords in
+    /// `<data_dir>/security/` for its next start
+    /// ([`ApacheKafka::kept_credentials`] reads them without starting it).
     SaslSsl,
 }
 
@@ -178,10 +180,6 @@ impl ApacheKafka {
             "an Apache Kafka cluster here has 1 or 3 nodes, not {}",
             options.nodes
         );
-        ensure!(
-            options.security == KafkaSecurity::Plaintext || options.data_dir.is_none(),
-            "a sasl_ssl Apache Kafka is temporary: its users and passwords are made per run"
-        );
         let runtime = KafkaRuntime::resolve()?;
         let (root, temp_root) = match &options.data_dir {
             Some(dir) => {
@@ -200,7 +198,18 @@ impl ApacheKafka {
         let nodes = plan_nodes(&root, &options)?;
         let security = match options.security {
             KafkaSecurity::Plaintext => None,
-            KafkaSecurity::SaslSsl => Some(Box::new(SaslSsl::generate(&root.join("security"))?)),
+            KafkaSecurity::SaslSsl => {
+                let dir = security_dir(&root);
+                // The logins are made when the storage is formatted: storage
+                // formatted without them can never let a client in.
+                ensure!(
+                    SaslSsl::is_kept_in(&dir) || !is_formatted(&root),
+                    "{} holds a Kafka cluster formatted without logins (plaintext); \
+                     delete the directory to start it in sasl_ssl mode",
+                    root.display()
+                );
+                Some(Box::new(SaslSsl::load_or_generate(&dir)?))
+            }
         };
         let bootstrap_servers = nodes
             .iter()
@@ -260,6 +269,20 @@ impl ApacheKafka {
             .as_ref()
             .and_then(|security| security.credentials(username))
             .cloned()
+    }
+
+    /// The login of `username` kept in the persistent `sasl_ssl` cluster
+    /// in `data_dir`, for tools reaching a cluster another process runs;
+    /// `None` if `data_dir` holds a plaintext cluster or no such user.
+    pub fn kept_credentials(
+        data_dir: &Path,
+        username: &str,
+    ) -> anyhow::Result<Option<KafkaCredentials>> {
+        let dir = security_dir(&std::path::absolute(data_dir)?);
+        if !SaslSsl::is_kept_in(&dir) {
+            return Ok(None);
+        }
+        Ok(SaslSsl::load(&dir)?.credentials(username).cloned())
     }
 
     /// The super user's login in `sasl_ssl` mode.
@@ -774,6 +797,16 @@ rootLogger.appenderRef.out.ref = out
 logger.state.name = state.change.logger
 logger.state.level = WARN
 ";
+
+/// Where a cluster in `root` keeps its `sasl_ssl` material.
+fn security_dir(root: &Path) -> PathBuf {
+    root.join("security")
+}
+
+/// Whether a node's storage in `root` has been formatted.
+fn is_formatted(root: &Path) -> bool {
+    root.join("node-1/data/meta.properties").is_file()
+}
 
 fn plan_nodes(root: &Path, options: &ApacheKafkaOptions) -> anyhow::Result<Vec<Node>> {
     let mut nodes = Vec::with_capacity(options.nodes);

@@ -3,7 +3,7 @@
 //! give each service exactly what the topic table
 //! ([`shared_events::access::TOPIC_TABLE`]) says it does.
 //!
-//! Per run, [`SaslSsl::generate`] makes:
+//! For a new cluster, [`SaslSsl::load_or_generate`] makes:
 //! - a CA and a broker certificate for `127.0.0.1`/`localhost` (`rcgen`),
 //!   written as PEM; the brokers read them with `ssl.keystore.type=PEM` and
 //!   `ssl.truststore.type=PEM`, clients get the CA file;
@@ -11,6 +11,10 @@
 //!   topics with it, and the brokers use it among themselves) and for each
 //!   service and the console. The users are created by Kafka's own storage
 //!   tool (`format --add-scram`), before any broker runs.
+//!
+//! All of it is kept in the cluster's `security/` directory (the key and the
+//! passwords readable by their owner only), so a persistent cluster started
+//! again finds the same CA and logins its metadata log already holds.
 //!
 //! Once the cluster serves, [`SaslSsl::create_acls`] turns
 //! [`shared_events::access::grants`] into ACLs through Kafka's Admin API
@@ -49,6 +53,13 @@ const PASSWORD_BYTES: usize = 24;
 
 /// The listener clients and brokers use.
 const CLIENT_LISTENER: &str = "CLIENT";
+
+/// The file keeping every user's password: one `name password` per line.
+const LOGINS_FILE: &str = "logins";
+/// The CA certificate's file.
+const CA_FILE: &str = "ca.pem";
+/// The broker's key and certificate's file.
+const KEYSTORE_FILE: &str = "broker.pem";
 
 /// The ACL program, compiled and run by `java` from source.
 const CREATE_ACLS_JAVA: &str = include_str!("CreateAcls.java");
@@ -117,31 +128,69 @@ pub(crate) struct SaslSsl {
 }
 
 impl SaslSsl {
-    /// Makes a CA, a broker certificate and passwords for every user in `dir`.
-    pub(crate) fn generate(dir: &Path) -> anyhow::Result<SaslSsl> {
+    /// The material kept in `dir` by an earlier run, or, if `dir` keeps
+    /// none, a new CA, broker certificate and passwords written there.
+    pub(crate) fn load_or_generate(dir: &Path) -> anyhow::Result<SaslSsl> {
+        if Self::is_kept_in(dir) {
+            return Self::load(dir);
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let (ca_pem, keystore_pem) = certificates()?;
-        let ca_file = dir.join("ca.pem");
-        let keystore_file = dir.join("broker.pem");
-        std::fs::write(&ca_file, ca_pem).context("writing the Kafka CA")?;
-        std::fs::write(&keystore_file, keystore_pem).context("writing the broker's key")?;
-        let user = |name: &str| -> anyhow::Result<KafkaCredentials> {
-            Ok(KafkaCredentials {
-                username: name.to_owned(),
-                password: random_password()?,
-                ca_location: ca_file.clone(),
-            })
-        };
-        let admin = user(ADMIN_USER)?;
-        let users = access::SERVICES
+        std::fs::write(dir.join(CA_FILE), ca_pem).context("writing the Kafka CA")?;
+        write_private(&dir.join(KEYSTORE_FILE), &keystore_pem)
+            .context("writing the broker's key")?;
+        let mut logins = String::new();
+        for name in std::iter::once(ADMIN_USER)
+            .chain(access::SERVICES)
+            .chain([access::CONSOLE])
+        {
+            writeln!(logins, "{name} {}", random_password()?).expect("writing to a String");
+        }
+        write_private(&dir.join(LOGINS_FILE), &logins).context("writing the Kafka logins")?;
+        Self::load(dir)
+    }
+
+    /// Whether `dir` keeps the material of an earlier run.
+    pub(crate) fn is_kept_in(dir: &Path) -> bool {
+        [LOGINS_FILE, CA_FILE, KEYSTORE_FILE]
             .iter()
-            .chain([&access::CONSOLE])
-            .map(|name| user(name))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .all(|file| dir.join(file).is_file())
+    }
+
+    /// Reads what [`SaslSsl::load_or_generate`] wrote in `dir`.
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<SaslSsl> {
+        let ca_file = dir.join(CA_FILE);
+        let logins_file = dir.join(LOGINS_FILE);
+        let logins = std::fs::read_to_string(&logins_file)
+            .with_context(|| format!("reading {}", logins_file.display()))?;
+        let mut users = Vec::new();
+        for line in logins.lines().filter(|line| !line.trim().is_empty()) {
+            let (username, password) = line.split_once(' ').with_context(|| {
+                format!(
+                    "{} holds a line that is not `name password`",
+                    logins_file.display()
+                )
+            })?;
+            users.push(KafkaCredentials {
+                username: username.to_owned(),
+                password: password.trim().to_owned(),
+                ca_location: ca_file.clone(),
+            });
+        }
+        let admin_at = users
+            .iter()
+            .position(|user| user.username == ADMIN_USER)
+            .with_context(|| format!("{} has no {ADMIN_USER} login", logins_file.display()))?;
+        let admin = users.remove(admin_at);
+        for name in access::SERVICES.iter().chain([&access::CONSOLE]) {
+            if !users.iter().any(|user| user.username == *name) {
+                bail!("{} has no login for {name}", logins_file.display());
+            }
+        }
         Ok(SaslSsl {
             dir: dir.to_path_buf(),
+            keystore_file: dir.join(KEYSTORE_FILE),
             ca_file,
-            keystore_file,
             admin,
             users,
         })
@@ -359,6 +408,20 @@ fn certificates() -> anyhow::Result<(String, String)> {
     Ok((ca.pem(), keystore))
 }
 
+/// Writes `text` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Hex of [`PASSWORD_BYTES`] random bytes: nothing a properties file, a JAAS
 /// line or the storage tool's `name=...,password=...` could misread.
 fn random_password() -> anyhow::Result<String> {
@@ -377,7 +440,7 @@ mod tests {
     #[test]
     fn every_service_and_the_console_get_a_user_and_the_admin_is_super() {
         let dir = tempfile::tempdir().unwrap();
-        let security = SaslSsl::generate(dir.path()).unwrap();
+        let security = SaslSsl::load_or_generate(dir.path()).unwrap();
         for name in access::SERVICES.iter().chain([&access::CONSOLE]) {
             let user = security.credentials(name).unwrap();
             assert_eq!(user.password.len(), PASSWORD_BYTES * 2);
@@ -392,6 +455,49 @@ mod tests {
         assert!(super_users.contains("User:admin"));
         assert!(!super_users.contains("order-service"));
         assert_eq!(security.format_arguments().len(), 2 * 6);
+    }
+
+    #[test]
+    fn a_second_start_finds_the_same_logins_and_ca_and_only_the_owner_reads_them() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let first = SaslSsl::load_or_generate(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(first.ca_file()).unwrap();
+        let again = SaslSsl::load_or_generate(dir.path()).unwrap();
+        assert_eq!(again.admin().password, first.admin().password);
+        for name in access::SERVICES.iter().chain([&access::CONSOLE]) {
+            assert_eq!(
+                again.credentials(name).unwrap().password,
+                first.credentials(name).unwrap().password
+            );
+        }
+        assert_eq!(std::fs::read_to_string(again.ca_file()).unwrap(), ca);
+        for file in [LOGINS_FILE, KEYSTORE_FILE] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_logins_file_missing_a_service_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        SaslSsl::load_or_generate(dir.path()).unwrap();
+        let logins = dir.path().join(LOGINS_FILE);
+        let text = std::fs::read_to_string(&logins).unwrap();
+        let without_payment: String = text
+            .lines()
+            .filter(|line| !line.starts_with("payment-service "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&logins, without_payment).unwrap();
+        let error = SaslSsl::load(dir.path()).err().unwrap();
+        assert!(
+            format!("{error:#}").contains("payment-service"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod zookeeper_kafka;
 pub use apache_kafka::{
     ApacheKafka, ApacheKafkaOptions, KafkaSecurity, DEFAULT_HEAP_MB, STOP_TIMEOUT,
 };
-pub use apache_kafka_security::KafkaCredentials;
+pub use apache_kafka_security::{KafkaCredentials, ADMIN_USER as KAFKA_ADMIN_USER};
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster};

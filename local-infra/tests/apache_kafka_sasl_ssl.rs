@@ -1,7 +1,8 @@
 //! Proves the `sasl_ssl` mode of the Apache Kafka launcher: a three-node
 //! KRaft cluster starts with TLS, SCRAM-SHA-512 logins and ACLs; a client
 //! with a service's login lists metadata over TLS, and one with a wrong
-//! password is refused.
+//! password is refused. A persistent one keeps its CA and logins across a
+//! restart, and storage formatted without logins is not started with them.
 //!
 //! Needs a JDK and Maven, so it runs in the real-broker pass only
 //! (`TEST_KAFKA=apache`); elsewhere it says it was skipped.
@@ -25,6 +26,21 @@ fn wanted() -> bool {
         );
     }
     wanted
+}
+
+/// Waits until `login` is served metadata listing `brokers` brokers.
+fn wait_for_metadata(login: &BaseConsumer, brokers: usize) {
+    let started = Instant::now();
+    loop {
+        match login.fetch_metadata(None, METADATA_TIMEOUT) {
+            Ok(metadata) if metadata.brokers().len() == brokers => return,
+            other => assert!(
+                started.elapsed() < DEADLINE,
+                "a valid login got no metadata of {brokers} broker(s): {:?}",
+                other.err()
+            ),
+        }
+    }
 }
 
 fn client(config: ClientConfig) -> BaseConsumer {
@@ -54,17 +70,8 @@ fn a_three_node_sasl_ssl_cluster_serves_valid_logins_and_refuses_a_wrong_passwor
     assert_eq!(inventory.ca_location, kafka.ca_location().unwrap());
 
     let valid = client(inventory.client_config(&kafka.bootstrap_servers()));
-    let started = Instant::now();
-    let metadata = loop {
-        match valid.fetch_metadata(None, METADATA_TIMEOUT) {
-            Ok(metadata) if metadata.brokers().len() == 3 => break metadata,
-            other => assert!(
-                started.elapsed() < DEADLINE,
-                "a valid login got no metadata of three brokers: {:?}",
-                other.err()
-            ),
-        }
-    };
+    wait_for_metadata(&valid, 3);
+    let metadata = valid.fetch_metadata(None, METADATA_TIMEOUT).unwrap();
     assert!(
         metadata
             .topics()
@@ -94,4 +101,64 @@ fn a_three_node_sasl_ssl_cluster_serves_valid_logins_and_refuses_a_wrong_passwor
         plaintext.fetch_metadata(None, METADATA_TIMEOUT).is_err(),
         "a client without TLS and login must get nothing"
     );
+}
+
+#[test]
+fn a_persistent_sasl_ssl_cluster_started_again_lets_the_same_logins_in() {
+    if !wanted() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = ApacheKafkaOptions {
+        data_dir: Some(dir.path().join("kafka")),
+        security: KafkaSecurity::SaslSsl,
+        ..ApacheKafkaOptions::default()
+    };
+    let first = ApacheKafka::start(options.clone()).expect("starting a persistent sasl_ssl node");
+    let payment = first.credentials("payment-service").unwrap();
+    assert_eq!(
+        ApacheKafka::kept_credentials(&dir.path().join("kafka"), "payment-service")
+            .unwrap()
+            .map(|kept| kept.password),
+        Some(payment.password.clone()),
+        "tools read the running cluster's logins from its directory"
+    );
+    drop(first);
+
+    let again = ApacheKafka::start(options).expect("starting the same node again");
+    assert_eq!(
+        again.credentials("payment-service").unwrap().password,
+        payment.password
+    );
+    wait_for_metadata(
+        &client(payment.client_config(&again.bootstrap_servers())),
+        1,
+    );
+    again
+        .create_topic("payment-processed", 1)
+        .expect("the admin's kept login still creates topics");
+}
+
+#[test]
+fn storage_formatted_without_logins_is_not_started_in_sasl_ssl_mode() {
+    if !wanted() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plaintext = ApacheKafka::start(ApacheKafkaOptions {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..ApacheKafkaOptions::default()
+    })
+    .expect("starting a persistent plaintext node");
+    drop(plaintext);
+    let refused = ApacheKafka::start(ApacheKafkaOptions {
+        data_dir: Some(dir.path().to_path_buf()),
+        security: KafkaSecurity::SaslSsl,
+        ..ApacheKafkaOptions::default()
+    });
+    let Err(error) = refused else {
+        panic!("storage without logins was started in sasl_ssl mode");
+    };
+    let error = format!("{error:#}");
+    assert!(error.contains("formatted without logins"), "{error}");
 }

@@ -10,7 +10,7 @@
 //! only after [`LOGIN_FAILURE_LOG_INTERVAL`]) and keeps the reason for the
 //! readiness check. The process stays up: the failure is reported, not fatal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,17 @@ use crate::config::{CommonConfig, KafkaSecurityProtocol, Secret, DEFAULT_SASL_ME
 /// How long a refused login stays reported by one log line: librdkafka
 /// retries every few seconds, and one line per retry would bury every other.
 pub const LOGIN_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The configuration settings a [`KafkaConnection`] is made of, by their
+/// environment variables.
+const CONNECTION_SETTINGS: [&str; 6] = [
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CA_LOCATION",
+];
 
 /// Where the brokers are and how to log in to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +70,46 @@ impl KafkaConnection {
             ssl_ca_location: String::new(),
             service_name: String::new(),
         }
+    }
+
+    /// SCRAM-SHA-512 over TLS as `username`, checking the brokers against
+    /// the CA in `ca_location`: how a secured Apache Kafka is reached.
+    pub fn scram_over_tls(
+        bootstrap_servers: &str,
+        username: &str,
+        password: Secret,
+        ca_location: &str,
+    ) -> KafkaConnection {
+        KafkaConnection {
+            security_protocol: KafkaSecurityProtocol::SaslSsl,
+            sasl_username: username.to_owned(),
+            sasl_password: password,
+            ssl_ca_location: ca_location.to_owned(),
+            service_name: username.to_owned(),
+            ..KafkaConnection::plaintext(bootstrap_servers)
+        }
+    }
+
+    /// Points `config` at these brokers with these security settings.
+    pub fn apply_to(&self, config: &mut CommonConfig) {
+        config.kafka_bootstrap_servers = self.bootstrap_servers.clone();
+        config.kafka_security_protocol = self.security_protocol;
+        config.kafka_sasl_mechanism = self.sasl_mechanism.clone();
+        config.kafka_sasl_username = self.sasl_username.clone();
+        config.kafka_sasl_password = self.sasl_password.clone();
+        config.kafka_ssl_ca_location = self.ssl_ca_location.clone();
+    }
+
+    /// The environment variables a service is started with to connect this
+    /// way (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, and with a
+    /// login `KAFKA_SASL_*` and `KAFKA_SSL_CA_LOCATION`): named by the
+    /// configuration itself, so they cannot drift from what it reads.
+    pub fn env(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut config = CommonConfig::defaults(&self.service_name, 0, "");
+        self.apply_to(&mut config);
+        let mut env = crate::config::to_env(&config)?;
+        env.retain(|key, _| CONNECTION_SETTINGS.contains(&key.as_str()));
+        Ok(env)
     }
 
     /// The connection a service's configuration describes.
@@ -290,6 +341,23 @@ mod tests {
         assert_eq!(config.get("sasl.username"), Some("payment-service"));
         assert_eq!(config.get("sasl.password"), Some("pw"));
         assert_eq!(config.get("ssl.ca.location"), Some("/tmp/ca.pem"));
+    }
+
+    #[test]
+    fn a_connection_given_as_environment_is_every_setting_it_is_made_of() {
+        let connection = KafkaConnection::scram_over_tls(
+            "10.0.0.1:9093",
+            "payment-service",
+            Secret::new("pw"),
+            "/tmp/ca.pem",
+        );
+        let env = connection.env().unwrap();
+        assert_eq!(env.len(), CONNECTION_SETTINGS.len(), "{:?}", env.keys());
+        assert_eq!(env["KAFKA_SECURITY_PROTOCOL"], "sasl_ssl");
+        assert_eq!(env["KAFKA_SASL_PASSWORD"], "pw");
+        let mut config = CommonConfig::defaults("payment-service", 0, "payment");
+        connection.apply_to(&mut config);
+        assert_eq!(KafkaConnection::of(&config), connection);
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use local_infra::{PostgresCluster, ServiceRole, TestKafka};
-use service_kit::config::KafkaSecurityProtocol;
 use service_kit::kafka::KafkaConnection;
 use service_kit::CommonConfig;
 use shared_events::topics::DEFAULT_PARTITIONS;
@@ -129,10 +128,7 @@ impl Infra {
             .as_ref()
             .and_then(|kafka| kafka.credentials(name))
         {
-            c.kafka_security_protocol = KafkaSecurityProtocol::SaslSsl;
-            c.kafka_sasl_username = login.username;
-            c.kafka_sasl_password = service_kit::config::Secret::new(login.password);
-            c.kafka_ssl_ca_location = login.ca_location.display().to_string();
+            secured_connection(&self.kafka_bootstrap, &login).apply_to(&mut c);
         }
         c.kafka_replication_factor = self.replication_factor;
         c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
@@ -156,14 +152,12 @@ impl Infra {
 
 /// A service-kit connection logging in as `login`.
 fn secured_connection(bootstrap: &str, login: &local_infra::KafkaCredentials) -> KafkaConnection {
-    KafkaConnection {
-        security_protocol: KafkaSecurityProtocol::SaslSsl,
-        sasl_username: login.username.clone(),
-        sasl_password: service_kit::config::Secret::new(login.password.clone()),
-        ssl_ca_location: login.ca_location.display().to_string(),
-        service_name: "system-tests".to_owned(),
-        ..KafkaConnection::plaintext(bootstrap)
-    }
+    KafkaConnection::scram_over_tls(
+        bootstrap,
+        &login.username,
+        service_kit::config::Secret::new(login.password.clone()),
+        &login.ca_location.display().to_string(),
+    )
 }
 
 /// A new, empty database for one stack, with the services' roles.
