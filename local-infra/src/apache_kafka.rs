@@ -76,6 +76,10 @@ const LOG_TAIL_LINES: usize = 30;
 /// Most ERROR or FATAL lines quoted from before the tail.
 const LOG_ERROR_LINES: usize = 5;
 
+/// The client port of a node on a test host (its quorum port is the next):
+/// each host has its ports to itself.
+const PLACED_CLIENT_PORT: u16 = 9092;
+
 /// The file naming the cluster id in a persistent directory.
 const CLUSTER_ID_FILE: &str = "cluster.id";
 
@@ -93,6 +97,11 @@ pub struct ApacheKafkaOptions {
     pub heap_mb: u32,
     /// How clients connect and what they may do.
     pub security: KafkaSecurity,
+    /// One test host per node ([`crate::netns`]), each node running and
+    /// listening there (clients on 9092, the quorum on 9093); empty: every
+    /// node on loopback. Plaintext only (the `sasl_ssl` certificate names
+    /// loopback).
+    pub hosts: Vec<crate::netns::Host>,
 }
 
 /// How clients connect to an [`ApacheKafka`].
@@ -118,6 +127,7 @@ impl Default for ApacheKafkaOptions {
             first_port: None,
             heap_mb: DEFAULT_HEAP_MB,
             security: KafkaSecurity::Plaintext,
+            hosts: Vec::new(),
         }
     }
 }
@@ -135,11 +145,21 @@ struct Node {
     dir: PathBuf,
     /// The JVM while it runs (also while it is paused).
     process: Option<Child>,
+    /// The test host it runs on; `None`: loopback.
+    host: Option<crate::netns::Host>,
 }
 
 impl Node {
+    /// The IP address it listens on.
+    fn ip(&self) -> String {
+        match &self.host {
+            Some(host) => host.address().to_string(),
+            None => "127.0.0.1".to_owned(),
+        }
+    }
+
     fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip(), self.port)
     }
 
     fn log_file(&self) -> PathBuf {
@@ -505,7 +525,7 @@ impl ApacheKafka {
         let nodes = self.lock();
         let voters = nodes
             .iter()
-            .map(|node| format!("{}@127.0.0.1:{}", node.id, node.controller_port))
+            .map(|node| format!("{}@{}:{}", node.id, node.ip(), node.controller_port))
             .collect::<Vec<_>>()
             .join(",");
         let replication = nodes.len().min(3);
@@ -630,9 +650,11 @@ impl ApacheKafka {
             "-Djava.awt.headless=true".into(),
             log4j,
         ];
-        let child = self
-            .runtime
-            .java(&jvm, "kafka.Kafka")
+        let mut command = self.runtime.java(&jvm, "kafka.Kafka");
+        if let Some(host) = &node.host {
+            host.enter(&mut command);
+        }
+        let child = command
             .arg(node.dir.join("server.properties"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -766,8 +788,10 @@ fn plaintext_listeners(node: &Node) -> Vec<(String, String)> {
         (
             "listeners".to_owned(),
             format!(
-                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                node.port, node.controller_port
+                "PLAINTEXT://{ip}:{},CONTROLLER://{ip}:{}",
+                node.port,
+                node.controller_port,
+                ip = node.ip()
             ),
         ),
         (
@@ -809,10 +833,22 @@ fn is_formatted(root: &Path) -> bool {
 }
 
 fn plan_nodes(root: &Path, options: &ApacheKafkaOptions) -> anyhow::Result<Vec<Node>> {
+    ensure!(
+        options.hosts.is_empty() || options.hosts.len() == options.nodes,
+        "{} test host(s) for {} Kafka node(s)",
+        options.hosts.len(),
+        options.nodes
+    );
+    ensure!(
+        options.hosts.is_empty() || options.security == KafkaSecurity::Plaintext,
+        "Kafka nodes on test hosts run in plaintext only"
+    );
     let mut nodes = Vec::with_capacity(options.nodes);
     for index in 0..options.nodes {
         let id = i32::try_from(index + 1)?;
+        let host = options.hosts.get(index).cloned();
         let (port, controller_port) = match options.first_port {
+            _ if host.is_some() => (PLACED_CLIENT_PORT, PLACED_CLIENT_PORT + 1),
             Some(first) => {
                 let offset = u16::try_from(index * 2)?;
                 let port = first
@@ -831,6 +867,7 @@ fn plan_nodes(root: &Path, options: &ApacheKafkaOptions) -> anyhow::Result<Vec<N
             controller_port,
             dir: root.join(format!("node-{id}")),
             process: None,
+            host,
         });
     }
     if let Some(existing) = count_existing_nodes(root)? {

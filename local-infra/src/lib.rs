@@ -26,6 +26,9 @@
 //!   [`PostgresCluster::apply_service_roles`].
 //! - [`identity::LocalIssuer`]: a local identity provider (a signing key, its
 //!   JWKS, tokens for any user) for running with `AUTH_MODE=jwt`.
+//! - [`netns::Network`]: several hosts on one machine (network namespaces on
+//!   a private bridge) with the network's faults, for the multi-host
+//!   rehearsals; Postgres and Apache Kafka nodes can be placed on them.
 //!
 //! Internals: `postgres` holds the cluster lifecycle, `os_user` the "run the
 //! server as the `postgres` account when we are root" plumbing, `kafka` the
@@ -37,6 +40,7 @@ pub mod apache_kafka_security;
 pub mod identity;
 mod kafka;
 mod kafka_runtime;
+pub mod netns;
 mod os_user;
 mod postgres;
 mod service_roles;

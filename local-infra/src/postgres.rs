@@ -76,6 +76,22 @@ const LOG_FILE_NAME: &str = "postgres.log";
 /// How much of the server log to quote when the server fails to start.
 const LOG_TAIL_LINES: usize = 20;
 
+/// The port of a cluster placed on a test host (which has the port to itself).
+const PLACED_PORT: u16 = 5432;
+
+/// How a cluster placed on a test host notices a client whose host vanished,
+/// and rolls back its transaction (freeing the rows it locked): an idle
+/// connection by TCP keepalives (idle + interval × count seconds, instead of
+/// the operating system's two hours), one with unacknowledged data in flight
+/// by `tcp_user_timeout` (milliseconds, instead of some fifteen minutes of
+/// retransmissions).
+const PLACED_DEAD_CLIENT_SETTINGS: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "5"),
+    ("tcp_keepalives_interval", "2"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
 /// A data directory is initialised iff this file exists in it.
 const VERSION_FILE: &str = "PG_VERSION";
 
@@ -250,9 +266,21 @@ pub struct PostgresCluster {
     /// deletes its directory) if we die without running `Drop`; killed by a
     /// normal drop.
     watchdog: Option<Child>,
+    /// Set for a cluster on a test host: it runs and listens there.
+    placement: Option<Placement>,
     /// Temporary clusters only: the directory deleted on drop. Declared last so
     /// it is removed after [`Drop::drop`] has stopped the server.
     temp_root: Option<TempDir>,
+}
+
+/// Where a cluster on a test host runs, and whom it lets in.
+#[derive(Debug, Clone)]
+struct Placement {
+    host: crate::netns::Host,
+    /// The harness's address: the superuser connects from there.
+    gateway: std::net::Ipv4Addr,
+    /// The network's `a.b.c.d/n`: the services' roles connect from there.
+    clients: String,
 }
 
 impl PostgresCluster {
@@ -263,6 +291,25 @@ impl PostgresCluster {
     /// on drop, or by a watchdog within a second or two if this process is
     /// killed. Blocks for the `initdb` and start-up (about a second or two).
     pub fn start_temporary() -> anyhow::Result<Self> {
+        Self::start_temporary_placed(None)
+    }
+
+    /// [`start_temporary`](Self::start_temporary) on `host` of `network`:
+    /// the server runs there and listens on the host's address, port 5432;
+    /// the superuser may connect from the network's gateway (the harness),
+    /// the services' roles by password from any host of the network.
+    pub fn start_temporary_on(
+        network: &crate::netns::Network,
+        host: &crate::netns::Host,
+    ) -> anyhow::Result<Self> {
+        Self::start_temporary_placed(Some(Placement {
+            host: host.clone(),
+            gateway: network.gateway(),
+            clients: network.cidr(),
+        }))
+    }
+
+    fn start_temporary_placed(placement: Option<Placement>) -> anyhow::Result<Self> {
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::detect()?;
         let root = tempfile::Builder::new()
@@ -281,12 +328,18 @@ impl PostgresCluster {
             durability: Durability::Throwaway,
             running: false,
             watchdog: None,
+            placement,
             temp_root: Some(root),
         };
         cluster.initdb()?;
         // Before the server exists: from here on a SIGKILL must not leak anything.
         cluster.spawn_watchdog()?;
-        cluster.launch_on_free_port()?;
+        if cluster.placement.is_some() {
+            cluster.port = PLACED_PORT;
+            cluster.launch()?;
+        } else {
+            cluster.launch_on_free_port()?;
+        }
         Ok(cluster)
     }
 
@@ -310,6 +363,7 @@ impl PostgresCluster {
             durability: Durability::Durable,
             running: false,
             watchdog: None,
+            placement: None,
             temp_root: None,
         };
         if cluster.data_dir.join(VERSION_FILE).is_file() {
@@ -332,7 +386,8 @@ impl PostgresCluster {
     /// `postgres://postgres@127.0.0.1:54329/ordersystem`.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgres://{SUPERUSER}@{LISTEN_ADDRESS}:{}/{database}",
+            "postgres://{SUPERUSER}@{}:{}/{database}",
+            self.listen_address(),
             self.port
         )
     }
@@ -547,10 +602,28 @@ impl PostgresCluster {
         Ok(())
     }
 
-    /// Writes [`PG_HBA`] over the data directory's `pg_hba.conf`.
+    /// Where the server listens: loopback, or its test host's address.
+    fn listen_address(&self) -> String {
+        match &self.placement {
+            Some(placement) => placement.host.address().to_string(),
+            None => LISTEN_ADDRESS.to_owned(),
+        }
+    }
+
+    /// Writes [`PG_HBA`] over the data directory's `pg_hba.conf` (on a test
+    /// host: the same rules for the gateway and the network's hosts).
     fn write_pg_hba(&self) -> anyhow::Result<()> {
         let path = self.data_dir.join(PG_HBA_FILE);
-        std::fs::write(&path, PG_HBA).with_context(|| format!("writing {}", path.display()))?;
+        let rules = match &self.placement {
+            Some(placement) => format!(
+                "# Written by local-infra at every start; edits are overwritten.\n\
+                 host    all  postgres  {}/32  trust\n\
+                 host    all  all       {}     scram-sha-256\n",
+                placement.gateway, placement.clients
+            ),
+            None => PG_HBA.to_owned(),
+        };
+        std::fs::write(&path, rules).with_context(|| format!("writing {}", path.display()))?;
         if let Some(account) = &self.run_as {
             account.chown(&path)?;
         }
@@ -581,12 +654,18 @@ impl PostgresCluster {
     /// gets this version's settings.
     fn server_options(&self) -> String {
         let mut options = format!(
-            "-p {} -c listen_addresses={LISTEN_ADDRESS} -c unix_socket_directories='' \
+            "-p {} -c listen_addresses={} -c unix_socket_directories='' \
              -c max_connections={MAX_CONNECTIONS}",
-            self.port
+            self.port,
+            self.listen_address()
         );
         for (name, value) in self.durability.settings() {
             options.push_str(&format!(" -c {name}={value}"));
+        }
+        if self.placement.is_some() {
+            for (name, value) in PLACED_DEAD_CLIENT_SETTINGS {
+                options.push_str(&format!(" -c {name}={value}"));
+            }
         }
         options
     }
@@ -658,6 +737,9 @@ if [ -n "$root" ]; then rm -rf "$root"; fi"#;
     fn command(&self, program: &Path, args: &[OsString]) -> Command {
         let mut command = command_from_argv(&self.argv(program, args));
         command.current_dir("/").stdin(Stdio::null());
+        if let Some(placement) = &self.placement {
+            placement.host.enter(&mut command);
+        }
         command
     }
 

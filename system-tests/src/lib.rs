@@ -17,11 +17,15 @@
 //! Layout: `stack` (the stack itself: start, stop, restart its services),
 //! `api` (the services' HTTP APIs), `kafka` (producing, reading and
 //! watching offsets on the stack's topics), `infra` (its database and broker),
-//! `processes` (the real service binaries as child processes).
+//! `processes` (the real service binaries as child processes), `faults`
+//! (load under a fault and the invariants after it), `multihost` (the
+//! system spread over test hosts, one per process).
 
 mod api;
+pub mod faults;
 mod infra;
 mod kafka;
+pub mod multihost;
 pub mod processes;
 mod stack;
 

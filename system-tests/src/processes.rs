@@ -87,6 +87,9 @@ pub struct ServiceProcess {
     readers: Vec<JoinHandle<()>>,
     /// When the last signal was sent.
     signalled: Option<Instant>,
+    /// The test host it runs on ([`ServiceProcess::start_on`]); `None`:
+    /// loopback.
+    host: Option<local_infra::netns::Host>,
 }
 
 impl ServiceProcess {
@@ -102,6 +105,31 @@ impl ServiceProcess {
         Self::start_with(name, env, Some(Output::default()))
     }
 
+    /// Starts `name` on `host` with `env`, which names its `PORT`; it
+    /// listens on every address of the host.
+    pub fn start_on(
+        host: &local_infra::netns::Host,
+        name: &'static str,
+        env: &BTreeMap<String, String>,
+    ) -> ServiceProcess {
+        let port = env
+            .get("PORT")
+            .and_then(|port| port.parse().ok())
+            .expect("a service on a test host is given its PORT");
+        let mut process = ServiceProcess {
+            name,
+            port,
+            env: env.clone(),
+            child: None,
+            output: None,
+            readers: Vec::new(),
+            signalled: None,
+            host: Some(host.clone()),
+        };
+        process.spawn();
+        process
+    }
+
     fn start_with(
         name: &'static str,
         env: &BTreeMap<String, String>,
@@ -115,6 +143,7 @@ impl ServiceProcess {
             output,
             readers: Vec::new(),
             signalled: None,
+            host: None,
         };
         process.spawn();
         process
@@ -129,7 +158,10 @@ impl ServiceProcess {
             )
             .envs(&self.env)
             .env("PORT", self.port.to_string())
-            .env("HOST", "127.0.0.1");
+            .env("HOST", self.listen_address());
+        if let Some(host) = &self.host {
+            host.enter(&mut command);
+        }
         match &self.output {
             Some(_) => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
             None => command.stdout(Stdio::null()).stderr(Stdio::inherit()),
@@ -198,7 +230,20 @@ impl ServiceProcess {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let address = match &self.host {
+            Some(host) => host.address().to_string(),
+            None => "127.0.0.1".to_owned(),
+        };
+        format!("http://{address}:{}", self.port)
+    }
+
+    /// What it binds: loopback, or every address of its test host.
+    fn listen_address(&self) -> &'static str {
+        if self.host.is_some() {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        }
     }
 
     /// SIGKILL: no chance to finish anything.
