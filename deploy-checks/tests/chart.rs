@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use deploy_checks::chart::{
     component_of, first_container, name_of, pod_spec, render, rendered, rendered_sets, text, texts,
-    Rendered, CHART_INIT_SQL, CHART_TOPIC_TABLE, VALUE_SETS,
+    EnvSource, Rendered, CHART_INIT_SQL, CHART_TOPIC_TABLE, VALUE_SETS,
 };
 use deploy_checks::{
     console_image, read, services, DatabaseUrl, CONSOLE, ENV_READ_OUTSIDE_CONFIG, INIT_SQL,
@@ -446,7 +446,7 @@ fn each_kafka_user_is_granted_exactly_what_the_code_derives_from_its_topic_table
                 .map(|(_, source)| source.clone());
             assert_eq!(
                 password,
-                Some(deploy_checks::chart::EnvSource::Secret {
+                Some(EnvSource::Secret {
                     name: component.to_string(),
                     key: "password".into()
                 }),
