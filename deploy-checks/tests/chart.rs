@@ -746,3 +746,87 @@ fn only_order_and_inventory_service_are_reachable_from_the_ingress_and_only_the_
         );
     }
 }
+
+/// The port at the end of `host:port` or of a URL's authority, or the
+/// scheme's default.
+fn port_of(address: &str) -> u16 {
+    let authority = address
+        .split_once("://")
+        .map_or(address, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match authority.rsplit_once(':') {
+        Some((_, port)) => port.parse().expect("a port number"),
+        None if address.starts_with("https://") => 443,
+        None => 80,
+    }
+}
+
+/// The ports a NetworkPolicy's egress rules open, each with the peers it
+/// opens it to (empty: anywhere).
+fn egress(policy: &Yaml) -> Vec<(u16, Vec<Yaml>)> {
+    let rules = policy["spec"]["egress"]
+        .as_vec()
+        .cloned()
+        .unwrap_or_default();
+    rules
+        .iter()
+        .flat_map(|rule| {
+            let peers = rule["to"].as_vec().cloned().unwrap_or_default();
+            rule["ports"]
+                .as_vec()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |port| (int(&port["port"], "port") as u16, peers.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_component_may_reach_what_its_configuration_names_and_the_console_each_service() {
+    for rendered in rendered_sets() {
+        let configs: BTreeMap<&str, CommonConfig> =
+            effective_configs(rendered).into_iter().collect();
+        for (component, config) in &configs {
+            let deployment = rendered.deployment(component);
+            let open = egress(rendered.get("NetworkPolicy", &name_of(deployment)));
+            let allows = |port: u16| open.iter().any(|(p, _)| *p == port);
+            let mut needed = vec![("DNS", 53)];
+            for server in config.kafka_bootstrap_servers.split(',') {
+                needed.push(("Kafka", port_of(server)));
+            }
+            if *component != CONSOLE {
+                needed.push((
+                    "Postgres",
+                    DatabaseUrl::parse(&config.database_url).unwrap().port,
+                ));
+            }
+            if !config.auth_jwks_url.is_empty() {
+                needed.push(("the JWKS", port_of(&config.auth_jwks_url)));
+            }
+            for (what, port) in needed {
+                assert!(
+                    allows(port),
+                    "{} values: {component} may not reach {what} on port {port}",
+                    rendered.set
+                );
+            }
+        }
+        let console = rendered.deployment(CONSOLE);
+        let open = egress(rendered.get("NetworkPolicy", &name_of(console)));
+        for (service, config) in configs.iter().filter(|(name, _)| **name != CONSOLE) {
+            let pods = &rendered.deployment(service)["spec"]["selector"]["matchLabels"];
+            assert!(
+                open.iter().any(|(port, peers)| *port == config.port
+                    && peers
+                        .iter()
+                        .any(|peer| peer["podSelector"]["matchLabels"] == *pods)),
+                "{} values: the console may not reach {service} on {}",
+                rendered.set,
+                config.port
+            );
+        }
+    }
+}
