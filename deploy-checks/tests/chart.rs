@@ -830,3 +830,21 @@ fn every_component_may_reach_what_its_configuration_names_and_the_console_each_s
         }
     }
 }
+
+#[test]
+fn no_network_policy_rule_admits_everyone_even_without_the_console() {
+    let without_console = render(VALUE_SETS[0], &[("console.enabled", "false")]).unwrap();
+    for rendered in rendered_sets().iter().chain([&without_console]) {
+        for policy in rendered.of_kind("NetworkPolicy") {
+            for rule in policy["spec"]["ingress"].as_vec().unwrap() {
+                assert!(
+                    rule["from"].as_vec().is_some_and(|peers| !peers.is_empty()),
+                    "{} values: {} admits everyone on {:?}",
+                    rendered.set,
+                    name_of(policy),
+                    rule["ports"]
+                );
+            }
+        }
+    }
+}
