@@ -10,122 +10,23 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use deploy_checks::chart::acls::{from_grants, from_kafka_users, Acl};
+use deploy_checks::chart::components::{
+    accepted_env, container_env, effective_configs, OPERATOR_SECRET,
+};
+use deploy_checks::chart::network::{egress, port_of};
 use deploy_checks::chart::{
-    component_of, first_container, name_of, pod_spec, render, rendered, rendered_sets, text, texts,
-    EnvSource, Rendered, CHART_INIT_SQL, CHART_TOPIC_TABLE, VALUE_SETS,
+    component_of, first_container, name_of, number, pod_spec, render, rendered, rendered_sets,
+    text, texts, EnvSource, CHART_INIT_SQL, CHART_TOPIC_TABLE, VALUE_SETS,
 };
 use deploy_checks::{
     console_image, read, services, DatabaseUrl, CONSOLE, ENV_READ_OUTSIDE_CONFIG, INIT_SQL,
 };
 use service_kit::{CommonConfig, LIVENESS_PATH, READINESS_PATH};
-use shared_events::access::{grants, Operation, Resource};
 use yaml_rust2::{Yaml, YamlLoader};
-
-/// What a Secret that an operator writes (Strimzi's user passwords) stands
-/// for when the configuration is loaded from a rendering.
-const OPERATOR_SECRET: &str = "written-by-the-operator";
 
 /// What a service still does after its shutdown timeout: exit.
 const EXIT_HEADROOM: Duration = Duration::from_secs(2);
-
-/// Each component's variables (names only) as accepted by its configuration.
-fn accepted_env() -> Vec<(&'static str, BTreeSet<String>)> {
-    services()
-        .into_iter()
-        .map(|service| (service.name, service.accepted_env))
-        .chain([(CONSOLE, console_image().accepted_env)])
-        .collect()
-}
-
-/// Each component's configuration, loaded from the environment the chart
-/// gives its container in `rendered`.
-fn effective_configs(rendered: &Rendered) -> Vec<(&'static str, CommonConfig)> {
-    let mut configs: Vec<(&'static str, CommonConfig)> = services()
-        .into_iter()
-        .map(|service| {
-            let env = container_env(rendered, service.name);
-            let config = (service.load)(&env).unwrap_or_else(|err| {
-                panic!(
-                    "{} values: {} refuses its environment: {err:#}",
-                    rendered.set, service.name
-                )
-            });
-            (service.name, config)
-        })
-        .collect();
-    let console = console_image()
-        .load(&container_env(rendered, CONSOLE))
-        .unwrap_or_else(|err| {
-            panic!(
-                "{} values: the console refuses its environment: {err:#}",
-                rendered.set
-            )
-        });
-    configs.push((CONSOLE, console.common));
-    configs
-}
-
-/// The variable naming a file the configuration checks exists.
-const CA_LOCATION: &str = "KAFKA_SSL_CA_LOCATION";
-
-/// The environment of `component`'s container, ready to load here: a
-/// KAFKA_SSL_CA_LOCATION must be a file one of the pod's Secret volumes
-/// puts there, and is then pointed at a stand-in file on this machine.
-fn container_env(rendered: &Rendered, component: &str) -> HashMap<String, String> {
-    let deployment = rendered.deployment(component);
-    let mut env: HashMap<String, String> = rendered
-        .environment(deployment, OPERATOR_SECRET)
-        .into_iter()
-        .collect();
-    if let Some(location) = env.get_mut(CA_LOCATION) {
-        let mounted = secret_files(deployment);
-        assert!(
-            mounted.contains(location.as_str()),
-            "{} values: {component}'s {CA_LOCATION}={location} is no file its pod mounts \
-             (it mounts {mounted:?})",
-            rendered.set
-        );
-        *location = stand_in_ca().display().to_string();
-    }
-    env
-}
-
-/// The files a Deployment's Secret volumes put into its container.
-fn secret_files(deployment: &Yaml) -> BTreeSet<String> {
-    let spec = pod_spec(deployment);
-    let volumes = spec["volumes"].as_vec().cloned().unwrap_or_default();
-    let mounts = first_container(deployment)["volumeMounts"]
-        .as_vec()
-        .cloned()
-        .unwrap_or_default();
-    let mut files = BTreeSet::new();
-    for mount in &mounts {
-        let Some(volume) = volumes.iter().find(|v| v["name"] == mount["name"]) else {
-            panic!("{}: mount of an undeclared volume", name_of(deployment));
-        };
-        let dir = text(&mount["mountPath"]).unwrap();
-        for item in volume["secret"]["items"]
-            .as_vec()
-            .cloned()
-            .unwrap_or_default()
-        {
-            files.insert(format!("{dir}/{}", text(&item["path"]).unwrap()));
-        }
-    }
-    files
-}
-
-/// A file standing for a mounted CA certificate while a configuration
-/// loads (which checks only that it is a file): this crate's manifest.
-fn stand_in_ca() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
-}
-
-fn int(value: &Yaml, what: &str) -> i64 {
-    text(value)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{what} is not a number: {value:?}"))
-}
 
 #[test]
 fn the_chart_runs_each_service_and_the_console_from_its_own_image() {
@@ -181,7 +82,7 @@ fn each_component_listens_on_the_port_its_container_and_service_name_and_is_prob
             let container = first_container(deployment);
             let port = &container["ports"][0];
             assert_eq!(
-                int(&port["containerPort"], "containerPort"),
+                number(&port["containerPort"], "containerPort"),
                 i64::from(config.port),
                 "{component}: containerPort vs PORT"
             );
@@ -206,7 +107,7 @@ fn each_component_listens_on_the_port_its_container_and_service_name_and_is_prob
             let service = rendered.get("Service", &name_of(deployment));
             let service_port = &service["spec"]["ports"][0];
             assert_eq!(
-                int(&service_port["port"], "Service port"),
+                number(&service_port["port"], "Service port"),
                 i64::from(config.port)
             );
             assert_eq!(text(&service_port["targetPort"]), Some(port_name));
@@ -295,15 +196,15 @@ fn with_strimzi_every_topic_is_a_kafka_topic_replicated_three_times_with_two_in_
         let kafka = rendered.of_kind("Kafka").next().unwrap();
         let cluster = name_of(kafka);
         let pool = rendered.of_kind("KafkaNodePool").next().unwrap();
-        assert_eq!(int(&pool["spec"]["replicas"], "nodes"), 3);
+        assert_eq!(number(&pool["spec"]["replicas"], "nodes"), 3);
         assert_eq!(
             texts(&pool["spec"]["roles"]),
             ["controller", "broker"],
             "KRaft: every node a controller and a broker"
         );
         let config = &kafka["spec"]["kafka"]["config"];
-        assert_eq!(int(&config["min.insync.replicas"], "min ISR"), 2);
-        assert_eq!(int(&config["default.replication.factor"], "RF"), 3);
+        assert_eq!(number(&config["min.insync.replicas"], "min ISR"), 2);
+        assert_eq!(number(&config["default.replication.factor"], "RF"), 3);
         assert_eq!(
             text(&config["auto.create.topics.enable"]).as_deref(),
             Some("false")
@@ -323,21 +224,21 @@ fn with_strimzi_every_topic_is_a_kafka_topic_replicated_three_times_with_two_in_
                 });
                 let spec = &resource["spec"];
                 assert_eq!(
-                    int(&spec["partitions"], "partitions"),
+                    number(&spec["partitions"], "partitions"),
                     i64::from(config.kafka_topic_partitions)
                 );
                 assert_eq!(
-                    int(&spec["replicas"], "replicas"),
+                    number(&spec["replicas"], "replicas"),
                     i64::from(config.kafka_replication_factor)
                 );
                 assert_eq!(config.kafka_replication_factor, 3);
-                assert_eq!(int(&spec["config"]["min.insync.replicas"], "min ISR"), 2);
+                assert_eq!(number(&spec["config"]["min.insync.replicas"], "min ISR"), 2);
                 assert_eq!(
                     text(&resource["metadata"]["labels"]["strimzi.io/cluster"]),
                     Some(cluster.clone())
                 );
             }
-            let port = int(&kafka["spec"]["kafka"]["listeners"][0]["port"], "listener");
+            let port = number(&kafka["spec"]["kafka"]["listeners"][0]["port"], "listener");
             assert_eq!(
                 config.kafka_bootstrap_servers,
                 format!("{cluster}-kafka-bootstrap:{port}"),
@@ -347,70 +248,6 @@ fn with_strimzi_every_topic_is_a_kafka_topic_replicated_three_times_with_two_in_
             assert_eq!(config.kafka_sasl_mechanism, "SCRAM-SHA-512");
         }
     }
-}
-
-/// A grant in the terms both `grants()` and a KafkaUser's ACL can be put in:
-/// (principal, resource type, resource name, pattern, operation).
-type Acl = (String, String, String, String, String);
-
-fn from_grants(topics: &shared_events::topics::Topics) -> BTreeSet<Acl> {
-    grants(topics)
-        .into_iter()
-        .map(|grant| {
-            let (kind, name, pattern) = match grant.resource {
-                Resource::Topic(name) => ("topic", name, "literal"),
-                Resource::Group(name) => ("group", name, "literal"),
-                Resource::GroupPrefix(name) => ("group", name, "prefix"),
-                Resource::Cluster => ("cluster", String::new(), "literal"),
-            };
-            (
-                grant.principal,
-                kind.to_owned(),
-                name,
-                pattern.to_owned(),
-                operation_name(grant.operation).to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Strimzi's name of an operation (`Read`, `IdempotentWrite`, ...).
-fn operation_name(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Read => "Read",
-        Operation::Write => "Write",
-        Operation::Describe => "Describe",
-        Operation::IdempotentWrite => "IdempotentWrite",
-    }
-}
-
-fn from_kafka_users(rendered: &Rendered) -> BTreeSet<Acl> {
-    let mut acls = BTreeSet::new();
-    for user in rendered.of_kind("KafkaUser") {
-        let principal = name_of(user);
-        let authorization = &user["spec"]["authorization"];
-        assert_eq!(text(&authorization["type"]).as_deref(), Some("simple"));
-        for acl in authorization["acls"].as_vec().unwrap() {
-            let resource = &acl["resource"];
-            assert!(
-                text(&acl["type"]).is_none_or(|t| t == "allow"),
-                "{principal}: only allow rules"
-            );
-            let kind = text(&resource["type"]).unwrap();
-            let name = text(&resource["name"]).unwrap_or_default();
-            let pattern = text(&resource["patternType"]).unwrap_or_else(|| "literal".into());
-            for operation in texts(&acl["operations"]) {
-                acls.insert((
-                    principal.clone(),
-                    kind.clone(),
-                    name.clone(),
-                    pattern.clone(),
-                    operation,
-                ));
-            }
-        }
-    }
-    acls
 }
 
 #[test]
@@ -519,7 +356,7 @@ fn cloudnativepg_is_bootstrapped_with_an_identical_copy_of_the_init_script() {
     {
         let cluster = rendered.of_kind("Cluster").next().unwrap();
         let spec = &cluster["spec"];
-        assert_eq!(int(&spec["instances"], "instances"), 3);
+        assert_eq!(number(&spec["instances"], "instances"), 3);
         let reference =
             &spec["bootstrap"]["initdb"]["postInitApplicationSQLRefs"]["configMapRefs"][0];
         let config_map = rendered.get("ConfigMap", &text(&reference["name"]).unwrap());
@@ -582,7 +419,7 @@ fn pods_get_longer_to_stop_than_the_services_shutdown_may_take() {
     for rendered in rendered_sets() {
         for (component, config) in effective_configs(rendered) {
             let spec = pod_spec(rendered.deployment(component));
-            let grace = int(&spec["terminationGracePeriodSeconds"], "grace period");
+            let grace = number(&spec["terminationGracePeriodSeconds"], "grace period");
             let grace = Duration::from_secs(grace.try_into().unwrap());
             assert!(
                 config.shutdown_timeout + EXIT_HEADROOM <= grace,
@@ -648,7 +485,7 @@ fn keda_scales_inventory_service_on_its_group_lag_up_to_the_partition_count() {
             Some(name_of(deployment))
         );
         assert_eq!(
-            int(&spec["maxReplicaCount"], "maxReplicaCount"),
+            number(&spec["maxReplicaCount"], "maxReplicaCount"),
             i64::from(inventory.kafka_topic_partitions)
         );
         let trigger = &spec["triggers"][0];
@@ -745,43 +582,6 @@ fn only_order_and_inventory_service_are_reachable_from_the_ingress_and_only_the_
             "{component}: nobody else"
         );
     }
-}
-
-/// The port at the end of `host:port` or of a URL's authority, or the
-/// scheme's default.
-fn port_of(address: &str) -> u16 {
-    let authority = address
-        .split_once("://")
-        .map_or(address, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    match authority.rsplit_once(':') {
-        Some((_, port)) => port.parse().expect("a port number"),
-        None if address.starts_with("https://") => 443,
-        None => 80,
-    }
-}
-
-/// The ports a NetworkPolicy's egress rules open, each with the peers it
-/// opens it to (empty: anywhere).
-fn egress(policy: &Yaml) -> Vec<(u16, Vec<Yaml>)> {
-    let rules = policy["spec"]["egress"]
-        .as_vec()
-        .cloned()
-        .unwrap_or_default();
-    rules
-        .iter()
-        .flat_map(|rule| {
-            let peers = rule["to"].as_vec().cloned().unwrap_or_default();
-            rule["ports"]
-                .as_vec()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |port| (int(&port["port"], "port") as u16, peers.clone()))
-        })
-        .collect()
 }
 
 #[test]

@@ -17,6 +17,10 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::{scalar, workspace_root};
 
+pub mod acls;
+pub mod components;
+pub mod network;
+
 /// The chart, relative to the workspace.
 pub const CHART: &str = "deploy/helm/order-system";
 /// The chart's copy of the init script, which CloudNativePG runs.
@@ -258,4 +262,11 @@ pub fn texts(value: &Yaml) -> Vec<String> {
         .as_vec()
         .map(|items| items.iter().filter_map(scalar).collect())
         .unwrap_or_default()
+}
+
+/// A number at `value` (`what` names it in the panic if it is none).
+pub fn number(value: &Yaml, what: &str) -> i64 {
+    text(value)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{what} is not a number: {value:?}"))
 }
