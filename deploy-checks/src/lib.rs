@@ -7,7 +7,8 @@
 //! service's configuration ([`Service`], built from the service crates
 //! themselves, so the checks follow the code as it grows), its topics, its
 //! schema, and the command CI builds it with; the console's configuration
-//! ([`console_image`]) the same way.
+//! ([`console_image`]) the same way. The Helm chart is rendered and read by
+//! [`chart`] and held against the same descriptions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use local_infra::PostgresCluster;
 use service_kit::{CommonConfig, ServiceConfig, ServiceHost};
 use sqlx::{Connection, PgConnection};
 use yaml_rust2::{Yaml, YamlLoader};
+
+pub mod chart;
 
 /// Variables the services read outside their configuration: the log filter
 /// (read by the logging set-up) and the configuration file's path.
@@ -285,7 +288,7 @@ impl PortMapping {
 }
 
 /// A scalar as compose reads it: strings, numbers and booleans alike.
-fn scalar(value: &Yaml) -> Option<String> {
+pub(crate) fn scalar(value: &Yaml) -> Option<String> {
     match value {
         Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
         Yaml::Integer(i) => Some(i.to_string()),

@@ -477,8 +477,12 @@ where
 pub const HEALTHCHECK_ARG: &str = "healthcheck";
 
 /// What the probe asks: readiness, so an instance counts as healthy only while
-/// its database and Kafka answer.
+/// its database and Kafka answer. Kubernetes' readiness probe asks it too.
 pub const READINESS_PATH: &str = "/health/ready";
+
+/// Liveness: answers while the process serves HTTP, whatever its
+/// dependencies do (what Kubernetes' liveness probe asks).
+pub const LIVENESS_PATH: &str = "/health/live";
 
 /// How long the probe may take; a container runtime's own health-check timeout
 /// should be longer.

@@ -40,6 +40,7 @@ pub use config::CommonConfig;
 pub use consumer::{EventHandler, HandlerError};
 pub use host::{
     healthcheck, run, Infrastructure, ServiceConfig, ServiceHost, Stopped, HEALTHCHECK_ARG,
+    LIVENESS_PATH, READINESS_PATH,
 };
 pub use http::{JsonBody, OptionalJsonBody, Problem, QueryParams};
 pub use shutdown::shutdown_signal;

@@ -67,8 +67,8 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(access::routes())
         .route("/health", get(ready))
-        .route("/health/ready", get(ready))
-        .route("/health/live", get(|| async { "ok" }))
+        .route(service_kit::READINESS_PATH, get(ready))
+        .route(service_kit::LIVENESS_PATH, get(|| async { "ok" }))
         .fallback(|| async { PageError(ConsoleError::NotFound("no such page".to_owned())) })
         .with_state(state)
 }

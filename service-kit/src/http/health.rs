@@ -30,8 +30,8 @@ pub struct HealthState {
 pub(super) fn routes(health: HealthState) -> Router {
     Router::new()
         .route("/health", get(ready))
-        .route("/health/ready", get(ready))
-        .route("/health/live", get(live))
+        .route(crate::host::READINESS_PATH, get(ready))
+        .route(crate::host::LIVENESS_PATH, get(live))
         .with_state(health)
 }
 
