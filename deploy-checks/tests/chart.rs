@@ -357,6 +357,15 @@ fn cloudnativepg_is_bootstrapped_with_an_identical_copy_of_the_init_script() {
         let cluster = rendered.of_kind("Cluster").next().unwrap();
         let spec = &cluster["spec"];
         assert_eq!(number(&spec["instances"], "instances"), 3);
+        // A lost service pod's locks are freed as fast as in the multi-host
+        // rehearsal that found the need.
+        for (name, value) in local_infra::DEAD_CLIENT_SETTINGS {
+            assert_eq!(
+                text(&spec["postgresql"]["parameters"][name]).as_deref(),
+                Some(value),
+                "the Postgres cluster sets {name}"
+            );
+        }
         let reference =
             &spec["bootstrap"]["initdb"]["postInitApplicationSQLRefs"]["configMapRefs"][0];
         let config_map = rendered.get("ConfigMap", &text(&reference["name"]).unwrap());

@@ -54,7 +54,7 @@ pub use apache_kafka::{
 pub use apache_kafka_security::{KafkaCredentials, ADMIN_USER as KAFKA_ADMIN_USER};
 pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
-pub use postgres::{free_port, PostgresCluster};
+pub use postgres::{free_port, PostgresCluster, DEAD_CLIENT_SETTINGS};
 pub use service_roles::{apply_service_roles, service_roles, ServiceRole, INIT_SQL};
 pub use test_kafka::{TestKafka, TestKafkaMode, TEST_KAFKA_ENV};
 pub use zookeeper_kafka::{ZooKeeperKafka, ZooKeeperKafkaOptions};

@@ -79,13 +79,14 @@ const LOG_TAIL_LINES: usize = 20;
 /// The port of a cluster placed on a test host (which has the port to itself).
 const PLACED_PORT: u16 = 5432;
 
-/// How a cluster placed on a test host notices a client whose host vanished,
+/// How a cluster placed on a test host (and the Helm chart's CloudNativePG
+/// cluster, which a test holds to these) notices a client whose host vanished,
 /// and rolls back its transaction (freeing the rows it locked): an idle
 /// connection by TCP keepalives (idle + interval × count seconds, instead of
 /// the operating system's two hours), one with unacknowledged data in flight
 /// by `tcp_user_timeout` (milliseconds, instead of some fifteen minutes of
 /// retransmissions).
-const PLACED_DEAD_CLIENT_SETTINGS: [(&str, &str); 4] = [
+pub const DEAD_CLIENT_SETTINGS: [(&str, &str); 4] = [
     ("tcp_keepalives_idle", "5"),
     ("tcp_keepalives_interval", "2"),
     ("tcp_keepalives_count", "3"),
@@ -663,7 +664,7 @@ impl PostgresCluster {
             options.push_str(&format!(" -c {name}={value}"));
         }
         if self.placement.is_some() {
-            for (name, value) in PLACED_DEAD_CLIENT_SETTINGS {
+            for (name, value) in DEAD_CLIENT_SETTINGS {
                 options.push_str(&format!(" -c {name}={value}"));
             }
         }
