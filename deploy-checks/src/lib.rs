@@ -134,6 +134,19 @@ pub fn console_image() -> ConsoleImage {
     }
 }
 
+/// Where the console calls each service: service name and URL.
+pub fn console_service_urls(console: &console::Config) -> [(&'static str, &String); 4] {
+    [
+        ("order-service", &console.console_order_service_url),
+        ("inventory-service", &console.console_inventory_service_url),
+        ("payment-service", &console.console_payment_service_url),
+        (
+            "notification-service",
+            &console.console_notification_service_url,
+        ),
+    ]
+}
+
 /// The keys of `C`'s defaults, upper-cased: the variables it reads.
 fn accepted_env<C: ServiceConfig>() -> BTreeSet<String> {
     let defaults = serde_json::to_value(C::defaults()).expect("configuration serialises");

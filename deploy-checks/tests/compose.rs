@@ -449,15 +449,7 @@ fn the_console_beside_kafdrop_reads_kafka_and_the_services_apis_and_no_database(
         advertised(&compose, "INTERNAL")
     );
     // Each service's URL is its compose name and the port it listens on.
-    for (service, url) in [
-        ("order-service", &console.console_order_service_url),
-        ("inventory-service", &console.console_inventory_service_url),
-        ("payment-service", &console.console_payment_service_url),
-        (
-            "notification-service",
-            &console.console_notification_service_url,
-        ),
-    ] {
+    for (service, url) in deploy_checks::console_service_urls(&console) {
         let port = &compose.environment(service)["PORT"];
         assert_eq!(
             *url,

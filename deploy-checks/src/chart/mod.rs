@@ -23,7 +23,7 @@ pub mod network;
 
 /// The chart, relative to the workspace.
 pub const CHART: &str = "deploy/helm/order-system";
-/// The chart's copy of the init script, which CloudNativePG runs.
+/// The init script as the chart carries it (a link to `deploy/postgres/init.sql`), which CloudNativePG runs.
 pub const CHART_INIT_SQL: &str = "deploy/helm/order-system/files/init.sql";
 /// The chart's copy of the topic table.
 pub const CHART_TOPIC_TABLE: &str = "deploy/helm/order-system/files/topic-table.yaml";
