@@ -36,6 +36,9 @@ use crate::machine::{load_average, resident_kb, Machine};
 use crate::report::{Report, ServiceMemory, Soak, SoakWindow, Step};
 use crate::stats::Summary;
 
+/// How long each part of the commit floor commits.
+const COMMIT_FLOOR_DURATION: Duration = Duration::from_secs(3);
+
 /// A service process whose memory is reported.
 #[derive(Debug, Clone)]
 pub struct Process {
@@ -60,6 +63,9 @@ pub struct Target {
     /// The local broker's processes (the embedded broker's, or the JVMs of
     /// Apache Kafka), whose CPU the long run reports; empty for a remote one.
     pub broker_pids: Vec<u32>,
+    /// The local Postgres server's postmaster, whose process tree (every
+    /// backend) is counted in the CPU per order; `None` for a remote one.
+    pub postgres_pid: Option<u32>,
     /// Tokens for a system that checks them (`AUTH_MODE=jwt`); `None` sends
     /// none (`AUTH_MODE=off`).
     pub tokens: Option<Arc<dyn TokenSource>>,
@@ -104,7 +110,7 @@ impl Default for Options {
             warm_up: Duration::from_secs(3),
             step: Duration::from_secs(10),
             clients: vec![1, 8, 32],
-            rate_fractions: vec![0.25, 0.5, 0.75, 0.9],
+            rate_fractions: vec![0.25, 0.5, 0.75, 0.9, 1.5],
             limit_duration: Duration::from_secs(15),
             limit_placers: vec![8, 32],
             soak: None,
@@ -149,6 +155,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         client.wait_until_idle(options.drain_timeout).await?;
     }
 
+    let cpu = CpuMeter::of(target);
     let mut steps = Vec::new();
     for &clients in &options.clients {
         progress(&format!(
@@ -156,10 +163,12 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             options.step.as_secs_f64()
         ));
         stream += 1;
+        let cpu_before = cpu.read();
         let sent = client.closed_loop(clients, options.step, stream).await;
         let finished = client.collect(&sent.placed, options.drain_timeout).await?;
         client.wait_until_idle(options.drain_timeout).await?;
-        let step = summarise("closed", Some(clients), None, &sent.errors, &finished);
+        let mut step = summarise("closed", Some(clients), None, &sent.errors, &finished);
+        step.cpu_ms_per_order = cpu.per_order(&cpu_before, finished.len());
         progress(&format!(
             "  {:.1} orders/s, POST→CONFIRMED p99 {:.1} ms",
             step.orders_per_second, step.confirmed_ms.p99
@@ -179,10 +188,12 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             options.step.as_secs_f64()
         ));
         stream += 1;
+        let cpu_before = cpu.read();
         let sent = client.open_loop(rate, options.step, 1, stream).await;
         let finished = client.collect(&sent.placed, options.drain_timeout).await?;
         client.wait_until_idle(options.drain_timeout).await?;
-        let step = summarise("open", None, Some(rate), &sent.errors, &finished);
+        let mut step = summarise("open", None, Some(rate), &sent.errors, &finished);
+        step.cpu_ms_per_order = cpu.per_order(&cpu_before, finished.len());
         progress(&format!(
             "  POST p99 {:.1} ms, POST→CONFIRMED p50 {:.1} ms, p99 {:.1} ms",
             step.post_ms.p99, step.confirmed_ms.p50, step.confirmed_ms.p99
@@ -230,6 +241,22 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
             notes.push("no database URL given: the DB-bound limit was not measured".to_owned());
             None
         }
+    };
+    let commit_floor = match &target.database_url {
+        Some(url) => {
+            progress("Postgres commit floor");
+            let concurrency = options.clients.iter().copied().max().unwrap_or(1);
+            match limit::commit_floor(url, concurrency, COMMIT_FLOOR_DURATION).await {
+                Ok(floor) => Some(floor),
+                Err(error) => {
+                    let note = format!("the commit floor failed: {error:#}");
+                    progress(&note);
+                    notes.push(note);
+                    None
+                }
+            }
+        }
+        None => None,
     };
     let broker = match &target.kafka {
         Some(connection) => {
@@ -298,6 +325,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         steps,
         max_orders_per_second: max,
         db_limit,
+        commit_floor,
         broker,
         fraction_of_db_limit,
         memory,
@@ -443,6 +471,85 @@ fn summarise(
         orders_per_second,
         post_ms: Summary::of(&finished.iter().map(|f| f.post).collect::<Vec<_>>()),
         confirmed_ms: Summary::of(&confirmed),
+        cpu_ms_per_order: BTreeMap::new(),
+    }
+}
+
+/// The processes whose CPU an order costs, by the name the report gives
+/// them: each service (its instances together), Postgres with every backend,
+/// the broker, and this process, which generates the load. Empty for a
+/// remote target, whose processes are out of reach.
+struct CpuMeter {
+    /// Name, processes, and whether the processes below them count too.
+    accounts: Vec<(String, Vec<u32>, bool)>,
+}
+
+impl CpuMeter {
+    fn of(target: &Target) -> CpuMeter {
+        let mut accounts: Vec<(String, Vec<u32>, bool)> = Vec::new();
+        if target.processes.is_empty() {
+            return CpuMeter { accounts };
+        }
+        for process in &target.processes {
+            match accounts
+                .iter_mut()
+                .find(|(name, _, _)| *name == process.service)
+            {
+                Some((_, pids, _)) => pids.push(process.pid),
+                None => accounts.push((process.service.clone(), vec![process.pid], false)),
+            }
+        }
+        if let Some(pid) = target.postgres_pid {
+            accounts.push((report::CPU_POSTGRES.to_owned(), vec![pid], true));
+        }
+        if !target.broker_pids.is_empty() {
+            accounts.push((
+                report::CPU_BROKER.to_owned(),
+                target.broker_pids.clone(),
+                true,
+            ));
+        }
+        accounts.push((
+            report::CPU_LOAD_GENERATOR.to_owned(),
+            vec![std::process::id()],
+            false,
+        ));
+        CpuMeter { accounts }
+    }
+
+    /// CPU seconds each account has used so far.
+    fn read(&self) -> BTreeMap<String, f64> {
+        self.accounts
+            .iter()
+            .map(|(name, pids, tree)| {
+                let seconds = pids
+                    .iter()
+                    .filter_map(|&pid| {
+                        if *tree {
+                            machine::tree_cpu_seconds(pid)
+                        } else {
+                            machine::process_cpu_seconds(pid)
+                        }
+                    })
+                    .sum();
+                (name.clone(), seconds)
+            })
+            .collect()
+    }
+
+    /// CPU milliseconds per order of each account since `before`, over
+    /// `orders`; empty if there were none or nothing is measured.
+    fn per_order(&self, before: &BTreeMap<String, f64>, orders: usize) -> BTreeMap<String, f64> {
+        if orders == 0 {
+            return BTreeMap::new();
+        }
+        self.read()
+            .into_iter()
+            .map(|(name, now)| {
+                let used = now - before.get(&name).copied().unwrap_or(now);
+                (name, used.max(0.0) * 1000.0 / orders as f64)
+            })
+            .collect()
     }
 }
 

@@ -1,22 +1,17 @@
 //! The machine's limit, measured in the same run as the load:
 //!
-//! - **database-bound**: the transactions the four services commit for each
-//!   order, run by the services' own code straight against the same Postgres,
-//!   with in-memory queues where the broker would be and no HTTP. Placers
-//!   commit orders with order-service's `db::place`, one transaction each, as
-//!   `POST /api/orders` does, as fast as they can. Each service has one
-//!   consumer, as a service instance does: it applies the events waiting for
-//!   it (up to the services' `CONSUMER_BATCH_SIZE`) in one transaction with
-//!   its [`EventHandler`] through service-kit's
-//!   [`consumer::apply_batch`](service_kit::consumer::apply_batch) — inbox
-//!   rows, effects and caused events in the outbox — and hands the caused
-//!   events to the consumers subscribed to their topics (each service's own
-//!   `app::subscriptions`). A relay per schema claims and marks the outbox
-//!   rows sent, woken by the commits through its service's [`Outbox`], as
-//!   the services' relays are. So the limit is the same pipeline as the
-//!   system, minus the broker and HTTP. It runs in scratch schemas
-//!   (`bench_*`), created by the services' migrations and dropped
-//!   afterwards, so the running services never see its rows;
+//! - **database-bound**: the four services' own pipelines straight against
+//!   the same Postgres, with an in-memory broker
+//!   ([`service_kit::backend::memory`]) where Kafka would be and no HTTP.
+//!   Placers commit orders with order-service's `commands::place`, one
+//!   transaction each, as `POST /api/orders` does, as fast as they can. Each
+//!   service runs its real [`EventConsumer`] (one, as a service instance
+//!   does: batches, inbox, retries, dead letters) with its own
+//!   [`EventHandler`] and subscriptions, and each publishing service its real
+//!   [`OutboxRelay`], woken by the commits through its [`Outbox`]. So the
+//!   limit is the shipped pipeline, minus the broker and HTTP. It runs in
+//!   scratch schemas (`bench_*`), created by the services' migrations and
+//!   dropped afterwards, so the running services never see its rows;
 //! - **broker round trip**: produce → consume on a scratch topic of the same
 //!   broker, with the services' producer and consumer settings.
 
@@ -31,37 +26,37 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::Serialize;
-use service_kit::consumer::{apply_batch, Source};
+use service_kit::backend::memory::{Batches, MemoryBroker};
+use service_kit::backend::{MessageSource, Received};
+use service_kit::consumer::EventConsumer;
+use service_kit::dlq;
 use service_kit::kafka::{EventProducer, EventStreamConsumer};
-use service_kit::outbox::Outbox;
+use service_kit::outbox::{Outbox, OutboxRelay};
+use service_kit::shutdown::Closing;
 use service_kit::{CommonConfig, EventHandler, HandlerError, ServiceConfig};
+use shared_events::events::headers;
+use shared_events::topics::dead_letter_topic;
 use shared_events::{
     Cents, Envelope, Event, OrderCreated, OrderId, OrderLine, Quantity, Sku, Topics, UserId,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::load::Workload;
 use crate::stats::Summary;
 
 /// The scratch schemas, one per service, and the migrations each gets.
 const SCHEMA_PREFIX: &str = "bench_";
-/// Outbox rows the stand-in relay claims per round, as the real one does.
-const RELAY_BATCH: i64 = 100;
-/// The stand-in relay's fallback poll, as the services'.
-const RELAY_POLL: Duration = Duration::from_millis(1_000);
-/// How long the stand-in relays may take to mark the last rows sent.
+/// How long the relays may take to mark the last rows sent.
 const RELAY_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Orders whose saga may be in progress at once: enough for every consumer to
 /// find full batches waiting, few enough that queues stay bounded.
 const MAX_IN_FLIGHT: usize = 1_000;
-/// Attempts at an event that hits a transient failure in the limit run.
-const TRANSIENT_ATTEMPTS: u32 = 10;
 /// Messages timed one at a time for the broker round trip.
 const ROUND_TRIPS: usize = 200;
 /// How long the broker may take to deliver the first message (group join).
@@ -83,8 +78,8 @@ pub struct DbLimit {
     /// From the order's placement to the last event of its saga applied:
     /// mostly queueing, since up to `max_in_flight` sagas wait their turn.
     pub order_latency_ms: Summary,
-    /// Mean events per consumer transaction, by service: how much the
-    /// consumers batched at this throughput.
+    /// Mean events per consumer batch (applied in one transaction), by
+    /// service: how much the consumers batched at this throughput.
     pub events_per_transaction: BTreeMap<String, f64>,
 }
 
@@ -97,6 +92,100 @@ impl DbLimit {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Durable single-row commits on the same Postgres, with the services'
+/// `synchronous_commit` (the server's), as fast as they go.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitFloor {
+    /// One connection committing back to back: what one commit costs.
+    pub commit_ms: Summary,
+    /// Connections committing at once: the benchmark's largest client count.
+    pub connections: usize,
+    /// Commits per second those connections made together.
+    pub commits_per_second: f64,
+}
+
+/// Commits on the critical path of one order: the POST, then inventory's
+/// reservation, payment's charge and order-service's confirmation, one
+/// consumer transaction each.
+pub const COMMITS_PER_ORDER: f64 = 4.0;
+/// Broker hops on it: `order-created`, `inventory-reserved`, `payment-processed`.
+pub const BROKER_HOPS_PER_ORDER: f64 = 3.0;
+
+/// The scratch schema the commit floor writes in.
+const COMMIT_FLOOR_SCHEMA: &str = "bench_commit_floor";
+
+/// Measures [`CommitFloor`]: `duration` of back-to-back commits on one
+/// connection, then `duration` on `connections` at once, each an insert of
+/// one row into a scratch table, dropped afterwards.
+pub async fn commit_floor(
+    database_url: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<CommitFloor> {
+    let options = PgConnectOptions::from_str(database_url).context("parsing the database URL")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections.max(1) as u32)
+        .connect_with(options)
+        .await
+        .context("connecting to the database")?;
+    // The names are constants of this module: safe to splice.
+    for statement in [
+        format!("DROP SCHEMA IF EXISTS {COMMIT_FLOOR_SCHEMA} CASCADE"),
+        format!("CREATE SCHEMA {COMMIT_FLOOR_SCHEMA}"),
+        format!(
+            "CREATE TABLE {COMMIT_FLOOR_SCHEMA}.commits (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        ),
+    ] {
+        sqlx::query(&statement)
+            .execute(&pool)
+            .await
+            .context("preparing the commit floor's table")?;
+    }
+    let insert = format!("INSERT INTO {COMMIT_FLOOR_SCHEMA}.commits DEFAULT VALUES");
+    let measured = async {
+        let mut samples = Vec::new();
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            let began = Instant::now();
+            sqlx::query(&insert).execute(&pool).await?;
+            samples.push(began.elapsed());
+        }
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut committers = tokio::task::JoinSet::new();
+        for _ in 0..connections.max(1) {
+            let (pool, insert) = (pool.clone(), insert.clone());
+            committers.spawn(async move {
+                let mut commits = 0u64;
+                while Instant::now() < deadline {
+                    sqlx::query(&insert).execute(&pool).await?;
+                    commits += 1;
+                }
+                anyhow::Ok(commits)
+            });
+        }
+        let mut commits = 0;
+        while let Some(done) = committers.join_next().await {
+            commits += done.context("a committer panicked")??;
+        }
+        anyhow::Ok(CommitFloor {
+            commit_ms: Summary::of(&samples),
+            connections: connections.max(1),
+            commits_per_second: commits as f64 / started.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    sqlx::query(&format!(
+        "DROP SCHEMA IF EXISTS {COMMIT_FLOOR_SCHEMA} CASCADE"
+    ))
+    .execute(&pool)
+    .await
+    .context("dropping the commit floor's table")?;
+    pool.close().await;
+    measured
 }
 
 /// Produce → consume on the same broker.
@@ -148,20 +237,34 @@ async fn drop_schemas(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A connection pool per service, in its scratch schema, in [`services`] order.
-async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<[PgPool; 4]> {
-    let mut pools = Vec::new();
+/// One service of the limit run: its configuration (the defaults, in its
+/// scratch schema), its pool there, and its outbox.
+struct Service {
+    config: CommonConfig,
+    pool: PgPool,
+    outbox: Outbox,
+}
+
+/// The four services, in [`services`] order.
+async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<[Service; 4]> {
+    let mut connected = Vec::new();
     for (name, schema, migrations) in services() {
         let mut config = CommonConfig::defaults(name, 0, &format!("{SCHEMA_PREFIX}{schema}"));
         config.database_url = database_url.to_owned();
         config.database_max_connections = pool_size;
-        pools.push(
-            service_kit::db::connect(&config, migrations)
-                .await
-                .with_context(|| format!("preparing the scratch schema of {name}"))?,
-        );
+        let pool = service_kit::db::connect(&config, migrations)
+            .await
+            .with_context(|| format!("preparing the scratch schema of {name}"))?;
+        let outbox = Outbox::of(&config);
+        connected.push(Service {
+            config,
+            pool,
+            outbox,
+        });
     }
-    Ok(pools.try_into().expect("four services"))
+    Ok(connected
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("four services")))
 }
 
 /// Runs the database work of whole sagas with `placers` placing orders for
@@ -179,12 +282,6 @@ pub async fn database(
     result
 }
 
-/// An event on its way to one consumer.
-struct Delivery {
-    topic: String,
-    event: Envelope,
-}
-
 /// A saga in progress.
 struct InFlight {
     placed: Instant,
@@ -194,52 +291,124 @@ struct InFlight {
     _slot: OwnedSemaphorePermit,
 }
 
-/// What the consumers share: where each topic goes, and the sagas in progress.
-struct Pipeline {
+/// The sagas in progress, followed through what the consumers apply: a
+/// saga is over once every delivery of every event it caused was applied
+/// (and its offset stored).
+struct Sagas {
     topics: Topics,
-    /// Most events a consumer applies in one transaction.
-    batch_size: usize,
-    /// Ends the consumers once every saga is over.
-    stop: CancellationToken,
-    subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>>,
-    in_flight: Mutex<HashMap<OrderId, InFlight>>,
+    /// How many consumers read each topic.
+    fan_out: HashMap<String, usize>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Deliveries each applied event caused, by its eventId: written by the
+    /// handler (a rolled-back attempt is applied again and overwrites its
+    /// count), taken when the consumer stores the message.
+    caused: Mutex<HashMap<Uuid, usize>>,
     finished: Mutex<Vec<Duration>>,
-    /// Stand-in Kafka offsets, unique per delivery, for the inbox rows.
-    offsets: AtomicU64,
 }
 
-impl Pipeline {
-    /// Hands `events` to their subscribers, counting them against their sagas.
-    fn publish(&self, events: Vec<Envelope>) -> anyhow::Result<()> {
-        for event in events {
-            let topic = self.topics.for_event(event.event_type()).to_owned();
-            let subscribers = self.subscribers.get(&topic).map_or(&[][..], Vec::as_slice);
-            if let Some(saga) = self.in_flight.lock().unwrap().get_mut(&event.order_id) {
-                saga.outstanding += subscribers.len();
-            }
-            for subscriber in subscribers {
-                subscriber
-                    .send(Delivery {
-                        topic: topic.clone(),
-                        event: event.clone(),
-                    })
-                    .map_err(|_| anyhow::anyhow!("a limit consumer stopped early"))?;
-            }
-        }
-        Ok(())
+impl Sagas {
+    /// The consumers that receive an event of `event`'s type.
+    fn deliveries(&self, event: &Envelope) -> usize {
+        let topic = self.topics.for_event(event.event_type());
+        self.fan_out.get(topic).copied().unwrap_or(0)
     }
 
-    /// Counts one delivery of `order`'s saga as applied.
-    fn applied(&self, order: &OrderId) {
-        let mut in_flight = self.in_flight.lock().unwrap();
-        let Some(saga) = in_flight.get_mut(order) else {
+    /// `order` is about to be placed with `created`.
+    fn begin(&self, order: &OrderId, created: &Envelope, slot: OwnedSemaphorePermit) {
+        self.in_flight.lock().unwrap().insert(
+            order.as_str().to_owned(),
+            InFlight {
+                placed: Instant::now(),
+                outstanding: self.deliveries(created),
+                _slot: slot,
+            },
+        );
+    }
+
+    /// The event `applied` caused `events`.
+    fn caused(&self, applied: &Envelope, events: &[Envelope]) {
+        let deliveries = events.iter().map(|event| self.deliveries(event)).sum();
+        self.caused
+            .lock()
+            .unwrap()
+            .insert(applied.event_id, deliveries);
+    }
+
+    /// A consumer is done with `message`.
+    fn stored(&self, message: &Received) {
+        let caused = message
+            .header(headers::EVENT_ID)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| self.caused.lock().unwrap().remove(&id))
+            .unwrap_or(0);
+        let Some(order) = message.key.as_deref() else {
             return;
         };
-        saga.outstanding -= 1;
+        let order = String::from_utf8_lossy(order);
+        let mut in_flight = self.in_flight.lock().unwrap();
+        let Some(saga) = in_flight.get_mut(order.as_ref()) else {
+            return;
+        };
+        saga.outstanding = saga.outstanding + caused - 1;
         if saga.outstanding == 0 {
-            let saga = in_flight.remove(order).expect("present");
+            let saga = in_flight.remove(order.as_ref()).expect("present");
             self.finished.lock().unwrap().push(saga.placed.elapsed());
         }
+    }
+}
+
+/// A service's handler, telling [`Sagas`] what each event caused.
+struct Followed<H> {
+    handler: H,
+    sagas: Arc<Sagas>,
+}
+
+impl<H: EventHandler> EventHandler for Followed<H> {
+    async fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a Envelope,
+    ) -> Result<Vec<Envelope>, HandlerError> {
+        let caused = self.handler.handle(tx, event).await?;
+        self.sagas.caused(event, &caused);
+        Ok(caused)
+    }
+}
+
+/// The consumers of a limit run, each the real one of its service.
+struct Consumers {
+    broker: MemoryBroker,
+    sagas: Arc<Sagas>,
+    stop: CancellationToken,
+    running: tokio::task::JoinSet<anyhow::Result<()>>,
+    /// How each took its messages, by service.
+    batches: BTreeMap<String, Arc<Batches>>,
+}
+
+impl Consumers {
+    /// Starts `service`'s consumer over the broker, subscribed to
+    /// `subscriptions` as the service is, with `handler` followed by the sagas.
+    fn start<H: EventHandler>(&mut self, service: &Service, subscriptions: Vec<&str>, handler: H) {
+        let sagas = self.sagas.clone();
+        let source = self
+            .broker
+            .subscribe(&subscriptions)
+            .on_store(Arc::new(move |message: &Received| sagas.stored(message)));
+        self.batches
+            .insert(service.config.service_name.clone(), source.batches());
+        let consumer = EventConsumer::with_backend(
+            &service.config,
+            service.pool.clone(),
+            service.outbox.clone(),
+            Closing::default(),
+            Followed {
+                handler,
+                sagas: self.sagas.clone(),
+            },
+            source,
+            self.broker.publisher(),
+        );
+        self.running.spawn(consumer.run(self.stop.clone()));
     }
 }
 
@@ -250,13 +419,13 @@ async fn database_in_scratch_schemas(
     duration: Duration,
 ) -> anyhow::Result<DbLimit> {
     let placers = placers.max(1);
-    let batch_size = CommonConfig::defaults("", 0, "").consumer_batch_size.max(1);
     // A connection per placer, plus a consumer's and a relay's, per service.
     let [orders, inventory, payments, notifications] =
         connect(database_url, placers as u32 + 2).await?;
+    let batch_size = orders.config.consumer_batch_size;
     for (i, sku) in workload.skus.iter().enumerate() {
         inventory_service::db::upsert_product(
-            &inventory,
+            &inventory.pool,
             sku,
             None,
             Workload::price_cents(i),
@@ -267,102 +436,88 @@ async fn database_in_scratch_schemas(
     }
 
     let topics = Topics::default();
-    let stop = CancellationToken::new();
-    // One outbox per service, as each service has: a commit through it wakes
-    // that service's stand-in relay.
-    let [order_outbox, inventory_outbox, payment_outbox, notification_outbox] = [
-        "order-service",
-        "inventory-service",
-        "payment-service",
-        "notification-service",
-    ]
-    .map(|service| Outbox::new(topics.clone(), service));
-    let mut queues = HashMap::new();
-    let mut subscribers: HashMap<String, Vec<UnboundedSender<Delivery>>> = HashMap::new();
-    for (service, subscriptions) in [
-        ("order-service", order_service::app::subscriptions(&topics)),
-        (
-            "inventory-service",
-            inventory_service::app::subscriptions(&topics),
-        ),
-        (
-            "payment-service",
-            payment_service::app::subscriptions(&topics),
-        ),
-        (
-            "notification-service",
-            notification_service::app::subscriptions(&topics),
-        ),
-    ] {
-        let (sender, receiver) = unbounded_channel();
-        for topic in subscriptions {
-            subscribers
-                .entry(topic.to_owned())
-                .or_default()
-                .push(sender.clone());
-        }
-        queues.insert(service, receiver);
+    let subscriptions = [
+        order_service::app::subscriptions(&topics),
+        inventory_service::app::subscriptions(&topics),
+        payment_service::app::subscriptions(&topics),
+        notification_service::app::subscriptions(&topics),
+    ];
+    let mut fan_out = HashMap::new();
+    for topic in subscriptions.iter().flatten() {
+        *fan_out.entry((*topic).to_owned()).or_default() += 1;
     }
-    let pipeline = Arc::new(Pipeline {
-        topics: topics.clone(),
-        batch_size,
-        stop: stop.clone(),
-        subscribers,
-        in_flight: Mutex::new(HashMap::new()),
-        finished: Mutex::new(Vec::new()),
-        offsets: AtomicU64::new(0),
-    });
+    let broker = MemoryBroker::new();
+    // Nothing should be dead-lettered: if anything is, the run is wrong.
+    let dead_letter_topics: Vec<String> = fan_out.keys().map(|t| dead_letter_topic(t)).collect();
+    let dead_letters = broker.subscribe(
+        &dead_letter_topics
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
 
-    let mut relays = tokio::task::JoinSet::new();
-    for (pool, outbox) in [
-        (&orders, &order_outbox),
-        (&inventory, &inventory_outbox),
-        (&payments, &payment_outbox),
-    ] {
-        relays.spawn(relay(pool.clone(), outbox.clone(), stop.clone()));
-    }
-    let mut consumers = tokio::task::JoinSet::new();
-    let mut queue = |service| queues.remove(service).expect("a queue per service");
-    consumers.spawn(consume(
-        "order-service",
-        orders.clone(),
+    let sagas = Arc::new(Sagas {
+        topics: topics.clone(),
+        fan_out,
+        in_flight: Mutex::new(HashMap::new()),
+        caused: Mutex::new(HashMap::new()),
+        finished: Mutex::new(Vec::new()),
+    });
+    let broker = MemoryBroker::new();
+    let stop = CancellationToken::new();
+    let [order_subscriptions, inventory_subscriptions, payment_subscriptions, notification_subscriptions] =
+        subscriptions;
+    let mut consumers = Consumers {
+        broker: broker.clone(),
+        sagas: sagas.clone(),
+        stop: stop.clone(),
+        running: tokio::task::JoinSet::new(),
+        batches: BTreeMap::new(),
+    };
+    consumers.start(
+        &orders,
+        order_subscriptions,
         order_service::consumer::OrderEvents,
-        queue("order-service"),
-        order_outbox.clone(),
-        pipeline.clone(),
-    ));
-    consumers.spawn(consume(
-        "inventory-service",
-        inventory.clone(),
+    );
+    consumers.start(
+        &inventory,
+        inventory_subscriptions,
         inventory_service::consumer::InventoryEvents {
             service_name: "inventory-service".to_owned(),
-            reservation_ttl_secs: inventory_service::Config::defaults()
-                .inventory_reservation_ttl_secs,
+            reservation_ttl: inventory_service::Config::defaults().inventory_reservation_ttl,
         },
-        queue("inventory-service"),
-        inventory_outbox,
-        pipeline.clone(),
-    ));
-    consumers.spawn(consume(
-        "payment-service",
-        payments.clone(),
+    );
+    consumers.start(
+        &payments,
+        payment_subscriptions,
         payment_service::consumer::PaymentEvents {
             service_name: "payment-service".to_owned(),
             // Every customer can afford every order, as in the load.
             default_credit: Cents::parse(i64::MAX / 4).expect("a valid amount"),
         },
-        queue("payment-service"),
-        payment_outbox,
-        pipeline.clone(),
-    ));
-    consumers.spawn(consume(
-        "notification-service",
-        notifications.clone(),
+    );
+    consumers.start(
+        &notifications,
+        notification_subscriptions,
         notification_service::consumer::NotificationEvents,
-        queue("notification-service"),
-        notification_outbox,
-        pipeline.clone(),
-    ));
+    );
+    let Consumers {
+        running: mut consumers,
+        batches,
+        ..
+    } = consumers;
+
+    // The services that publish events run their relays, as they do.
+    let mut relays = tokio::task::JoinSet::new();
+    for service in [&orders, &inventory, &payments] {
+        let relay = OutboxRelay::with_publisher(
+            &service.config,
+            service.pool.clone(),
+            service.outbox.clone(),
+            broker.publisher(),
+        );
+        relays.spawn(relay.run(stop.clone()));
+    }
 
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let started = Instant::now();
@@ -370,18 +525,19 @@ async fn database_in_scratch_schemas(
     let next_order = Arc::new(AtomicU64::new(0));
     let mut placing = tokio::task::JoinSet::new();
     for _ in 0..placers {
-        let (orders, pipeline, slots, next_order) = (
-            orders.clone(),
-            pipeline.clone(),
+        let (pool, outbox, sagas, slots, next_order) = (
+            orders.pool.clone(),
+            orders.outbox.clone(),
+            sagas.clone(),
             slots.clone(),
             next_order.clone(),
         );
-        let (workload, outbox) = (workload.clone(), order_outbox.clone());
+        let workload = workload.clone();
         placing.spawn(async move {
             while Instant::now() < deadline {
                 let slot = slots.clone().acquire_owned().await?;
                 let n = next_order.fetch_add(1, Ordering::Relaxed);
-                place(&orders, &outbox, &pipeline, &workload, n, slot).await?;
+                place(&pool, &outbox, &sagas, &workload, n, slot).await?;
             }
             anyhow::Ok(())
         });
@@ -400,13 +556,17 @@ async fn database_in_scratch_schemas(
                 consumed.context("no consumers")?.context("a limit consumer panicked")??;
                 anyhow::bail!("a limit consumer stopped early");
             }
+            letter = dead_letters.recv() => anyhow::bail!(
+                "an event was dead-lettered in the limit run: {}",
+                letter.header(dlq::headers::ERROR).unwrap_or("no reason given")
+            ),
             _ = &mut all_over, if placing_done => break,
         }
     }
     // The relays' work is part of each order's: wait until they caught up.
     let relays_caught_up = async {
-        for pool in [&orders, &inventory, &payments] {
-            while unsent(pool).await? > 0 {
+        for service in [&orders, &inventory, &payments] {
+            while unsent(&service.pool).await? > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -414,21 +574,19 @@ async fn database_in_scratch_schemas(
     };
     tokio::time::timeout(RELAY_DRAIN_TIMEOUT, relays_caught_up)
         .await
-        .context("the stand-in relays did not publish every outbox row")??;
+        .context("the relays did not publish every outbox row")??;
     let seconds = started.elapsed().as_secs_f64();
     stop.cancel();
-    let mut events_per_transaction = BTreeMap::new();
     while let Some(done) = consumers.join_next().await {
-        let (service, stats) = done.context("a limit consumer panicked")??;
-        events_per_transaction.insert(service.to_owned(), stats.mean());
+        done.context("a limit consumer panicked")??;
     }
     while let Some(done) = relays.join_next().await {
         done.context("a relay panicked")??;
     }
-    for pool in [&orders, &inventory, &payments, &notifications] {
-        pool.close().await;
+    for service in [&orders, &inventory, &payments, &notifications] {
+        service.pool.close().await;
     }
-    let latencies = std::mem::take(&mut *pipeline.finished.lock().unwrap());
+    let latencies = std::mem::take(&mut *sagas.finished.lock().unwrap());
     let orders = latencies.len() as u64;
     Ok(DbLimit {
         placers,
@@ -438,16 +596,19 @@ async fn database_in_scratch_schemas(
         seconds,
         orders_per_second: orders as f64 / seconds,
         order_latency_ms: Summary::of(&latencies),
-        events_per_transaction,
+        events_per_transaction: batches
+            .into_iter()
+            .map(|(service, batches)| (service, batches.mean()))
+            .collect(),
     })
 }
 
 /// Places order number `n` as `POST /api/orders` does (order, lines and
-/// `OrderCreated` in the outbox, one transaction) and starts its saga.
+/// `OrderCreated` in the outbox, one transaction), which starts its saga.
 async fn place(
     orders: &PgPool,
     outbox: &Outbox,
-    pipeline: &Pipeline,
+    sagas: &Sagas,
     workload: &Workload,
     n: u64,
     slot: OwnedSemaphorePermit,
@@ -470,148 +631,14 @@ async fn place(
         order_id: order_id.clone(),
         created: created.clone(),
     };
-    let deadline = Duration::from_secs(order_service::Config::defaults().order_saga_deadline_secs);
-    let placed = Instant::now();
+    let deadline = order_service::Config::defaults().order_saga_deadline;
+    // Followed before it is placed: its event may be applied before
+    // place() returns.
+    let event = Envelope::new(order_id, Event::OrderCreated(created), "order-service");
+    sagas.begin(&new.order_id, &event, slot);
     order_service::commands::place(orders, outbox, &new, deadline)
         .await
         .context("placing an order")?;
-    pipeline.in_flight.lock().unwrap().insert(
-        order_id.clone(),
-        InFlight {
-            placed,
-            outstanding: 0,
-            _slot: slot,
-        },
-    );
-    // The event place() wrote, as consumers receive it.
-    pipeline.publish(vec![Envelope::new(
-        order_id,
-        Event::OrderCreated(created),
-        "order-service",
-    )])
-}
-
-/// Events and transactions a limit consumer applied.
-#[derive(Default)]
-struct ConsumerStats {
-    events: u64,
-    transactions: u64,
-}
-
-impl ConsumerStats {
-    fn mean(&self) -> f64 {
-        self.events as f64 / self.transactions.max(1) as f64
-    }
-}
-
-/// One service's consumer: applies what is waiting, up to `batch_size`
-/// events, in one transaction, as [`service_kit::consumer`] does.
-async fn consume<H: EventHandler>(
-    service: &'static str,
-    pool: PgPool,
-    handler: H,
-    mut queue: UnboundedReceiver<Delivery>,
-    outbox: Outbox,
-    pipeline: Arc<Pipeline>,
-) -> anyhow::Result<(&'static str, ConsumerStats)> {
-    let mut stats = ConsumerStats::default();
-    loop {
-        let first = tokio::select! {
-            _ = pipeline.stop.cancelled() => return Ok((service, stats)),
-            first = queue.recv() => first.context("the pipeline closed")?,
-        };
-        let mut batch = vec![first];
-        while batch.len() < pipeline.batch_size {
-            match queue.try_recv() {
-                Ok(delivery) => batch.push(delivery),
-                Err(_) => break,
-            }
-        }
-        let (caused, transactions) = apply(&pool, &handler, &outbox, &pipeline, &batch).await?;
-        stats.events += batch.len() as u64;
-        stats.transactions += transactions;
-        pipeline.publish(caused)?;
-        for delivery in &batch {
-            pipeline.applied(&delivery.event.order_id);
-        }
-    }
-}
-
-/// Applies `batch` in one transaction, exactly as a consumer commits it, or,
-/// if that fails, one event per transaction with retries, as the consumer
-/// loop does. Returns every event caused and the transactions committed.
-async fn apply<H: EventHandler>(
-    pool: &PgPool,
-    handler: &H,
-    outbox: &Outbox,
-    pipeline: &Pipeline,
-    batch: &[Delivery],
-) -> anyhow::Result<(Vec<Envelope>, u64)> {
-    let sourced: Vec<(Source<'_>, &Envelope)> = batch
-        .iter()
-        .map(|delivery| {
-            let source = Source {
-                topic: &delivery.topic,
-                partition: 0,
-                offset: pipeline.offsets.fetch_add(1, Ordering::Relaxed) as i64,
-                traceparent: None,
-            };
-            (source, &delivery.event)
-        })
-        .collect();
-    let (applied, transactions) = match apply_batch(pool, handler, outbox, &sourced).await {
-        Ok(applied) => (applied, 1),
-        Err(_) => {
-            let mut one_by_one = Vec::with_capacity(sourced.len());
-            for event in &sourced {
-                one_by_one.push(apply_alone(pool, handler, outbox, event).await?);
-            }
-            (one_by_one, sourced.len() as u64)
-        }
-    };
-    let mut caused = Vec::new();
-    for events in applied {
-        caused.extend(events.context("an event was applied twice")?);
-    }
-    Ok((caused, transactions))
-}
-
-/// One event in its own transaction, retried while the database reports a
-/// transient failure, as the consumer does.
-async fn apply_alone<H: EventHandler>(
-    pool: &PgPool,
-    handler: &H,
-    outbox: &Outbox,
-    (source, event): &(Source<'_>, &Envelope),
-) -> anyhow::Result<Option<Vec<Envelope>>> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match apply_batch(pool, handler, outbox, &[(*source, *event)]).await {
-            Ok(mut applied) => return Ok(applied.remove(0)),
-            Err(HandlerError::Transient(_)) if attempts < TRANSIENT_ATTEMPTS => {}
-            Err(error) => anyhow::bail!("applying an event in the limit run: {error:#}"),
-        }
-    }
-}
-
-/// The outbox relay's database work without the broker: woken after each
-/// commit that wrote outbox rows, claim a batch, mark it sent, commit.
-async fn relay(pool: PgPool, outbox: Outbox, stop: CancellationToken) -> anyhow::Result<()> {
-    while !stop.is_cancelled() {
-        let mut tx = pool.begin().await?;
-        let rows = service_kit::outbox::claim(&mut tx, RELAY_BATCH).await?;
-        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-        service_kit::outbox::mark_sent(&mut tx, &ids).await?;
-        tx.commit().await?;
-        if (ids.len() as i64) < RELAY_BATCH {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = outbox.wait_for_commit() => {}
-                _ = tokio::time::sleep(RELAY_POLL) => {}
-            }
-        }
-    }
     Ok(())
 }
 

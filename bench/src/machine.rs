@@ -66,15 +66,62 @@ fn field_kb(text: &str, name: &str) -> Option<u64> {
 /// of every Linux architecture.
 const USER_HZ: f64 = 100.0;
 
-/// CPU time, in seconds, used so far by process `pid` (all its threads,
-/// `/proc/<pid>/stat`); `None` if there is no such process.
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+/// What `/proc/<pid>/stat` says of a process's CPU.
+struct Stat {
+    parent: u32,
+    /// User and system time of all its threads, in seconds.
+    own: f64,
+    /// The same of its children that ended and were waited for.
+    reaped_children: f64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
+    // After "pid (comm) ": state is field 3, the parent 4; utime and stime
+    // are 14 and 15, cutime and cstime 16 and 17.
     let (_, after_comm) = stat.rsplit_once(") ")?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / USER_HZ)
+    Some(Stat {
+        parent: fields.get(1)?.parse().ok()?,
+        own: (ticks(11)? + ticks(12)?) / USER_HZ,
+        reaped_children: (ticks(13)? + ticks(14)?) / USER_HZ,
+    })
+}
+
+/// CPU time, in seconds, used so far by process `pid` (all its threads,
+/// `/proc/<pid>/stat`); `None` if there is no such process.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    stat(pid).map(|stat| stat.own)
+}
+
+/// CPU time, in seconds, used so far by `pid` and every process below it,
+/// including those that ended and were waited for: for Postgres' postmaster,
+/// every backend, also the ones whose connection closed. `None` if there is
+/// no such process.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let root = stat(pid)?;
+    let mut children: std::collections::HashMap<u32, Vec<(u32, f64)>> = Default::default();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Some(stat) = stat(child) {
+            children
+                .entry(stat.parent)
+                .or_default()
+                .push((child, stat.own + stat.reaped_children));
+        }
+    }
+    let mut total = root.own + root.reaped_children;
+    let mut below = vec![pid];
+    while let Some(parent) = below.pop() {
+        for &(child, seconds) in children.get(&parent).map_or(&[][..], Vec::as_slice) {
+            total += seconds;
+            below.push(child);
+        }
+    }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -103,6 +150,22 @@ mod tests {
         assert!(seconds > 0.0, "{seconds}");
         // Above the kernel's pid_max, so never a live process.
         assert_eq!(process_cpu_seconds(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_process_tree_counts_the_cpu_of_its_children() {
+        // A child that burns CPU and is waited for: its time joins ours.
+        let before = tree_cpu_seconds(std::process::id()).expect("we exist");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = tree_cpu_seconds(std::process::id()).expect("we exist");
+        let own = process_cpu_seconds(std::process::id()).expect("we exist");
+        assert!(after > before, "{before} → {after}");
+        assert!(after > own, "the child's time is counted: {after} vs {own}");
+        assert_eq!(tree_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use service_kit::kafka::KafkaConnection;
 use tokio::sync::mpsc;
@@ -109,15 +109,7 @@ pub struct RawMessage {
 
 impl RawMessage {
     fn of<M: Message>(message: &M) -> RawMessage {
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = service_kit::backend::kafka::headers_of(message);
         RawMessage {
             topic: message.topic().to_owned(),
             partition: message.partition(),

@@ -12,7 +12,7 @@ use bench::report::Report;
 use bench::{Options, Process, Target};
 
 use crate::cli::{BenchArgs, Cli, KafkaKind};
-use crate::infra::Kafka;
+use crate::infra::{Database, Kafka};
 use crate::services::{self, Instance};
 
 /// The services' log filter during a local benchmark, unless `RUST_LOG` is
@@ -59,6 +59,7 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
                 format!("at {bootstrap}")
             }),
         broker_pids: Vec::new(),
+        postgres_pid: None,
         // A deployment that checks tokens has its own identity provider.
         tokens: None,
     };
@@ -155,13 +156,13 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Benchmarks the stack devstack runs: `instances` with their `pids`, on
-/// `kafka`, sending `tokens` when the stack checks them (`--auth`), writing
+/// `kafka` and `database` (whose server's CPU is counted when devstack runs it), sending `tokens` when the stack checks them (`--auth`), writing
 /// the files `outputs` names.
 pub async fn run_local(
     args: &BenchArgs,
     instances: &[Instance],
     pids: BTreeMap<String, u32>,
-    database_url: &str,
+    database: &Database,
     kafka: &Kafka,
     tokens: Option<Arc<dyn TokenSource>>,
     outputs: Outputs,
@@ -180,7 +181,7 @@ pub async fn run_local(
             payment: url_of("payment-service")?,
             notification: url_of("notification-service")?,
         },
-        database_url: Some(database_url.to_owned()),
+        database_url: Some(database.url.clone()),
         kafka: Some(kafka.admin_connection()),
         processes: pids
             .into_iter()
@@ -188,6 +189,7 @@ pub async fn run_local(
             .collect(),
         broker: kafka.description(),
         broker_pids: kafka.pids(),
+        postgres_pid: database.server_pid(),
         tokens,
     };
     run(target, options(args, outputs)).await

@@ -198,8 +198,9 @@ pub struct BenchArgs {
     /// Clients of the closed-loop steps (each POSTs back to back).
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 8, 32])]
     pub clients: Vec<usize>,
-    /// Open-loop arrival rates, as fractions of the best closed-loop throughput.
-    #[arg(long, value_name = "F,...", value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75, 0.9])]
+    /// Open-loop arrival rates, as fractions of the best closed-loop
+    /// throughput; one above 1 overloads the system on purpose.
+    #[arg(long, value_name = "F,...", value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75, 0.9, 1.5])]
     pub rates: Vec<f64>,
     /// How long the DB-bound limit places orders, per placer count.
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
@@ -314,7 +315,7 @@ mod tests {
             panic!("not the bench command");
         };
         assert_eq!(args.clients, [1, 8, 32]);
-        assert_eq!(args.rates, [0.25, 0.5, 0.75, 0.9]);
+        assert_eq!(args.rates, [0.25, 0.5, 0.75, 0.9, 1.5]);
         assert!(args.url.is_none());
         assert!(args.brokers.is_empty());
         assert!(Cli::try_parse_from(["devstack", "bench", "--payment-url", "http://x"]).is_err());

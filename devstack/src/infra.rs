@@ -311,6 +311,11 @@ pub struct Database {
 }
 
 impl Database {
+    /// The postmaster of the private cluster; `None` for an external database.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.private.as_ref()?.server_pid()
+    }
+
     /// Uses `external` if given (after checking it answers), else starts (or
     /// reuses) the private cluster in `data_dir` on `port` and ensures
     /// [`DATABASE_NAME`] exists.

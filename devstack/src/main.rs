@@ -327,7 +327,7 @@ impl Stack {
                 args,
                 instances,
                 pids,
-                &database.url,
+                database,
                 kafka,
                 issuer.map(|issuer| {
                     Arc::new(auth::BenchTokens(issuer)) as Arc<dyn ::bench::load::TokenSource>

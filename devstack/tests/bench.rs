@@ -109,8 +109,25 @@ fn assert_complete(report: &Path) {
             "every order confirmed: {step}"
         );
         assert_eq!(step["confirmedMs"]["count"].as_u64(), Some(orders));
+        // What each order cost, for every process of the stack.
+        let cpu = step["cpuMsPerOrder"].as_object().unwrap();
+        for process in [
+            "order-service",
+            "inventory-service",
+            "payment-service",
+            "notification-service",
+            "Postgres",
+            "broker",
+            "load generator",
+        ] {
+            assert!(cpu[process].as_f64().unwrap() >= 0.0, "{process}: {step}");
+        }
+        let total: f64 = cpu.values().map(|ms| ms.as_f64().unwrap()).sum();
+        assert!(total > 0.0, "{step}");
     }
     assert!(report["dbLimit"]["orders"].as_u64().unwrap() > 0);
+    assert!(report["commitFloor"]["commitMs"]["count"].as_u64().unwrap() > 0);
+    assert!(report["commitFloor"]["commitsPerSecond"].as_f64().unwrap() > 0.0);
     assert!(report["broker"]["roundTripMs"]["count"].as_u64().unwrap() > 0);
     let memory = report["memory"].as_array().unwrap();
     assert_eq!(memory.len(), 4, "every service's memory: {memory:?}");

@@ -36,7 +36,7 @@ impl Application {
         });
         let handler = InventoryEvents {
             service_name: config.common.service_name.clone(),
-            reservation_ttl_secs: config.inventory_reservation_ttl_secs,
+            reservation_ttl: config.inventory_reservation_ttl,
         };
         let expiry = ReservationExpiry {
             outbox: infra.outbox.clone(),

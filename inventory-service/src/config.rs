@@ -20,7 +20,11 @@ pub struct Config {
     /// its order cancelled (reason TIMEOUT). Longer than order-service's saga
     /// deadline, so that normally order-service decides first; this is the
     /// backstop for when order-service is down.
-    pub inventory_reservation_ttl_secs: u64,
+    #[serde(
+        rename = "inventory_reservation_ttl_secs",
+        with = "service_kit::config::secs"
+    )]
+    pub inventory_reservation_ttl: Duration,
     /// How often expired reservations are looked for.
     #[serde(
         rename = "inventory_expiry_check_interval_ms",
@@ -34,7 +38,7 @@ impl ServiceConfig for Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
             inventory_seed_demo_catalog: true,
-            inventory_reservation_ttl_secs: 60,
+            inventory_reservation_ttl: Duration::from_secs(60),
             inventory_expiry_check_interval: Duration::from_secs(1),
         }
     }
@@ -48,7 +52,7 @@ impl Config {
     /// Refuses settings that cannot work, naming the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.inventory_reservation_ttl_secs >= 1,
+            self.inventory_reservation_ttl >= Duration::from_secs(1),
             "INVENTORY_RESERVATION_TTL_SECS must be at least 1"
         );
         anyhow::ensure!(

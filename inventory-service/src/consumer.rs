@@ -24,7 +24,7 @@ pub struct InventoryEvents {
     /// Written as the `producer` of InventoryReserved.
     pub service_name: String,
     /// How long a reservation is held without a payment outcome.
-    pub reservation_ttl_secs: u64,
+    pub reservation_ttl: std::time::Duration,
 }
 
 impl EventHandler for InventoryEvents {
@@ -89,7 +89,7 @@ impl InventoryEvents {
                     correlation_id: event.correlation_id,
                     lines,
                     total: *total_cents,
-                    ttl_secs: self.reservation_ttl_secs,
+                    ttl: self.reservation_ttl,
                 };
                 db::hold(tx, &hold).await?;
                 tracing::info!(total_cents = total_cents.get(), "stock reserved");

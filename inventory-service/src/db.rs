@@ -188,7 +188,7 @@ pub struct Hold<'a> {
     pub lines: &'a [PricedLine],
     pub total: Cents,
     /// How long the units stay held without a payment outcome.
-    pub ttl_secs: u64,
+    pub ttl: std::time::Duration,
 }
 
 /// Moves the lines' units from available to reserved and records the reservation.
@@ -199,7 +199,7 @@ pub async fn hold(tx: &mut PgConnection, hold: &Hold<'_>) -> Result<(), sqlx::Er
         correlation_id,
         lines,
         total,
-        ttl_secs,
+        ttl,
     } = *hold;
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get() as i32).collect();
@@ -224,7 +224,7 @@ pub async fn hold(tx: &mut PgConnection, hold: &Hold<'_>) -> Result<(), sqlx::Er
     .bind(ReservationStatus::Held)
     .bind(total.get())
     .bind(correlation_id)
-    .bind(ttl_secs as f64)
+    .bind(ttl.as_secs_f64())
     .execute(&mut *tx)
     .await?;
     sqlx::query(

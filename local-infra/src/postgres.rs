@@ -403,6 +403,13 @@ impl PostgresCluster {
         &self.data_dir
     }
 
+    /// The running server's postmaster (the first line of its
+    /// `postmaster.pid`), if it is running.
+    pub fn server_pid(&self) -> Option<u32> {
+        let lock = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        lock.lines().next()?.trim().parse().ok()
+    }
+
     /// The server's log file.
     pub fn log_file(&self) -> PathBuf {
         self.data_dir.join(LOG_FILE_NAME)

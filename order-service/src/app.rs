@@ -1,8 +1,6 @@
 //! Builds and runs order-service: HTTP API, outbox relay, a consumer of the
 //! result and cancellation topics, and the saga deadline.
 
-use std::time::Duration;
-
 use service_kit::{Infrastructure, ServiceHost};
 use shared_events::Topics;
 use sqlx::migrate::Migrator;
@@ -39,15 +37,15 @@ impl Application {
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
             outbox: infra.outbox.clone(),
-            cancel_window: config.order_cancel_window_secs.map(Duration::from_secs),
-            saga_deadline: Duration::from_secs(config.order_saga_deadline_secs),
+            cancel_window: config.order_cancel_window,
+            saga_deadline: config.order_saga_deadline,
             feed: feed.clone(),
             live: config.live.clone(),
             admission: admission.clone(),
         });
         let deadline = SagaDeadline {
             outbox: infra.outbox.clone(),
-            deadline_secs: config.order_saga_deadline_secs,
+            deadline: config.order_saga_deadline,
         };
         let pool = infra.pool.clone();
         let host = ServiceHost::bind(infra, routes)

@@ -19,7 +19,11 @@ pub struct Config {
     pub common: CommonConfig,
     /// An order still PENDING or RESERVED this long after it was placed is
     /// cancelled with reason TIMEOUT.
-    pub order_saga_deadline_secs: u64,
+    #[serde(
+        rename = "order_saga_deadline_secs",
+        with = "service_kit::config::secs"
+    )]
+    pub order_saga_deadline: Duration,
     /// How often overdue orders are looked for.
     #[serde(
         rename = "order_deadline_check_interval_ms",
@@ -27,7 +31,12 @@ pub struct Config {
     )]
     pub order_deadline_check_interval: Duration,
     /// How long after confirmation a customer may still cancel; unset: always.
-    pub order_cancel_window_secs: Option<u64>,
+    #[serde(
+        default,
+        rename = "order_cancel_window_secs",
+        with = "service_kit::config::secs_opt"
+    )]
+    pub order_cancel_window: Option<Duration>,
     /// Most orders in progress (PENDING or RESERVED, over all instances)
     /// before `POST /api/orders` refuses new ones with 503; 0: no bound.
     pub order_max_in_flight: u64,
@@ -46,9 +55,9 @@ impl ServiceConfig for Config {
     fn defaults() -> Config {
         Config {
             common: CommonConfig::defaults(SERVICE_NAME, DEFAULT_PORT, SCHEMA),
-            order_saga_deadline_secs: 30,
+            order_saga_deadline: Duration::from_secs(30),
             order_deadline_check_interval: Duration::from_secs(1),
-            order_cancel_window_secs: None,
+            order_cancel_window: None,
             order_max_in_flight: 5_000,
             order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
@@ -65,7 +74,7 @@ impl Config {
     /// Refuses settings that cannot work, naming the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.order_saga_deadline_secs >= 1,
+            self.order_saga_deadline >= Duration::from_secs(1),
             "ORDER_SAGA_DEADLINE_SECS must be at least 1"
         );
         anyhow::ensure!(

@@ -282,7 +282,7 @@ fn decode_initiator(raw: &str) -> Result<CancelInitiator, sqlx::Error> {
         .map_err(|err: serde::de::value::Error| sqlx::Error::Decode(err.into()))
 }
 
-/// Orders still in progress `deadline_secs` after they were placed, oldest
+/// Orders still in progress `deadline` after they were placed, oldest
 /// first, locked for the rest of `tx`; rows another instance is cancelling are skipped.
 /// Orders in progress placed before the deadline. The statuses are written
 /// out, not bound: the partial index `orders_in_progress` (`WHERE status IN
@@ -298,11 +298,11 @@ const OVERDUE: &str = "SELECT order_id, status, user_id, correlation_id FROM ord
 
 pub async fn lock_overdue(
     tx: &mut PgConnection,
-    deadline_secs: u64,
+    deadline: std::time::Duration,
     limit: i64,
 ) -> Result<Vec<(OrderId, CancelCandidate)>, sqlx::Error> {
     let rows: Vec<(String, OrderStatus, String, Option<Uuid>)> = sqlx::query_as(OVERDUE)
-        .bind(deadline_secs as f64)
+        .bind(deadline.as_secs_f64())
         .bind(limit)
         .fetch_all(tx)
         .await?;

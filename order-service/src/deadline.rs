@@ -1,5 +1,5 @@
 //! The saga deadline: a periodic job that cancels orders still PENDING or
-//! RESERVED `order_saga_deadline_secs` after they were placed, through the
+//! RESERVED `ORDER_SAGA_DEADLINE_SECS` after they were placed, through the
 //! same command as a customer's cancellation ([`commands::cancel`]), so every
 //! service undoes its part. Rows are claimed with `FOR UPDATE SKIP LOCKED`,
 //! so several instances share the work.
@@ -18,13 +18,13 @@ pub struct SagaDeadline {
     /// Where the cancellations are announced.
     pub outbox: Outbox,
     /// How long after it was placed an unfinished order is cancelled.
-    pub deadline_secs: u64,
+    pub deadline: std::time::Duration,
 }
 
 impl BatchJob for SagaDeadline {
     async fn pass(&self, tx: &mut OutboxTx, batch: i64) -> anyhow::Result<usize> {
         let reason = CancelReason::timeout();
-        let overdue = db::lock_overdue(tx, self.deadline_secs, batch).await?;
+        let overdue = db::lock_overdue(tx, self.deadline, batch).await?;
         for (order_id, candidate) in &overdue {
             commands::cancel(
                 tx,
@@ -38,7 +38,7 @@ impl BatchJob for SagaDeadline {
             tracing::warn!(
                 order_id = %order_id,
                 from = %candidate.target.status,
-                deadline_secs = self.deadline_secs,
+                deadline_secs = self.deadline.as_secs(),
                 "order timed out; cancelling it"
             );
         }

@@ -426,6 +426,30 @@ pub mod secs {
     }
 }
 
+/// An optional `Duration` written as whole seconds, unset when absent:
+/// `#[serde(default, rename = "x_secs", with = "service_kit::config::secs_opt")]`.
+pub mod secs_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_some(&duration.as_secs()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_secs))
+    }
+}
+
 /// A `Duration` written as whole milliseconds, as the `*_MS` environment
 /// variables give it: `#[serde(rename = "x_ms", with = "service_kit::config::millis")]`.
 pub mod millis {

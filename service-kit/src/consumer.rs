@@ -25,6 +25,11 @@
 //! two batches cannot deadlock on them); and it commits through the
 //! [`Outbox`], which wakes the relay when caused events were written.
 //!
+//! The loop reads from a [`MessageSource`] and writes dead letters through a
+//! [`Publisher`] ([`crate::backend`]): Kafka in the services, the in-memory
+//! broker in its unit tests and in the benchmark's limit run, which so
+//! measure the code that ships.
+//!
 //! Each event is handled inside an `event` span carrying its `order_id`, and
 //! that span continues the trace named by the message's `traceparent` header,
 //! so the events it causes (written to the outbox with the span's context)
@@ -33,20 +38,18 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::Message;
 use shared_events::Envelope;
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backend::kafka::{KafkaPublisher, KafkaSource};
+use crate::backend::{MessageSource, Publisher, Received};
 use crate::config::CommonConfig;
 use crate::kafka::EventProducer;
 use crate::outbox::{Outbox, OutboxTx};
-use crate::shutdown::{Closing, OffThreadDrop};
+use crate::shutdown::Closing;
 use crate::{dlq, metrics, trace_context};
 
 /// Why a handler could not apply an event, which decides what happens next.
@@ -81,15 +84,6 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// The message's `traceparent` header, if it has one in UTF-8.
-fn traceparent<'m>(message: &'m BorrowedMessage<'_>) -> Option<&'m str> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == trace_context::TRACEPARENT)
-        .and_then(|h| std::str::from_utf8(h.value?).ok())
-}
-
 /// What a service does with one event.
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx` and returns the events it causes; they are
@@ -114,16 +108,16 @@ enum Outcome {
     Interrupted,
 }
 
-/// Runs one consumer group member for a service.
-pub struct EventConsumer<H> {
-    /// Dropped off-thread if the loop is abandoned: closing it can block.
-    consumer: OffThreadDrop<crate::kafka::EventStreamConsumer>,
+/// Runs one consumer group member for a service: messages from `S` (Kafka in
+/// the services), dead letters through `P`.
+pub struct EventConsumer<H, S = KafkaSource, P = KafkaPublisher> {
+    source: S,
     pool: PgPool,
     handler: H,
     /// Where caused events are written; committing through it wakes the relay.
     outbox: Outbox,
     /// Writes dead letters.
-    producer: EventProducer,
+    dead_letters: P,
     /// Named in dead letters and logs.
     service: String,
     /// Delay before the first retry of a failing event.
@@ -140,7 +134,8 @@ pub struct EventConsumer<H> {
 }
 
 impl<H: EventHandler> EventConsumer<H> {
-    /// Subscribes to `subscriptions` as a member of the service's consumer group.
+    /// Subscribes to `subscriptions` as a member of the service's consumer
+    /// group, writing dead letters with `producer`.
     pub fn new(
         config: &CommonConfig,
         pool: PgPool,
@@ -150,88 +145,77 @@ impl<H: EventHandler> EventConsumer<H> {
         subscriptions: &[&str],
         handler: H,
     ) -> anyhow::Result<Self> {
-        Ok(EventConsumer {
-            consumer: OffThreadDrop::new(crate::kafka::consumer(config, subscriptions)?),
+        let source = KafkaSource::subscribe(config, subscriptions)?;
+        let dead_letters = KafkaPublisher::shared(producer);
+        Ok(EventConsumer::with_backend(
+            config,
+            pool,
+            outbox,
+            closing,
+            handler,
+            source,
+            dead_letters,
+        ))
+    }
+}
+
+impl<H: EventHandler, S: MessageSource, P: Publisher> EventConsumer<H, S, P> {
+    /// Consumes `source`, writing dead letters through `dead_letters`, with
+    /// `config`'s retry and batch settings.
+    pub fn with_backend(
+        config: &CommonConfig,
+        pool: PgPool,
+        outbox: Outbox,
+        closing: Closing,
+        handler: H,
+        source: S,
+        dead_letters: P,
+    ) -> Self {
+        EventConsumer {
+            source,
             pool,
             handler,
             outbox,
-            producer,
+            dead_letters,
             service: config.service_name.clone(),
             retry_initial: config.consumer_retry_initial,
             retry_max: config.consumer_retry_max,
             max_attempts: config.consumer_max_attempts,
             batch_size: config.consumer_batch_size,
             closing,
-        })
-    }
-
-    /// Consumes until `shutdown` is cancelled, then hands the final commit of
-    /// the stored offsets and the close of the consumer (which leaves the
-    /// group) to [`Closing`]: both block while the broker is unreachable, and
-    /// shutdown waits for them only until its deadline.
-    /// Logs a consumer error; a refused login goes to the service's
-    /// [`crate::kafka::LoginWatch`] instead, which reports it once, not on
-    /// every reconnect.
-    fn report(&self, err: &rdkafka::error::KafkaError) {
-        if crate::kafka_connection::is_login_refused(err) {
-            self.consumer.context().login().refused(&err.to_string());
-        } else {
-            tracing::warn!(error = %err, "Kafka consumer error");
         }
     }
 
+    /// Consumes until `shutdown` is cancelled, then hands the final commit of
+    /// the stored offsets and the leaving of the group to [`Closing`]: with
+    /// Kafka both block while the broker is unreachable, and shutdown waits
+    /// for them only until its deadline.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
-            let message = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => {
-                    // Broker errors are reported here but librdkafka keeps
-                    // reconnecting by itself; nothing is lost by carrying on.
-                    self.report(&err);
-                    continue;
-                }
+                message = self.source.recv() => message,
             };
             // Whatever else has already arrived joins the batch; nothing waits
             // for more, so a lone message is applied at once.
-            let mut batch = vec![message];
+            let mut batch = vec![first];
             while batch.len() < self.batch_size {
-                match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => batch.push(message),
-                    Some(Err(err)) => {
-                        self.report(&err);
-                        break;
-                    }
+                match self.source.try_recv() {
+                    Some(message) => batch.push(message),
                     None => break,
                 }
             }
             let (done, outcome) = self.process_batch(&batch, &shutdown).await;
             for message in &batch[..done] {
-                if let Err(err) = self.consumer.store_offset_from_message(message) {
-                    // Happens when the partition was revoked meanwhile; the
-                    // new owner gets the message again and the inbox
-                    // recognises it.
-                    tracing::warn!(error = %err, "could not store offset");
-                }
+                self.source.store(message);
             }
             if let Outcome::Interrupted = outcome {
                 break;
             }
         }
-        let consumer = self.consumer.into_inner();
-        self.closing
-            .spawn(format!("consumer close of {}", self.service), move || {
-                if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    // Nothing stored since the last commit also lands here.
-                    tracing::debug!(error = %err, "final offset commit");
-                }
-                // rd_kafka_consumer_close and rd_kafka_destroy.
-                drop(consumer);
-            });
+        let owner = format!("consumer close of {}", self.service);
+        self.source.close(&self.closing, owner);
         Ok(())
     }
 
@@ -240,13 +224,13 @@ impl<H: EventHandler> EventConsumer<H> {
     /// shutdown interrupted the rest.
     async fn process_batch(
         &self,
-        batch: &[BorrowedMessage<'_>],
+        batch: &[Received],
         shutdown: &CancellationToken,
     ) -> (usize, Outcome) {
         if batch.len() > 1 {
             let events: Option<Vec<Envelope>> = batch
                 .iter()
-                .map(|m| Envelope::from_json(m.payload().unwrap_or_default()).ok())
+                .map(|m| Envelope::from_json(m.payload()).ok())
                 .collect();
             if let Some(events) = events {
                 match self.apply_together(batch, &events).await {
@@ -260,7 +244,7 @@ impl<H: EventHandler> EventConsumer<H> {
                                 batch = batch.len(),
                                 "{outcome}"
                             );
-                            metrics::event_consumed(&self.service, message.topic(), outcome);
+                            metrics::event_consumed(&self.service, &message.topic, outcome);
                         }
                         return (batch.len(), Outcome::Done);
                     }
@@ -282,7 +266,7 @@ impl<H: EventHandler> EventConsumer<H> {
     /// One transaction for the whole batch; which events were fresh.
     async fn apply_together(
         &self,
-        batch: &[BorrowedMessage<'_>],
+        batch: &[Received],
         events: &[Envelope],
     ) -> Result<Vec<bool>, HandlerError> {
         let sourced: Vec<(Source<'_>, &Envelope)> = batch
@@ -294,12 +278,8 @@ impl<H: EventHandler> EventConsumer<H> {
         Ok(applied.iter().map(Option::is_some).collect())
     }
 
-    async fn process(
-        &self,
-        message: &BorrowedMessage<'_>,
-        shutdown: &CancellationToken,
-    ) -> Outcome {
-        let event = match Envelope::from_json(message.payload().unwrap_or_default()) {
+    async fn process(&self, message: &Received, shutdown: &CancellationToken) -> Outcome {
+        let event = match Envelope::from_json(message.payload()) {
             Ok(event) => event,
             Err(err) => {
                 return self
@@ -307,7 +287,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     .await
             }
         };
-        let span = event_span(&event, traceparent(message));
+        let span = event_span(&event, message.header(trace_context::TRACEPARENT));
         self.apply_with_retries(message, &event, shutdown)
             .instrument(span)
             .await
@@ -315,7 +295,7 @@ impl<H: EventHandler> EventConsumer<H> {
 
     async fn apply_with_retries(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &Received,
         event: &Envelope,
         shutdown: &CancellationToken,
     ) -> Outcome {
@@ -326,12 +306,12 @@ impl<H: EventHandler> EventConsumer<H> {
             match self.apply(message, event).await {
                 Ok(true) => {
                     tracing::info!("applied");
-                    metrics::event_consumed(&self.service, message.topic(), "applied");
+                    metrics::event_consumed(&self.service, &message.topic, "applied");
                     return Outcome::Done;
                 }
                 Ok(false) => {
                     tracing::info!("duplicate delivery ignored");
-                    metrics::event_consumed(&self.service, message.topic(), "duplicate");
+                    metrics::event_consumed(&self.service, &message.topic, "duplicate");
                     return Outcome::Done;
                 }
                 Err(HandlerError::Permanent(reason)) => {
@@ -343,7 +323,7 @@ impl<H: EventHandler> EventConsumer<H> {
                         .await;
                 }
                 Err(HandlerError::Failed(err)) => {
-                    metrics::event_retried(&self.service, message.topic(), "failed");
+                    metrics::event_retried(&self.service, &message.topic, "failed");
                     tracing::warn!(
                         error = format!("{err:#}"),
                         attempts,
@@ -352,7 +332,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     );
                 }
                 Err(HandlerError::Transient(err)) => {
-                    metrics::event_retried(&self.service, message.topic(), "transient");
+                    metrics::event_retried(&self.service, &message.topic, "transient");
                     tracing::warn!(
                         error = format!("{err:#}"),
                         retry_in_ms = delay.as_millis() as u64,
@@ -371,25 +351,25 @@ impl<H: EventHandler> EventConsumer<H> {
     /// unreachable: the offset moves on only once the dead letter is stored.
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &Received,
         attempts: u32,
         error: &str,
         shutdown: &CancellationToken,
     ) -> Outcome {
         tracing::error!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
+            topic = message.topic,
+            partition = message.partition,
+            offset = message.offset,
             attempts,
             error,
             "event cannot be processed; moving it to the dead-letter topic"
         );
         let mut delay = self.retry_initial;
         loop {
-            match dlq::send(&self.producer, message, &self.service, attempts, error).await {
+            match dlq::send(&self.dead_letters, message, &self.service, attempts, error).await {
                 Ok(()) => {
-                    metrics::event_dead_lettered(&self.service, message.topic());
-                    metrics::event_consumed(&self.service, message.topic(), "dead_lettered");
+                    metrics::event_dead_lettered(&self.service, &message.topic);
+                    metrics::event_consumed(&self.service, &message.topic, "dead_lettered");
                     return Outcome::Done;
                 }
                 Err(err) => tracing::warn!(
@@ -414,11 +394,7 @@ impl<H: EventHandler> EventConsumer<H> {
 
     /// One transaction: inbox row, effect, caused events. `Ok(false)` for a
     /// duplicate.
-    async fn apply(
-        &self,
-        message: &BorrowedMessage<'_>,
-        event: &Envelope,
-    ) -> Result<bool, HandlerError> {
+    async fn apply(&self, message: &Received, event: &Envelope) -> Result<bool, HandlerError> {
         let source = Source::of(message);
         let applied = apply(&self.pool, &self.handler, &self.outbox, &source, event).await?;
         Ok(applied.is_some())
@@ -437,12 +413,12 @@ pub struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn of(message: &'a BorrowedMessage<'_>) -> Source<'a> {
+    fn of(message: &'a Received) -> Source<'a> {
         Source {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            traceparent: traceparent(message),
+            topic: &message.topic,
+            partition: message.partition,
+            offset: message.offset,
+            traceparent: message.header(trace_context::TRACEPARENT),
         }
     }
 }
@@ -545,3 +521,6 @@ async fn apply_in<H: EventHandler>(
     }
     Ok(Some(caused))
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset};
 use shared_events::topics::dead_letter_topic;
 
-use crate::kafka::{EventProducer, KafkaConnection};
+use crate::backend::{Header, Outgoing, Publisher, Received};
+use crate::kafka::KafkaConnection;
 
 /// Header names added to a dead letter.
 pub mod headers {
@@ -68,37 +69,41 @@ fn copy_of<'a>(
 /// Copies `message` to its topic's dead-letter topic with headers saying why,
 /// and waits for the broker's acknowledgement.
 pub async fn send(
-    producer: &EventProducer,
-    message: &BorrowedMessage<'_>,
+    publisher: &impl Publisher,
+    message: &Received,
     service: &str,
     attempts: u32,
     error: &str,
 ) -> anyhow::Result<()> {
-    let target = dead_letter_topic(message.topic());
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
+    let target = dead_letter_topic(&message.topic);
+    let partition = message.partition.to_string();
+    let offset = message.offset.to_string();
     let attempts = attempts.to_string();
-    let mut all_headers = original_headers(message);
+    let mut all_headers: Vec<Header<'_>> = message
+        .headers
+        .iter()
+        .filter(|(key, _)| !key.starts_with(headers::PREFIX))
+        .map(|(key, value)| (key.as_str(), value.as_deref()))
+        .collect();
     for (key, value) in [
-        (headers::ORIGINAL_TOPIC, message.topic()),
+        (headers::ORIGINAL_TOPIC, message.topic.as_str()),
         (headers::ORIGINAL_PARTITION, partition.as_str()),
         (headers::ORIGINAL_OFFSET, offset.as_str()),
         (headers::SERVICE, service),
         (headers::ERROR, error),
         (headers::ATTEMPTS, attempts.as_str()),
     ] {
-        all_headers = all_headers.insert(Header {
-            key,
-            value: Some(value),
-        });
+        all_headers.push((key, Some(value.as_bytes())));
     }
-    let record = copy_of(message, &target, all_headers);
-    producer
-        .send(record, Timeout::Never)
+    publisher
+        .send(Outgoing {
+            topic: &target,
+            key: message.key.as_deref(),
+            payload: message.payload.as_deref(),
+            headers: &all_headers,
+        })
         .await
-        .map_err(|(err, _)| err)
-        .with_context(|| format!("writing a dead letter to {target}"))?;
-    Ok(())
+        .with_context(|| format!("writing a dead letter to {target}"))
 }
 
 /// One dead letter as [`list`] shows it.

@@ -13,6 +13,7 @@
 //! - [`dlq`] — dead-letter topics: writing, listing, replaying.
 //! - [`metrics`] — Prometheus series (HTTP, events, consumer lag, outbox backlog) and `GET /metrics`.
 //! - [`outbox`] — the transactional outbox and its relay.
+//! - [`backend`] — what the consumer reads and the relay writes: Kafka, or a broker in the process.
 //! - [`consumer`] — the consumer loop with inbox deduplication and retries.
 //! - [`http`] — problem+json errors, extractors, health endpoints, middleware.
 //! - [`openapi`] — the parts of every OpenAPI document that are the same, and its page.
@@ -20,6 +21,7 @@
 //! - [`host`] — runs a service's parts together and shuts them down cleanly, within a bound.
 //! - [`shutdown`] — stop signals, blocking Kafka teardown off the async threads, what a shutdown abandoned.
 
+pub mod backend;
 pub mod config;
 pub mod consumer;
 pub mod db;

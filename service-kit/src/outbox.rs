@@ -34,19 +34,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
-
-use rdkafka::util::Timeout;
 use shared_events::events::headers;
 use shared_events::{Envelope, Topics};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::kafka::KafkaPublisher;
+use crate::backend::{Header, Outgoing, Publisher};
 use crate::config::CommonConfig;
 use crate::kafka::EventProducer;
-use crate::shutdown::OffThreadDrop;
 use crate::trace_context::{self, TRACEPARENT};
 
 /// A service's outbox: where its events go, whom they name as their
@@ -170,16 +167,13 @@ const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 /// How often sent rows older than the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Publishes unsent outbox rows, oldest first.
-pub struct OutboxRelay {
+/// Publishes unsent outbox rows, oldest first, through `P` (in the services,
+/// a Kafka producer of the relay's own).
+pub struct OutboxRelay<P = KafkaPublisher> {
     pool: PgPool,
-    /// The relay's own producer, so that one in a fatal state can be replaced
-    /// without touching anyone else's. Released off-thread (destroying it
-    /// can block while the broker is unreachable), also when a shutdown
-    /// abandons the relay in the middle of a batch.
-    producer: OffThreadDrop<EventProducer>,
-    /// To create a fresh producer.
-    config: CommonConfig,
+    publisher: P,
+    /// The `service` label of its metrics.
+    service: String,
     /// Whose commits wake the relay.
     outbox: Outbox,
     /// Most rows claimed per round trip.
@@ -241,22 +235,42 @@ pub struct Row {
 }
 
 impl OutboxRelay {
-    /// A relay for `outbox`, publishing the rows in `pool`'s schema.
+    /// A relay for `outbox`, publishing the rows in `pool`'s schema with a
+    /// Kafka producer of its own, so that one in a fatal state can be
+    /// replaced without touching anyone else's.
     pub fn new(config: &CommonConfig, pool: PgPool, outbox: Outbox) -> anyhow::Result<OutboxRelay> {
-        Ok(OutboxRelay {
+        Ok(OutboxRelay::with_publisher(
+            config,
             pool,
-            producer: OffThreadDrop::new(crate::kafka::producer(config)?),
-            config: config.clone(),
             outbox,
-            batch_size: config.outbox_batch_size,
-            poll_interval: config.outbox_poll_interval,
-            retention: config.outbox_retention,
-        })
+            KafkaPublisher::own(config)?,
+        ))
     }
 
     /// The producer in use now (a fatally failed one is replaced).
     pub fn producer(&self) -> &EventProducer {
-        &self.producer
+        self.publisher.producer()
+    }
+}
+
+impl<P: Publisher> OutboxRelay<P> {
+    /// A relay for `outbox` that publishes through `publisher`, with
+    /// `config`'s batch size, poll interval and retention.
+    pub fn with_publisher(
+        config: &CommonConfig,
+        pool: PgPool,
+        outbox: Outbox,
+        publisher: P,
+    ) -> OutboxRelay<P> {
+        OutboxRelay {
+            pool,
+            publisher,
+            service: config.service_name.clone(),
+            outbox,
+            batch_size: config.outbox_batch_size,
+            poll_interval: config.outbox_poll_interval,
+            retention: config.outbox_retention,
+        }
     }
 
     /// Relays until `shutdown` is cancelled. Never gives up: failures are
@@ -273,7 +287,7 @@ impl OutboxRelay {
                 Ok(_) => self.poll_interval,
                 Err(err) => {
                     tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
-                    self.replace_producer_if_fatal();
+                    self.publisher.recover();
                     FAILURE_BACKOFF
                 }
             };
@@ -292,23 +306,6 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// An idempotent producer can enter a fatal state (its sequence broken
-    /// beyond repair); it then refuses every message. Start over with a new one:
-    /// unsent rows are simply sent again.
-    fn replace_producer_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
-        };
-        tracing::error!(%code, reason, "the Kafka producer failed fatally; replacing it");
-        match crate::kafka::producer(&self.config) {
-            Ok(fresh) => self.producer = OffThreadDrop::new(fresh),
-            Err(err) => tracing::error!(
-                error = format!("{err:#}"),
-                "could not create a new producer"
-            ),
-        }
-    }
-
     /// Claims a batch of unsent rows, publishes them and marks the acknowledged
     /// ones sent. Returns how many were published.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
@@ -324,31 +321,31 @@ impl OutboxRelay {
             return Ok(0);
         }
 
-        // Enqueue the whole batch before awaiting any acknowledgement so it
-        // travels in as few produce requests as possible; the idempotent
-        // producer keeps per-partition order.
-        let deliveries = rows.iter().map(|row| {
-            let event_id = row.event_id.to_string();
-            let mut kafka_headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: headers::EVENT_ID,
-                    value: Some(event_id.as_str()),
-                })
-                .insert(Header {
-                    key: headers::EVENT_TYPE,
-                    value: Some(row.event_type.as_str()),
-                });
-            if let Some(traceparent) = &row.traceparent {
-                kafka_headers = kafka_headers.insert(Header {
-                    key: TRACEPARENT,
-                    value: Some(traceparent.as_str()),
-                });
-            }
-            let record = FutureRecord::to(&row.topic)
-                .key(&row.message_key)
-                .payload(&row.payload)
-                .headers(kafka_headers);
-            self.producer.send(record, Timeout::Never)
+        // Start every send of the batch before awaiting any acknowledgement
+        // so it travels in as few produce requests as possible; the
+        // idempotent producer keeps per-partition order.
+        let event_ids: Vec<String> = rows.iter().map(|row| row.event_id.to_string()).collect();
+        let message_headers: Vec<Vec<Header<'_>>> = rows
+            .iter()
+            .zip(&event_ids)
+            .map(|(row, event_id)| {
+                let mut message_headers = vec![
+                    (headers::EVENT_ID, Some(event_id.as_bytes())),
+                    (headers::EVENT_TYPE, Some(row.event_type.as_bytes())),
+                ];
+                if let Some(traceparent) = &row.traceparent {
+                    message_headers.push((TRACEPARENT, Some(traceparent.as_bytes())));
+                }
+                message_headers
+            })
+            .collect();
+        let deliveries = rows.iter().zip(&message_headers).map(|(row, headers)| {
+            self.publisher.send(Outgoing {
+                topic: &row.topic,
+                key: Some(row.message_key.as_bytes()),
+                payload: Some(&row.payload),
+                headers,
+            })
         });
         let results = join_all(deliveries).await;
 
@@ -358,10 +355,10 @@ impl OutboxRelay {
             match result {
                 Ok(_) => {
                     sent.push(row.id);
-                    crate::metrics::events_published(&self.config.service_name, &row.topic, 1);
+                    crate::metrics::events_published(&self.service, &row.topic, 1);
                 }
-                Err((err, _)) => {
-                    tracing::warn!(event_id = %row.event_id, topic = row.topic, error = %err, "publish failed; will retry");
+                Err(err) => {
+                    tracing::warn!(event_id = %row.event_id, topic = row.topic, error = format!("{err:#}"), "publish failed; will retry");
                     first_error.get_or_insert(err);
                 }
             }
@@ -372,7 +369,7 @@ impl OutboxRelay {
         tx.commit().await.context("committing the outbox batch")?;
         match first_error {
             None => Ok(sent.len()),
-            Some(err) => Err(anyhow::Error::new(err).context("publishing outbox rows")),
+            Some(err) => Err(err.context("publishing outbox rows")),
         }
     }
 
@@ -386,7 +383,7 @@ impl OutboxRelay {
         .fetch_one(&self.pool)
         .await?;
         crate::metrics::outbox_backlog(
-            &self.config.service_name,
+            &self.service,
             unsent,
             Duration::from_secs_f64(oldest_age_secs.max(0.0)),
         );

@@ -127,11 +127,11 @@ impl MultiHost {
         };
         let mut order = order_service::Config::defaults();
         order.common = env("order-service", order_service::config::SCHEMA, 8081);
-        order.order_saga_deadline_secs = SAGA_DEADLINE_SECS;
+        order.order_saga_deadline = Duration::from_secs(SAGA_DEADLINE_SECS);
         let mut inventory = inventory_service::Config::defaults();
         inventory.common = env("inventory-service", inventory_service::config::SCHEMA, 8082);
         inventory.inventory_seed_demo_catalog = false;
-        inventory.inventory_reservation_ttl_secs = SAGA_DEADLINE_SECS;
+        inventory.inventory_reservation_ttl = Duration::from_secs(SAGA_DEADLINE_SECS);
         let mut payment = payment_service::Config::defaults();
         payment.common = env("payment-service", payment_service::config::SCHEMA, 8083);
         let mut notification = notification_service::Config::defaults();

@@ -219,14 +219,14 @@ impl StackConfigs {
         };
         let mut order = order_service::Config::defaults();
         order.common = common("order-service", order_service::config::SCHEMA);
-        order.order_saga_deadline_secs = options.saga_deadline_secs;
+        order.order_saga_deadline = Duration::from_secs(options.saga_deadline_secs);
         order.order_deadline_check_interval = SWEEP_INTERVAL;
-        order.order_cancel_window_secs = options.cancel_window_secs;
+        order.order_cancel_window = options.cancel_window_secs.map(Duration::from_secs);
         order.order_max_in_flight = options.max_orders_in_flight;
         let mut inventory = inventory_service::Config::defaults();
         inventory.common = common("inventory-service", inventory_service::config::SCHEMA);
         inventory.inventory_seed_demo_catalog = false;
-        inventory.inventory_reservation_ttl_secs = options.reservation_ttl_secs;
+        inventory.inventory_reservation_ttl = Duration::from_secs(options.reservation_ttl_secs);
         inventory.inventory_expiry_check_interval = SWEEP_INTERVAL;
         let mut payment = payment_service::Config::defaults();
         payment.common = common("payment-service", payment_service::config::SCHEMA);
