@@ -39,6 +39,7 @@ use rdkafka::ClientConfig;
 use shared_events::access::{self, Grant, Operation, Resource};
 use shared_events::Topics;
 
+use crate::identity::write_private;
 use crate::kafka_runtime::KafkaRuntime;
 
 /// The SCRAM mechanism of every login.
@@ -137,7 +138,7 @@ impl SaslSsl {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let (ca_pem, keystore_pem) = certificates()?;
         std::fs::write(dir.join(CA_FILE), ca_pem).context("writing the Kafka CA")?;
-        write_private(&dir.join(KEYSTORE_FILE), &keystore_pem)
+        write_private(&dir.join(KEYSTORE_FILE), keystore_pem.as_bytes())
             .context("writing the broker's key")?;
         let mut logins = String::new();
         for name in std::iter::once(ADMIN_USER)
@@ -146,7 +147,8 @@ impl SaslSsl {
         {
             writeln!(logins, "{name} {}", random_password()?).expect("writing to a String");
         }
-        write_private(&dir.join(LOGINS_FILE), &logins).context("writing the Kafka logins")?;
+        write_private(&dir.join(LOGINS_FILE), logins.as_bytes())
+            .context("writing the Kafka logins")?;
         Self::load(dir)
     }
 
@@ -406,20 +408,6 @@ fn certificates() -> anyhow::Result<(String, String)> {
         .context("signing the broker certificate")?;
     let keystore = format!("{}{}", broker_key.serialize_pem(), broker.pem());
     Ok((ca.pem(), keystore))
-}
-
-/// Writes `text` to `path`, readable and writable by its owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Hex of [`PASSWORD_BYTES`] random bytes: nothing a properties file, a JAAS

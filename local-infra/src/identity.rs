@@ -216,7 +216,8 @@ fn common(kid: &str, algorithm: KeyAlgorithm) -> CommonParameters {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes `contents` to `path`, readable and writable by its owner only.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
