@@ -475,45 +475,68 @@ fn summarise(
     }
 }
 
+/// Which CPU time of its processes an account counts.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    /// The processes' own.
+    Own,
+    /// Theirs and that of every process below them (Postgres' backends).
+    Tree,
+}
+
+/// Processes whose CPU time is reported together, under one name.
+struct CpuAccount {
+    name: String,
+    pids: Vec<u32>,
+    counted: Counted,
+}
+
 /// The processes whose CPU an order costs, by the name the report gives
 /// them: each service (its instances together), Postgres with every backend,
 /// the broker, and this process, which generates the load. Empty for a
 /// remote target, whose processes are out of reach.
 struct CpuMeter {
-    /// Name, processes, and whether the processes below them count too.
-    accounts: Vec<(String, Vec<u32>, bool)>,
+    accounts: Vec<CpuAccount>,
 }
 
 impl CpuMeter {
     fn of(target: &Target) -> CpuMeter {
-        let mut accounts: Vec<(String, Vec<u32>, bool)> = Vec::new();
+        let mut accounts: Vec<CpuAccount> = Vec::new();
         if target.processes.is_empty() {
             return CpuMeter { accounts };
         }
+        let mut account = |name: &str, pids: Vec<u32>, counted| {
+            accounts.push(CpuAccount {
+                name: name.to_owned(),
+                pids,
+                counted,
+            })
+        };
+        let mut services: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for process in &target.processes {
-            match accounts
-                .iter_mut()
-                .find(|(name, _, _)| *name == process.service)
-            {
-                Some((_, pids, _)) => pids.push(process.pid),
-                None => accounts.push((process.service.clone(), vec![process.pid], false)),
-            }
+            services
+                .entry(&process.service)
+                .or_default()
+                .push(process.pid);
+        }
+        for (service, pids) in services {
+            account(service, pids, Counted::Own);
         }
         if let Some(pid) = target.postgres_pid {
-            accounts.push((report::CPU_POSTGRES.to_owned(), vec![pid], true));
+            account(report::CPU_POSTGRES, vec![pid], Counted::Tree);
         }
         if !target.broker_pids.is_empty() {
-            accounts.push((
-                report::CPU_BROKER.to_owned(),
+            account(
+                report::CPU_BROKER,
                 target.broker_pids.clone(),
-                true,
-            ));
+                Counted::Tree,
+            );
         }
-        accounts.push((
-            report::CPU_LOAD_GENERATOR.to_owned(),
+        account(
+            report::CPU_LOAD_GENERATOR,
             vec![std::process::id()],
-            false,
-        ));
+            Counted::Own,
+        );
         CpuMeter { accounts }
     }
 
@@ -521,18 +544,16 @@ impl CpuMeter {
     fn read(&self) -> BTreeMap<String, f64> {
         self.accounts
             .iter()
-            .map(|(name, pids, tree)| {
-                let seconds = pids
+            .map(|account| {
+                let seconds = account
+                    .pids
                     .iter()
-                    .filter_map(|&pid| {
-                        if *tree {
-                            machine::tree_cpu_seconds(pid)
-                        } else {
-                            machine::process_cpu_seconds(pid)
-                        }
+                    .filter_map(|&pid| match account.counted {
+                        Counted::Own => machine::process_cpu_seconds(pid),
+                        Counted::Tree => machine::tree_cpu_seconds(pid),
                     })
                     .sum();
-                (name.clone(), seconds)
+                (account.name.clone(), seconds)
             })
             .collect()
     }
