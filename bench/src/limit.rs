@@ -422,7 +422,7 @@ async fn database_in_scratch_schemas(
     // A connection per placer, plus a consumer's and a relay's, per service.
     let [orders, inventory, payments, notifications] =
         connect(database_url, placers as u32 + 2).await?;
-    let batch_size = orders.config.consumer_batch_size;
+    let batch_size = orders.config.consumer.batch_size;
     for (i, sku) in workload.skus.iter().enumerate() {
         inventory_service::db::upsert_product(
             &inventory.pool,
@@ -662,7 +662,7 @@ pub async fn broker(
     let _ = service_kit::kafka::create_missing_topics(connection, &[&topic], 1, -1).await;
     let mut config = CommonConfig::defaults("bench", 0, "bench");
     connection.apply_to(&mut config);
-    config.kafka_group_id = format!("{run_id}-round-trip");
+    config.kafka.group_id = format!("{run_id}-round-trip");
     let producer: EventProducer = service_kit::kafka::producer(&config)?;
     // The first message creates the topic (on brokers that create on first
     // use) and waits for the group: not timed.

@@ -65,7 +65,7 @@ impl Console {
             config.common.auth_issuer = LOCAL_ISSUER.to_owned();
             config.common.auth_audience = LOCAL_AUDIENCE.to_owned();
         }
-        config.common.kafka_bootstrap_servers = stack.kafka_bootstrap.clone();
+        config.common.kafka.bootstrap_servers = stack.kafka_bootstrap.clone();
         config.common.port = 0;
         config.common.host = "127.0.0.1".to_owned();
         config.common.set_topics(&stack.topics);

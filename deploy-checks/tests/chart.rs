@@ -165,12 +165,12 @@ fn every_topic_the_services_use_is_created_by_the_topic_init_job_with_its_partit
                     rendered.set
                 );
             }
-            assert_eq!(env["PARTITIONS"], config.kafka_topic_partitions.to_string());
+            assert_eq!(env["PARTITIONS"], config.kafka.topic_partitions.to_string());
             assert_eq!(
                 env["REPLICATION_FACTOR"],
-                config.kafka_replication_factor.to_string()
+                config.kafka.replication_factor.to_string()
             );
-            assert_eq!(env["BOOTSTRAP_SERVERS"], config.kafka_bootstrap_servers);
+            assert_eq!(env["BOOTSTRAP_SERVERS"], config.kafka.bootstrap_servers);
         }
     }
 }
@@ -217,13 +217,13 @@ fn with_strimzi_every_topic_is_a_kafka_topic_replicated_three_times_with_two_in_
                 let spec = &resource["spec"];
                 assert_eq!(
                     number(&spec["partitions"], "partitions"),
-                    i64::from(config.kafka_topic_partitions)
+                    i64::from(config.kafka.topic_partitions)
                 );
                 assert_eq!(
                     number(&spec["replicas"], "replicas"),
-                    i64::from(config.kafka_replication_factor)
+                    i64::from(config.kafka.replication_factor)
                 );
-                assert_eq!(config.kafka_replication_factor, 3);
+                assert_eq!(config.kafka.replication_factor, 3);
                 assert_eq!(number(&spec["config"]["min.insync.replicas"], "min ISR"), 2);
                 assert_eq!(
                     text(&resource["metadata"]["labels"]["strimzi.io/cluster"]),
@@ -232,12 +232,12 @@ fn with_strimzi_every_topic_is_a_kafka_topic_replicated_three_times_with_two_in_
             }
             let port = number(&kafka["spec"]["kafka"]["listeners"][0]["port"], "listener");
             assert_eq!(
-                config.kafka_bootstrap_servers,
+                config.kafka.bootstrap_servers,
                 format!("{cluster}-kafka-bootstrap:{port}"),
                 "{name} uses the cluster's listener"
             );
-            assert_eq!(config.kafka_security_protocol.as_str(), "sasl_ssl");
-            assert_eq!(config.kafka_sasl_mechanism, "SCRAM-SHA-512");
+            assert_eq!(config.kafka.security_protocol.as_str(), "sasl_ssl");
+            assert_eq!(config.kafka.sasl_mechanism, "SCRAM-SHA-512");
         }
     }
 }
@@ -267,7 +267,7 @@ fn each_kafka_user_is_granted_exactly_what_the_code_derives_from_its_topic_table
                 text(&user["spec"]["authentication"]["type"]).as_deref(),
                 Some("scram-sha-512")
             );
-            assert_eq!(config.kafka_sasl_username, *component);
+            assert_eq!(config.kafka.sasl_username, *component);
             let declared = rendered.declared_env(rendered.deployment(component));
             let password = declared
                 .iter()
@@ -282,7 +282,7 @@ fn each_kafka_user_is_granted_exactly_what_the_code_derives_from_its_topic_table
                 "{component}'s password is the one Strimzi made for its user"
             );
             assert_eq!(
-                config.kafka_group_id,
+                config.kafka.group_id,
                 shared_events::access::default_group_id(component)
             );
         }
@@ -439,9 +439,9 @@ fn no_component_has_more_replicas_than_a_topic_has_partitions() {
             if let Some(replicas) = text(&deployment["spec"]["replicas"]) {
                 let replicas: i32 = replicas.parse().unwrap();
                 assert!(
-                    replicas <= config.kafka_topic_partitions,
+                    replicas <= config.kafka.topic_partitions,
                     "{component}: {replicas} replicas, {} partitions",
-                    config.kafka_topic_partitions
+                    config.kafka.topic_partitions
                 );
             }
             assert!(
@@ -487,20 +487,20 @@ fn keda_scales_inventory_service_on_its_group_lag_up_to_the_partition_count() {
         );
         assert_eq!(
             number(&spec["maxReplicaCount"], "maxReplicaCount"),
-            i64::from(inventory.kafka_topic_partitions)
+            i64::from(inventory.kafka.topic_partitions)
         );
         let trigger = &spec["triggers"][0];
         assert_eq!(text(&trigger["type"]).as_deref(), Some("kafka"));
         let metadata = &trigger["metadata"];
         assert_eq!(
             text(&metadata["consumerGroup"]),
-            Some(inventory.kafka_group_id.clone())
+            Some(inventory.kafka.group_id.clone())
         );
         assert_eq!(
             text(&metadata["bootstrapServers"]),
-            Some(inventory.kafka_bootstrap_servers.clone())
+            Some(inventory.kafka.bootstrap_servers.clone())
         );
-        if inventory.kafka_security_protocol.uses_sasl() {
+        if inventory.kafka.security_protocol.uses_sasl() {
             let auth = rendered.get(
                 "TriggerAuthentication",
                 &text(&trigger["authenticationRef"]["name"]).unwrap(),
@@ -595,7 +595,7 @@ fn every_component_may_reach_what_its_configuration_names_and_the_console_each_s
             let open = egress(rendered.get("NetworkPolicy", &name_of(deployment)));
             let allows = |port: u16| open.iter().any(|(p, _)| *p == port);
             let mut needed = vec![("DNS", 53)];
-            for server in config.kafka_bootstrap_servers.split(',') {
+            for server in config.kafka.bootstrap_servers.split(',') {
                 needed.push(("Kafka", port_of(server)));
             }
             if *component != CONSOLE {

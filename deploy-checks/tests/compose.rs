@@ -182,16 +182,16 @@ fn every_topic_a_service_uses_is_created_by_topic_init_with_its_partitions() {
         }
         assert_eq!(
             init["PARTITIONS"],
-            config.kafka_topic_partitions.to_string(),
+            config.kafka.topic_partitions.to_string(),
             "{name}"
         );
         assert_eq!(
             init["REPLICATION_FACTOR"],
-            config.kafka_replication_factor.to_string(),
+            config.kafka.replication_factor.to_string(),
             "{name}"
         );
         assert_eq!(
-            config.kafka_bootstrap_servers,
+            config.kafka.bootstrap_servers,
             advertised(&compose, "INTERNAL"),
             "{name} uses Kafka's container listener"
         );
@@ -445,7 +445,7 @@ fn the_console_beside_kafdrop_reads_kafka_and_the_services_apis_and_no_database(
         .load(&compose_env(&compose, CONSOLE))
         .unwrap();
     assert_eq!(
-        console.common.kafka_bootstrap_servers,
+        console.common.kafka.bootstrap_servers,
         advertised(&compose, "INTERNAL")
     );
     // Each service's URL is its compose name and the port it listens on.
@@ -461,9 +461,9 @@ fn the_console_beside_kafdrop_reads_kafka_and_the_services_apis_and_no_database(
     let groups = console.known_groups();
     for (name, config) in effective_configs(&compose) {
         assert!(
-            groups.contains(&config.kafka_group_id),
+            groups.contains(&config.kafka.group_id),
             "the console does not show {name}'s group {}",
-            config.kafka_group_id
+            config.kafka.group_id
         );
     }
 }

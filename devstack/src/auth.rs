@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use local_infra::identity::{LocalIssuer, LOCAL_AUDIENCE, LOCAL_ISSUER};
+use service_kit::config::{AuthMode, CommonConfig};
 
 use crate::cli::TokenArgs;
 
@@ -39,16 +40,23 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<LocalIssuer> {
 
 /// What every service is given to check tokens signed by `issuer`, whose
 /// files are in `dir`.
-pub fn service_env(issuer: &LocalIssuer, dir: &Path) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("AUTH_MODE".to_owned(), "jwt".to_owned()),
-        (
-            "AUTH_JWKS_FILE".to_owned(),
-            issuer.jwks_path(dir).display().to_string(),
-        ),
-        ("AUTH_ISSUER".to_owned(), LOCAL_ISSUER.to_owned()),
-        ("AUTH_AUDIENCE".to_owned(), LOCAL_AUDIENCE.to_owned()),
-    ])
+pub fn service_env(issuer: &LocalIssuer, dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let config = CommonConfig {
+        auth_mode: AuthMode::Jwt,
+        auth_jwks_file: issuer.jwks_path(dir).display().to_string(),
+        auth_issuer: LOCAL_ISSUER.to_owned(),
+        auth_audience: LOCAL_AUDIENCE.to_owned(),
+        ..CommonConfig::defaults("", 0, "")
+    };
+    service_kit::config::env_of(
+        &config,
+        &[
+            "AUTH_MODE",
+            "AUTH_JWKS_FILE",
+            "AUTH_ISSUER",
+            "AUTH_AUDIENCE",
+        ],
+    )
 }
 
 /// How long the benchmark's tokens are valid: longer than any run, soak
@@ -125,7 +133,7 @@ mod tests {
         let first = load_or_create(dir.path()).unwrap();
         let again = load_or_create(dir.path()).unwrap();
         assert_eq!(first.jwks_json(), again.jwks_json());
-        let env = service_env(&again, dir.path());
+        let env = service_env(&again, dir.path()).unwrap();
         assert_eq!(env["AUTH_MODE"], "jwt");
         assert!(Path::new(&env["AUTH_JWKS_FILE"]).exists());
     }

@@ -49,6 +49,8 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use service_kit::config::CommonConfig;
+
 use crate::binaries::Programs;
 use crate::cli::{Cli, KafkaKind};
 use crate::infra::{Database, Kafka, KafkaPlan};
@@ -73,11 +75,6 @@ const BROKER_LOG_FILTER: &str = "warn";
 /// The same during `bench`, whose DB-bound limit runs the services' handlers
 /// in this process: their per-event info lines would be measured too.
 const BENCH_LOG_FILTER: &str = "warn,devstack=info";
-
-/// Variables passed through to the services unchanged (they inherit our whole
-/// environment anyway; these are the ones that matter and are named here so
-/// the contract is visible).
-const PASSED_THROUGH_ENV: [&str; 3] = ["RUST_LOG", "LOG_FORMAT", "SHUTDOWN_TIMEOUT_MS"];
 
 /// The request from the seed project's README, to try the stack out.
 const EXAMPLE_ORDER: &str = r#"{"orderId":"123","userId":"user1","status":"PENDING"}"#;
@@ -276,19 +273,19 @@ impl Stack {
         let database = self.database.insert(database);
 
         let instances = &with_own_credentials(instances, database, kafka)?;
-        let mut env = service_env();
+        let mut env = service_env()?;
         let mut issuer = None;
         if cli.auth {
             let dir = auth::auth_dir(state.path());
             let loaded = auth::load_or_create(&dir)?;
-            env.extend(auth::service_env(&loaded, &dir));
+            env.extend(auth::service_env(&loaded, &dir)?);
             issuer = Some(loaded);
         }
         let bench = match &cli.command {
             Some(cli::Command::Bench(args)) => Some(args),
             _ => None,
         };
-        if bench.is_some() && !env.contains_key("RUST_LOG") {
+        if bench.is_some() && std::env::var_os("RUST_LOG").is_none() {
             env.insert("RUST_LOG".to_owned(), bench::BENCH_SERVICE_LOG.to_owned());
         }
         let supervisor = self
@@ -386,18 +383,13 @@ fn with_own_credentials(
 }
 
 /// The environment every instance gets, besides its `PORT` and its own
-/// credentials (`DATABASE_URL`, the Kafka connection).
-fn service_env() -> BTreeMap<String, String> {
-    let mut env = BTreeMap::from([(
-        "KAFKA_TOPIC_PARTITIONS".to_owned(),
-        shared_events::topics::DEFAULT_PARTITIONS.to_string(),
-    )]);
-    for name in PASSED_THROUGH_ENV {
-        if let Ok(value) = std::env::var(name) {
-            env.insert(name.to_owned(), value);
-        }
-    }
-    env
+/// credentials (`DATABASE_URL`, the Kafka connection): the partition count of
+/// the topics devstack creates. Everything else (`RUST_LOG`, `LOG_FORMAT`,
+/// any other setting) the services inherit from devstack's own environment.
+fn service_env() -> anyhow::Result<BTreeMap<String, String>> {
+    let mut config = CommonConfig::defaults("", 0, "");
+    config.kafka.topic_partitions = shared_events::topics::DEFAULT_PARTITIONS;
+    service_kit::config::env_of(&config, &["KAFKA_TOPIC_PARTITIONS"])
 }
 
 fn print_banner(

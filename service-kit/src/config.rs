@@ -131,73 +131,19 @@ pub struct CommonConfig {
     /// How long start-up keeps retrying an unreachable database before giving up.
     #[serde(rename = "database_connect_timeout_secs", with = "secs")]
     pub database_connect_timeout: Duration,
-    /// Kafka bootstrap servers, `host:port[,host:port]`.
-    pub kafka_bootstrap_servers: String,
-    /// How clients talk to the brokers: `plaintext` (default), `ssl`,
-    /// `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
-    pub kafka_security_protocol: KafkaSecurityProtocol,
-    /// With SASL: the mechanism, `SCRAM-SHA-512` by default.
-    pub kafka_sasl_mechanism: String,
-    /// With SASL: the user this service logs in as.
-    pub kafka_sasl_username: String,
-    /// With SASL: its password; never logged (see [`Secret`]).
-    pub kafka_sasl_password: Secret,
-    /// With TLS: a PEM file of the CA(s) the brokers' certificates are
-    /// checked against; empty: the system's trust store.
-    pub kafka_ssl_ca_location: String,
-    /// Consumer group; instances of a service share it and split the
-    /// partitions. By default [`default_group_id`]: `ordersystem.<service>`.
-    pub kafka_group_id: String,
-    /// Partitions for topics this service creates (when the broker allows creating topics).
-    pub kafka_topic_partitions: i32,
-    /// Replication factor for topics this service creates.
-    pub kafka_replication_factor: i32,
-    /// How long a consumer may go silent before the group reassigns its
-    /// partitions. Lower than Kafka's 45 s default so a crashed instance's
-    /// partitions move on quickly.
-    #[serde(rename = "kafka_session_timeout_ms", with = "millis")]
-    pub kafka_session_timeout: Duration,
-    /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
-    #[serde(rename = "kafka_message_timeout_ms", with = "millis")]
-    pub kafka_message_timeout: Duration,
-    /// How often the consumer's client reports statistics, from which the
-    /// `kafka_consumer_lag` gauges are updated.
-    #[serde(rename = "kafka_statistics_interval_ms", with = "millis")]
-    pub kafka_statistics_interval: Duration,
-    /// How long the broker may hold a consumer's fetch request while it has no
-    /// new message (librdkafka's `fetch.wait.max.ms`, 500 by default). Every
-    /// saga step waits up to this long on a quiet partition, so it is short.
-    #[serde(rename = "kafka_fetch_wait_max_ms", with = "millis")]
-    pub kafka_fetch_wait_max: Duration,
-    /// How long the producer waits to fill a batch before sending
-    /// (`linger.ms`, 5 by default in librdkafka). The outbox relay already
-    /// hands over a whole batch at once, so waiting adds latency only.
-    #[serde(rename = "kafka_linger_ms", with = "millis")]
-    pub kafka_linger: Duration,
+    /// How the service reaches Kafka and how its clients behave (`KAFKA_*`).
+    #[serde(flatten)]
+    pub kafka: KafkaConfig,
     pub topic_order_created: String,
     pub topic_inventory_reserved: String,
     pub topic_payment_processed: String,
     pub topic_order_cancelled: String,
-    /// Fallback polling interval of the outbox relay; a commit in this process wakes it sooner.
-    #[serde(rename = "outbox_poll_interval_ms", with = "millis")]
-    pub outbox_poll_interval: Duration,
-    /// Most outbox rows the relay claims and publishes at once.
-    pub outbox_batch_size: i64,
-    /// How long published outbox rows are kept before being pruned.
-    #[serde(rename = "outbox_retention_secs", with = "secs")]
-    pub outbox_retention: Duration,
-    /// First delay before retrying an event that failed for a transient reason.
-    #[serde(rename = "consumer_retry_initial_ms", with = "millis")]
-    pub consumer_retry_initial: Duration,
-    /// Cap of the exponential retry delay.
-    #[serde(rename = "consumer_retry_max_ms", with = "millis")]
-    pub consumer_retry_max: Duration,
-    /// Attempts at an event that keeps failing (for a reason other than an
-    /// unavailable dependency) before it is moved to the dead-letter topic.
-    pub consumer_max_attempts: u32,
-    /// Most already-waiting events a consumer applies in one transaction (one
-    /// commit instead of one per event); 1 applies every event on its own.
-    pub consumer_batch_size: usize,
+    /// The outbox relay (`OUTBOX_*`).
+    #[serde(flatten)]
+    pub outbox: OutboxConfig,
+    /// The event consumer (`CONSUMER_*`).
+    #[serde(flatten)]
+    pub consumer: ConsumerConfig,
     /// How long shutdown (`SHUTDOWN_TIMEOUT_MS`) may take, from the signal to
     /// the exit: stopping HTTP, draining the workers, the consumer's final
     /// offset commit and close, the producer flush. Whatever has not finished
@@ -235,6 +181,98 @@ pub struct CommonConfig {
     pub rate_limit_burst: u32,
 }
 
+/// The Kafka settings (`KAFKA_*`): where the brokers are, how to log in, and
+/// how this service's clients behave. Flattened into [`CommonConfig`], so the
+/// variables keep their names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[serde(rename = "kafka_bootstrap_servers")]
+    pub bootstrap_servers: String,
+    /// How clients talk to the brokers: `plaintext` (default), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    #[serde(rename = "kafka_security_protocol")]
+    pub security_protocol: KafkaSecurityProtocol,
+    /// With SASL: the mechanism, `SCRAM-SHA-512` by default.
+    #[serde(rename = "kafka_sasl_mechanism")]
+    pub sasl_mechanism: String,
+    /// With SASL: the user this service logs in as.
+    #[serde(rename = "kafka_sasl_username")]
+    pub sasl_username: String,
+    /// With SASL: its password; never logged (see [`Secret`]).
+    #[serde(rename = "kafka_sasl_password")]
+    pub sasl_password: Secret,
+    /// With TLS: a PEM file of the CA(s) the brokers' certificates are
+    /// checked against; empty: the system's trust store.
+    #[serde(rename = "kafka_ssl_ca_location")]
+    pub ssl_ca_location: String,
+    /// Consumer group; instances of a service share it and split the
+    /// partitions. By default [`default_group_id`]: `ordersystem.<service>`.
+    #[serde(rename = "kafka_group_id")]
+    pub group_id: String,
+    /// Partitions for topics this service creates (when the broker allows creating topics).
+    #[serde(rename = "kafka_topic_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor for topics this service creates.
+    #[serde(rename = "kafka_replication_factor")]
+    pub replication_factor: i32,
+    /// How long a consumer may go silent before the group reassigns its
+    /// partitions. Lower than Kafka's 45 s default so a crashed instance's
+    /// partitions move on quickly.
+    #[serde(rename = "kafka_session_timeout_ms", with = "millis")]
+    pub session_timeout: Duration,
+    /// How long a publish may wait for the broker's acknowledgement before it counts as failed.
+    #[serde(rename = "kafka_message_timeout_ms", with = "millis")]
+    pub message_timeout: Duration,
+    /// How often the consumer's client reports statistics, from which the
+    /// `kafka_consumer_lag` gauges are updated.
+    #[serde(rename = "kafka_statistics_interval_ms", with = "millis")]
+    pub statistics_interval: Duration,
+    /// How long the broker may hold a consumer's fetch request while it has no
+    /// new message (librdkafka's `fetch.wait.max.ms`, 500 by default). Every
+    /// saga step waits up to this long on a quiet partition, so it is short.
+    #[serde(rename = "kafka_fetch_wait_max_ms", with = "millis")]
+    pub fetch_wait_max: Duration,
+    /// How long the producer waits to fill a batch before sending
+    /// (`linger.ms`, 5 by default in librdkafka). The outbox relay already
+    /// hands over a whole batch at once, so waiting adds latency only.
+    #[serde(rename = "kafka_linger_ms", with = "millis")]
+    pub linger: Duration,
+}
+
+/// The outbox relay's settings (`OUTBOX_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxConfig {
+    /// Fallback polling interval of the outbox relay; a commit in this process wakes it sooner.
+    #[serde(rename = "outbox_poll_interval_ms", with = "millis")]
+    pub poll_interval: Duration,
+    /// Most outbox rows the relay claims and publishes at once.
+    #[serde(rename = "outbox_batch_size")]
+    pub batch_size: i64,
+    /// How long published outbox rows are kept before being pruned.
+    #[serde(rename = "outbox_retention_secs", with = "secs")]
+    pub retention: Duration,
+}
+
+/// The event consumer's settings (`CONSUMER_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    /// First delay before retrying an event that failed for a transient reason.
+    #[serde(rename = "consumer_retry_initial_ms", with = "millis")]
+    pub retry_initial: Duration,
+    /// Cap of the exponential retry delay.
+    #[serde(rename = "consumer_retry_max_ms", with = "millis")]
+    pub retry_max: Duration,
+    /// Attempts at an event that keeps failing (for a reason other than an
+    /// unavailable dependency) before it is moved to the dead-letter topic.
+    #[serde(rename = "consumer_max_attempts")]
+    pub max_attempts: u32,
+    /// Most already-waiting events a consumer applies in one transaction (one
+    /// commit instead of one per event); 1 applies every event on its own.
+    #[serde(rename = "consumer_batch_size")]
+    pub batch_size: usize,
+}
+
 impl CommonConfig {
     /// The documented defaults for a service named `service_name`, listening on
     /// `port` and owning `schema`.
@@ -247,31 +285,37 @@ impl CommonConfig {
             database_schema: schema.to_owned(),
             database_max_connections: 10,
             database_connect_timeout: Duration::from_secs(30),
-            kafka_bootstrap_servers: "localhost:9092".to_owned(),
-            kafka_security_protocol: KafkaSecurityProtocol::Plaintext,
-            kafka_sasl_mechanism: DEFAULT_SASL_MECHANISM.to_owned(),
-            kafka_sasl_username: String::new(),
-            kafka_sasl_password: Secret::default(),
-            kafka_ssl_ca_location: String::new(),
-            kafka_group_id: default_group_id(service_name),
-            kafka_topic_partitions: DEFAULT_PARTITIONS,
-            kafka_replication_factor: 1,
-            kafka_session_timeout: Duration::from_secs(10),
-            kafka_message_timeout: Duration::from_secs(30),
-            kafka_statistics_interval: Duration::from_secs(5),
-            kafka_fetch_wait_max: Duration::from_millis(10),
-            kafka_linger: Duration::ZERO,
+            kafka: KafkaConfig {
+                bootstrap_servers: "localhost:9092".to_owned(),
+                security_protocol: KafkaSecurityProtocol::Plaintext,
+                sasl_mechanism: DEFAULT_SASL_MECHANISM.to_owned(),
+                sasl_username: String::new(),
+                sasl_password: Secret::default(),
+                ssl_ca_location: String::new(),
+                group_id: default_group_id(service_name),
+                topic_partitions: DEFAULT_PARTITIONS,
+                replication_factor: 1,
+                session_timeout: Duration::from_secs(10),
+                message_timeout: Duration::from_secs(30),
+                statistics_interval: Duration::from_secs(5),
+                fetch_wait_max: Duration::from_millis(10),
+                linger: Duration::ZERO,
+            },
             topic_order_created: topics::ORDER_CREATED.to_owned(),
             topic_inventory_reserved: topics::INVENTORY_RESERVED.to_owned(),
             topic_payment_processed: topics::PAYMENT_PROCESSED.to_owned(),
             topic_order_cancelled: topics::ORDER_CANCELLED.to_owned(),
-            outbox_poll_interval: Duration::from_secs(1),
-            outbox_batch_size: 100,
-            outbox_retention: Duration::from_secs(24 * 60 * 60),
-            consumer_retry_initial: Duration::from_millis(100),
-            consumer_retry_max: Duration::from_secs(5),
-            consumer_max_attempts: 5,
-            consumer_batch_size: 50,
+            outbox: OutboxConfig {
+                poll_interval: Duration::from_secs(1),
+                batch_size: 100,
+                retention: Duration::from_secs(24 * 60 * 60),
+            },
+            consumer: ConsumerConfig {
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_secs(5),
+                max_attempts: 5,
+                batch_size: 50,
+            },
             shutdown_timeout: Duration::from_secs(15),
             log_format: LogFormat::Text,
             otel_exporter_otlp_endpoint: String::new(),
@@ -306,57 +350,17 @@ impl CommonConfig {
     /// Refuses settings that cannot work, naming the variable: a value is
     /// never quietly replaced by another.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let at_least_one = [
-            (
-                "DATABASE_MAX_CONNECTIONS",
-                u64::from(self.database_max_connections),
-            ),
-            (
-                "CONSUMER_MAX_ATTEMPTS",
-                u64::from(self.consumer_max_attempts),
-            ),
-            ("CONSUMER_BATCH_SIZE", self.consumer_batch_size as u64),
-        ];
-        for (name, value) in at_least_one {
-            ensure!(value >= 1, "{name} must be at least 1, not {value}");
-        }
-        let positive = [
-            (
-                "KAFKA_TOPIC_PARTITIONS",
-                i64::from(self.kafka_topic_partitions),
-            ),
-            (
-                "KAFKA_REPLICATION_FACTOR",
-                i64::from(self.kafka_replication_factor),
-            ),
-            ("OUTBOX_BATCH_SIZE", self.outbox_batch_size),
-        ];
-        for (name, value) in positive {
-            ensure!(value >= 1, "{name} must be at least 1, not {value}");
-        }
-        let above_zero = [
-            ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout),
-            ("KAFKA_SESSION_TIMEOUT_MS", self.kafka_session_timeout),
-            ("KAFKA_MESSAGE_TIMEOUT_MS", self.kafka_message_timeout),
-            (
-                "KAFKA_STATISTICS_INTERVAL_MS",
-                self.kafka_statistics_interval,
-            ),
-            ("OUTBOX_POLL_INTERVAL_MS", self.outbox_poll_interval),
-            ("CONSUMER_RETRY_INITIAL_MS", self.consumer_retry_initial),
-        ];
-        for (name, value) in above_zero {
-            ensure!(
-                !value.is_zero(),
-                "{name} must be above 0: with no time at all it could never work"
-            );
-        }
         ensure!(
-            self.consumer_retry_initial <= self.consumer_retry_max,
-            "CONSUMER_RETRY_MAX_MS ({} ms) must not be below CONSUMER_RETRY_INITIAL_MS ({} ms)",
-            self.consumer_retry_max.as_millis(),
-            self.consumer_retry_initial.as_millis()
+            self.database_max_connections >= 1,
+            "DATABASE_MAX_CONNECTIONS must be at least 1, not 0"
         );
+        ensure!(
+            !self.shutdown_timeout.is_zero(),
+            "SHUTDOWN_TIMEOUT_MS must be above 0: with no time at all it could never work"
+        );
+        self.kafka.validate()?;
+        self.outbox.validate()?;
+        self.consumer.validate()?;
         if self.auth_mode == AuthMode::Jwt {
             ensure!(
                 self.auth_jwks_file.is_empty() != self.auth_jwks_url.is_empty(),
@@ -372,39 +376,90 @@ impl CommonConfig {
                 );
             }
         }
-        if self.kafka_security_protocol.uses_sasl() {
-            ensure!(
-                SASL_MECHANISMS.contains(&self.kafka_sasl_mechanism.as_str()),
-                "KAFKA_SASL_MECHANISM must be one of {}, not {:?}",
-                SASL_MECHANISMS.join(", "),
-                self.kafka_sasl_mechanism
-            );
-            ensure!(
-                !self.kafka_sasl_username.is_empty(),
-                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_USERNAME",
-                self.kafka_security_protocol
-            );
-            ensure!(
-                !self.kafka_sasl_password.expose().is_empty(),
-                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_PASSWORD",
-                self.kafka_security_protocol
-            );
-        }
-        if !self.kafka_ssl_ca_location.is_empty() {
-            ensure!(
-                self.kafka_security_protocol.uses_tls(),
-                "KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={} uses no TLS",
-                self.kafka_security_protocol
-            );
-            ensure!(
-                std::path::Path::new(&self.kafka_ssl_ca_location).is_file(),
-                "KAFKA_SSL_CA_LOCATION={} is not a file",
-                self.kafka_ssl_ca_location
-            );
-        }
         ensure!(
             self.rate_limit_per_second == 0 || self.rate_limit_burst >= 1,
             "RATE_LIMIT_BURST must be at least 1 when RATE_LIMIT_PER_SECOND is set"
+        );
+        Ok(())
+    }
+}
+
+/// Refuses a count below 1, naming its variable.
+fn at_least_one(name: &str, value: i64) -> anyhow::Result<()> {
+    ensure!(value >= 1, "{name} must be at least 1, not {value}");
+    Ok(())
+}
+
+/// Refuses a zero duration, naming its variable.
+fn above_zero(name: &str, value: Duration) -> anyhow::Result<()> {
+    ensure!(
+        !value.is_zero(),
+        "{name} must be above 0: with no time at all it could never work"
+    );
+    Ok(())
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        at_least_one("KAFKA_TOPIC_PARTITIONS", self.topic_partitions.into())?;
+        at_least_one("KAFKA_REPLICATION_FACTOR", self.replication_factor.into())?;
+        above_zero("KAFKA_SESSION_TIMEOUT_MS", self.session_timeout)?;
+        above_zero("KAFKA_MESSAGE_TIMEOUT_MS", self.message_timeout)?;
+        above_zero("KAFKA_STATISTICS_INTERVAL_MS", self.statistics_interval)?;
+        if self.security_protocol.uses_sasl() {
+            ensure!(
+                SASL_MECHANISMS.contains(&self.sasl_mechanism.as_str()),
+                "KAFKA_SASL_MECHANISM must be one of {}, not {:?}",
+                SASL_MECHANISMS.join(", "),
+                self.sasl_mechanism
+            );
+            ensure!(
+                !self.sasl_username.is_empty(),
+                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_USERNAME",
+                self.security_protocol
+            );
+            ensure!(
+                !self.sasl_password.expose().is_empty(),
+                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_PASSWORD",
+                self.security_protocol
+            );
+        }
+        if !self.ssl_ca_location.is_empty() {
+            ensure!(
+                self.security_protocol.uses_tls(),
+                "KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={} uses no TLS",
+                self.security_protocol
+            );
+            ensure!(
+                std::path::Path::new(&self.ssl_ca_location).is_file(),
+                "KAFKA_SSL_CA_LOCATION={} is not a file",
+                self.ssl_ca_location
+            );
+        }
+        Ok(())
+    }
+}
+
+impl OutboxConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        at_least_one("OUTBOX_BATCH_SIZE", self.batch_size)?;
+        above_zero("OUTBOX_POLL_INTERVAL_MS", self.poll_interval)
+    }
+}
+
+impl ConsumerConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        at_least_one("CONSUMER_MAX_ATTEMPTS", self.max_attempts.into())?;
+        at_least_one(
+            "CONSUMER_BATCH_SIZE",
+            i64::try_from(self.batch_size).unwrap_or(i64::MAX),
+        )?;
+        above_zero("CONSUMER_RETRY_INITIAL_MS", self.retry_initial)?;
+        ensure!(
+            self.retry_initial <= self.retry_max,
+            "CONSUMER_RETRY_MAX_MS ({} ms) must not be below CONSUMER_RETRY_INITIAL_MS ({} ms)",
+            self.retry_max.as_millis(),
+            self.retry_initial.as_millis()
         );
         Ok(())
     }
@@ -488,6 +543,22 @@ pub fn to_env<T: Serialize>(config: &T) -> anyhow::Result<BTreeMap<String, Strin
         .collect())
 }
 
+/// The settings of `config` that `names` lists (environment variable
+/// names), as [`to_env`] writes them: for a child process given only some
+/// settings and inheriting the rest. A name that is no setting is an error,
+/// so a list cannot drift from the configuration.
+pub fn env_of<T: Serialize>(
+    config: &T,
+    names: &[&str],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = to_env(config)?;
+    if let Some(unknown) = names.iter().find(|name| !env.contains_key(**name)) {
+        anyhow::bail!("{unknown} is not a setting of this configuration");
+    }
+    env.retain(|key, _| names.contains(&key.as_str()));
+    Ok(env)
+}
+
 /// Loads a service's configuration: `defaults` (the service's whole
 /// configuration with its documented defaults), overridden by `CONFIG_FILE`
 /// (if set), overridden by the process environment.
@@ -514,6 +585,20 @@ pub fn load_from<T: Serialize + DeserializeOwned>(
         .context("reading configuration")?;
     // Deserialising the common part on its own first gets errors that name
     // the key (serde loses it inside the flattened struct).
+    // The groups flattened into it lose the key again, so each is read on
+    // its own before.
+    layered
+        .clone()
+        .try_deserialize::<KafkaConfig>()
+        .context("invalid configuration")?;
+    layered
+        .clone()
+        .try_deserialize::<OutboxConfig>()
+        .context("invalid configuration")?;
+    layered
+        .clone()
+        .try_deserialize::<ConsumerConfig>()
+        .context("invalid configuration")?;
     layered
         .clone()
         .try_deserialize::<CommonConfig>()
@@ -550,9 +635,9 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let config = load_with(None, &[]).unwrap();
         assert_eq!(config.common.port, 8083);
-        assert_eq!(config.common.kafka_group_id, "ordersystem.payment-service");
+        assert_eq!(config.common.kafka.group_id, "ordersystem.payment-service");
         assert_eq!(config.common.shutdown_timeout, Duration::from_secs(15));
-        assert_eq!(config.common.kafka_topic_partitions, 6);
+        assert_eq!(config.common.kafka.topic_partitions, 6);
         assert_eq!(config.common.topics(), Topics::default());
         assert_eq!(config.payment_default_credit_cents, 100_000);
         assert_eq!(
@@ -580,7 +665,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.common.port, 9000);
         assert_eq!(config.common.database_url, "postgres://db/x");
-        assert_eq!(config.common.kafka_bootstrap_servers, "kafka:29092");
+        assert_eq!(config.common.kafka.bootstrap_servers, "kafka:29092");
         assert_eq!(config.common.topics().order_created, "orders.created");
         assert_eq!(config.payment_default_credit_cents, 5);
         assert_eq!(config.common.log_format, LogFormat::Json);
@@ -588,7 +673,7 @@ mod tests {
             config.common.otel_exporter_otlp_endpoint,
             "http://collector:4318"
         );
-        assert_eq!(config.common.kafka_group_id, "payments-blue");
+        assert_eq!(config.common.kafka.group_id, "payments-blue");
         assert_eq!(config.common.shutdown_timeout, Duration::from_millis(3000));
     }
 
@@ -601,7 +686,7 @@ mod tests {
         let config = load_with(Some(path.to_str().unwrap()), &[("PORT", "7001")]).unwrap();
         assert_eq!(config.common.port, 7001, "environment wins over the file");
         assert_eq!(
-            config.common.kafka_group_id, "from-file",
+            config.common.kafka.group_id, "from-file",
             "the file wins over defaults"
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -628,10 +713,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.common.kafka_session_timeout,
+            config.common.kafka.session_timeout,
             Duration::from_millis(2500)
         );
-        assert_eq!(config.common.outbox_retention, Duration::from_secs(60));
+        assert_eq!(config.common.outbox.retention, Duration::from_secs(60));
         assert_eq!(
             config.common.database_connect_timeout,
             Duration::from_secs(3)
@@ -657,7 +742,7 @@ mod tests {
     #[test]
     fn a_configuration_written_as_environment_loads_back_the_same() {
         let mut config = load_with(None, &[]).unwrap();
-        config.common.kafka_session_timeout = Duration::from_millis(1234);
+        config.common.kafka.session_timeout = Duration::from_millis(1234);
         config.common.log_format = LogFormat::Json;
         config.payment_default_credit_cents = 7;
         let env = to_env(&config).unwrap();
@@ -669,6 +754,22 @@ mod tests {
             serde_json::to_value(&loaded).unwrap(),
             serde_json::to_value(&config).unwrap()
         );
+    }
+
+    #[test]
+    fn env_of_gives_the_named_settings_and_refuses_an_unknown_name() {
+        let mut config = CommonConfig::defaults("payment-service", 8083, "payments");
+        config.kafka.topic_partitions = 3;
+        let env = env_of(&config, &["KAFKA_TOPIC_PARTITIONS", "PORT"]).unwrap();
+        assert_eq!(
+            env,
+            BTreeMap::from([
+                ("KAFKA_TOPIC_PARTITIONS".to_owned(), "3".to_owned()),
+                ("PORT".to_owned(), "8083".to_owned()),
+            ])
+        );
+        let err = env_of(&config, &["KAFKA_PARTITIONS"]).unwrap_err();
+        assert!(err.to_string().contains("KAFKA_PARTITIONS"), "{err}");
     }
 
     #[test]
@@ -700,10 +801,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.common.kafka_security_protocol,
+            config.common.kafka.security_protocol,
             KafkaSecurityProtocol::SaslSsl
         );
-        assert_eq!(config.common.kafka_sasl_mechanism, "SCRAM-SHA-512");
+        assert_eq!(config.common.kafka.sasl_mechanism, "SCRAM-SHA-512");
     }
 
     #[test]
@@ -739,11 +840,11 @@ mod tests {
         for shown in [
             format!("{config:?}"),
             format!("{config:#?}"),
-            format!("{}", config.common.kafka_sasl_password),
+            format!("{}", config.common.kafka.sasl_password),
         ] {
             assert!(!shown.contains("hunter2-secret"), "{shown}");
         }
-        assert!(format!("{config:?}").contains("kafka_sasl_password: ***"));
+        assert!(format!("{config:?}").contains("sasl_password: ***"));
         assert_eq!(
             to_env(&config).unwrap()["KAFKA_SASL_PASSWORD"],
             "hunter2-secret",
@@ -753,7 +854,17 @@ mod tests {
 
     #[test]
     fn a_malformed_value_is_an_error_naming_the_key() {
-        let err = load_with(None, &[("PORT", "eighty")]).unwrap_err();
-        assert!(format!("{err:#}").contains("port"), "{err:#}");
+        for (name, value) in [
+            ("PORT", "eighty"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "soon"),
+            ("OUTBOX_BATCH_SIZE", "many"),
+            ("CONSUMER_MAX_ATTEMPTS", "a few"),
+        ] {
+            let err = load_with(None, &[(name, value)]).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&name.to_lowercase()),
+                "{name}={value}: {err:#}"
+            );
+        }
     }
 }

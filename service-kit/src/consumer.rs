@@ -178,10 +178,10 @@ impl<H: EventHandler, S: MessageSource, P: Publisher> EventConsumer<H, S, P> {
             outbox,
             dead_letters,
             service: config.service_name.clone(),
-            retry_initial: config.consumer_retry_initial,
-            retry_max: config.consumer_retry_max,
-            max_attempts: config.consumer_max_attempts,
-            batch_size: config.consumer_batch_size,
+            retry_initial: config.consumer.retry_initial,
+            retry_max: config.consumer.retry_max,
+            max_attempts: config.consumer.max_attempts,
+            batch_size: config.consumer.batch_size,
             closing,
         }
     }

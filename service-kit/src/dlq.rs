@@ -36,14 +36,17 @@ pub mod headers {
     pub const PREFIX: &str = "dlq.";
 }
 
-/// The message's own headers, without any `dlq.*` ones from an earlier trip.
+/// Whether a header is the message's own, not a `dlq.*` one from an earlier
+/// trip (those are replaced on the way in and stripped on replay).
+fn is_own_header(key: &str) -> bool {
+    !key.starts_with(headers::PREFIX)
+}
+
+/// The message's own headers (see [`is_own_header`]).
 fn original_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
     let mut copied = OwnedHeaders::new();
     if let Some(original) = message.headers() {
-        for header in original
-            .iter()
-            .filter(|h| !h.key.starts_with(headers::PREFIX))
-        {
+        for header in original.iter().filter(|h| is_own_header(h.key)) {
             copied = copied.insert(header);
         }
     }
@@ -82,7 +85,7 @@ pub async fn send(
     let mut all_headers: Vec<Header<'_>> = message
         .headers
         .iter()
-        .filter(|(key, _)| !key.starts_with(headers::PREFIX))
+        .filter(|(key, _)| is_own_header(key))
         .map(|(key, value)| (key.as_str(), value.as_deref()))
         .collect();
     for (key, value) in [

@@ -53,10 +53,10 @@ pub fn producer(config: &CommonConfig) -> anyhow::Result<EventProducer> {
     base_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", config.kafka_linger.as_millis().to_string())
+        .set("linger.ms", config.kafka.linger.as_millis().to_string())
         .set(
             "message.timeout.ms",
-            config.kafka_message_timeout.as_millis().to_string(),
+            config.kafka.message_timeout.as_millis().to_string(),
         )
         .create_with_context(events)
         .context("creating the Kafka producer")
@@ -142,10 +142,10 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
         events: KafkaConnection::of(config).events(),
     };
     let consumer: EventStreamConsumer = base_config(config)
-        .set("group.id", &config.kafka_group_id)
+        .set("group.id", &config.kafka.group_id)
         .set(
             "session.timeout.ms",
-            config.kafka_session_timeout.as_millis().to_string(),
+            config.kafka.session_timeout.as_millis().to_string(),
         )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
@@ -154,11 +154,11 @@ pub fn consumer(config: &CommonConfig, topics: &[&str]) -> anyhow::Result<EventS
         .set("enable.partition.eof", "false")
         .set(
             "fetch.wait.max.ms",
-            config.kafka_fetch_wait_max.as_millis().to_string(),
+            config.kafka.fetch_wait_max.as_millis().to_string(),
         )
         .set(
             "statistics.interval.ms",
-            config.kafka_statistics_interval.as_millis().to_string(),
+            config.kafka.statistics_interval.as_millis().to_string(),
         )
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
@@ -177,8 +177,8 @@ pub async fn ensure_topics(config: &CommonConfig, topics: &[&str]) {
     let created = create_missing_topics(
         &KafkaConnection::of(config),
         topics,
-        config.kafka_topic_partitions,
-        config.kafka_replication_factor,
+        config.kafka.topic_partitions,
+        config.kafka.replication_factor,
     )
     .await;
     match created {

@@ -92,12 +92,12 @@ impl KafkaConnection {
 
     /// Points `config` at these brokers with these security settings.
     pub fn apply_to(&self, config: &mut CommonConfig) {
-        config.kafka_bootstrap_servers = self.bootstrap_servers.clone();
-        config.kafka_security_protocol = self.security_protocol;
-        config.kafka_sasl_mechanism = self.sasl_mechanism.clone();
-        config.kafka_sasl_username = self.sasl_username.clone();
-        config.kafka_sasl_password = self.sasl_password.clone();
-        config.kafka_ssl_ca_location = self.ssl_ca_location.clone();
+        config.kafka.bootstrap_servers = self.bootstrap_servers.clone();
+        config.kafka.security_protocol = self.security_protocol;
+        config.kafka.sasl_mechanism = self.sasl_mechanism.clone();
+        config.kafka.sasl_username = self.sasl_username.clone();
+        config.kafka.sasl_password = self.sasl_password.clone();
+        config.kafka.ssl_ca_location = self.ssl_ca_location.clone();
     }
 
     /// The environment variables a service is started with to connect this
@@ -107,20 +107,18 @@ impl KafkaConnection {
     pub fn env(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let mut config = CommonConfig::defaults(&self.service_name, 0, "");
         self.apply_to(&mut config);
-        let mut env = crate::config::to_env(&config)?;
-        env.retain(|key, _| CONNECTION_SETTINGS.contains(&key.as_str()));
-        Ok(env)
+        crate::config::env_of(&config, &CONNECTION_SETTINGS)
     }
 
     /// The connection a service's configuration describes.
     pub fn of(config: &CommonConfig) -> KafkaConnection {
         KafkaConnection {
-            bootstrap_servers: config.kafka_bootstrap_servers.clone(),
-            security_protocol: config.kafka_security_protocol,
-            sasl_mechanism: config.kafka_sasl_mechanism.clone(),
-            sasl_username: config.kafka_sasl_username.clone(),
-            sasl_password: config.kafka_sasl_password.clone(),
-            ssl_ca_location: config.kafka_ssl_ca_location.clone(),
+            bootstrap_servers: config.kafka.bootstrap_servers.clone(),
+            security_protocol: config.kafka.security_protocol,
+            sasl_mechanism: config.kafka.sasl_mechanism.clone(),
+            sasl_username: config.kafka.sasl_username.clone(),
+            sasl_password: config.kafka.sasl_password.clone(),
+            ssl_ca_location: config.kafka.ssl_ca_location.clone(),
             service_name: config.service_name.clone(),
         }
     }

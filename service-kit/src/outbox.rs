@@ -267,9 +267,9 @@ impl<P: Publisher> OutboxRelay<P> {
             publisher,
             service: config.service_name.clone(),
             outbox,
-            batch_size: config.outbox_batch_size,
-            poll_interval: config.outbox_poll_interval,
-            retention: config.outbox_retention,
+            batch_size: config.outbox.batch_size,
+            poll_interval: config.outbox.poll_interval,
+            retention: config.outbox.retention,
         }
     }
 

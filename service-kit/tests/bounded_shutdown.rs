@@ -49,7 +49,7 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
     let mut config = CommonConfig::defaults(SERVICE, 0, "shutdowntest");
     config.host = "127.0.0.1".into();
     config.database_url = cluster.url("shutdown");
-    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers();
     config.shutdown_timeout = SHUTDOWN_TIMEOUT;
     for topic in config.topics().all_with_dead_letters() {
         kafka.create_topic(&topic, DEFAULT_PARTITIONS).unwrap();
@@ -82,7 +82,7 @@ fn an_in_process_service_stops_within_the_bound_while_its_broker_is_gone() {
 
         // The consumer is in its group and consuming.
         let event = order_created("before-outage");
-        publish(&config.kafka_bootstrap_servers, &topic, &event).await;
+        publish(&config.kafka.bootstrap_servers, &topic, &event).await;
         tokio::time::timeout(DEADLINE, handled.recv())
             .await
             .expect("the consumer handled the event");

@@ -57,7 +57,7 @@ async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost() {
 async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
     let (_cluster, _kafka, mut config) = infrastructure().await;
     // Far longer than the test's deadline: only the wake-up can publish in time.
-    config.outbox_poll_interval = Duration::from_secs(3_600);
+    config.outbox.poll_interval = Duration::from_secs(3_600);
     let pool = service_kit::db::connect(&config, &NO_SERVICE_MIGRATIONS)
         .await
         .unwrap();
@@ -89,7 +89,7 @@ async fn infrastructure() -> (PostgresCluster, EmbeddedKafka, CommonConfig) {
         .create_topic(&config.topics().order_created, DEFAULT_PARTITIONS)
         .unwrap();
     config.database_url = cluster.url("relay");
-    config.kafka_bootstrap_servers = kafka.bootstrap_servers();
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers();
     (cluster, kafka, config)
 }
 

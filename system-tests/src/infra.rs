@@ -122,7 +122,7 @@ impl Infra {
         c.host = "127.0.0.1".into();
         c.database_url = self.service_database_url(schema);
         c.database_max_connections = 5;
-        c.kafka_bootstrap_servers = self.kafka_bootstrap.clone();
+        c.kafka.bootstrap_servers = self.kafka_bootstrap.clone();
         if let Some(login) = self
             .kafka
             .as_ref()
@@ -130,11 +130,11 @@ impl Infra {
         {
             secured_connection(&self.kafka_bootstrap, &login).apply_to(&mut c);
         }
-        c.kafka_replication_factor = self.replication_factor;
-        c.kafka_group_id = format!("{}{}", c.kafka_group_id, self.group_suffix);
+        c.kafka.replication_factor = self.replication_factor;
+        c.kafka.group_id = format!("{}{}", c.kafka.group_id, self.group_suffix);
         c.set_topics(&self.topics);
-        c.consumer_retry_max = Duration::from_millis(500);
-        c.kafka_statistics_interval = Duration::from_millis(500);
+        c.consumer.retry_max = Duration::from_millis(500);
+        c.kafka.statistics_interval = Duration::from_millis(500);
         c
     }
 }

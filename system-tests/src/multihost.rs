@@ -120,9 +120,9 @@ impl MultiHost {
             common.host = "0.0.0.0".to_owned();
             common.database_url = postgres.url_for(&role, DATABASE);
             common.database_max_connections = 5;
-            common.kafka_bootstrap_servers = bootstrap.clone();
-            common.kafka_replication_factor = kafka.replication_factor();
-            common.kafka_session_timeout = SESSION_TIMEOUT;
+            common.kafka.bootstrap_servers = bootstrap.clone();
+            common.kafka.replication_factor = kafka.replication_factor();
+            common.kafka.session_timeout = SESSION_TIMEOUT;
             common
         };
         let mut order = order_service::Config::defaults();

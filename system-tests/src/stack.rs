@@ -175,7 +175,7 @@ impl Default for StackOptions {
             saga_deadline_secs: 300,
             reservation_ttl_secs: 600,
             cancel_window_secs: None,
-            outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox_poll_interval,
+            outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox.poll_interval,
             own_kafka_nodes: None,
             max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
             auth: None,
@@ -201,10 +201,8 @@ impl StackConfigs {
     /// Each service's configuration on `infra`, as `options` ask.
     pub fn new(infra: &Infra, options: &StackOptions) -> StackConfigs {
         let common = |name: &str, schema: &str| {
-            let mut config = CommonConfig {
-                outbox_poll_interval: options.outbox_poll_interval,
-                ..infra.common(name, schema)
-            };
+            let mut config = infra.common(name, schema);
+            config.outbox.poll_interval = options.outbox_poll_interval;
             if let Some(auth) = &options.auth {
                 config.auth_mode = service_kit::config::AuthMode::Jwt;
                 config.auth_jwks_file = auth.jwks_file.display().to_string();
@@ -326,18 +324,18 @@ impl TestStack {
         .await?;
         let configs = StackConfigs::new(&infra, &options);
         let groups = HashMap::from([
-            ("order-service", configs.order.common.kafka_group_id.clone()),
+            ("order-service", configs.order.common.kafka.group_id.clone()),
             (
                 "inventory-service",
-                configs.inventory.common.kafka_group_id.clone(),
+                configs.inventory.common.kafka.group_id.clone(),
             ),
             (
                 "payment-service",
-                configs.payment.common.kafka_group_id.clone(),
+                configs.payment.common.kafka.group_id.clone(),
             ),
             (
                 "notification-service",
-                configs.notification.common.kafka_group_id.clone(),
+                configs.notification.common.kafka.group_id.clone(),
             ),
         ]);
 

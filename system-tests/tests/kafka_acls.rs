@@ -176,7 +176,7 @@ async fn a_service_with_a_wrong_password_stays_up_not_ready_and_says_why_once() 
         .await
         .expect("a secured broker and a database");
     let mut configs = StackConfigs::new(&infra, &StackOptions::default());
-    configs.payment.common.kafka_sasl_password = Secret::new("not-the-password");
+    configs.payment.common.kafka.sasl_password = Secret::new("not-the-password");
     let mut payment =
         ServiceProcess::start_capturing("payment-service", &configs.env("payment-service"));
     let http = reqwest::Client::new();

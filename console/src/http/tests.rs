@@ -34,7 +34,7 @@ impl Console {
         let dlq = shared_events::topics::dead_letter_topic(&topic);
         create_topics(&kafka, &[&topic, &dlq]);
         let mut config = Config::defaults();
-        config.common.kafka_bootstrap_servers = bootstrap.clone();
+        config.common.kafka.bootstrap_servers = bootstrap.clone();
         config.common.port = 0;
         config.common.host = "127.0.0.1".to_owned();
         config.console_max_message_bytes = 200;

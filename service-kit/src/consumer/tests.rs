@@ -135,10 +135,10 @@ impl Harness {
     /// Starts the consumer: batches of up to `batch_size`, quick retries.
     fn start(&mut self, batch_size: usize) {
         let mut config = CommonConfig::defaults("consumer-test", 0, "unused");
-        config.consumer_batch_size = batch_size;
-        config.consumer_max_attempts = MAX_ATTEMPTS;
-        config.consumer_retry_initial = Duration::from_millis(5);
-        config.consumer_retry_max = Duration::from_millis(20);
+        config.consumer.batch_size = batch_size;
+        config.consumer.max_attempts = MAX_ATTEMPTS;
+        config.consumer.retry_initial = Duration::from_millis(5);
+        config.consumer.retry_max = Duration::from_millis(20);
         let source = self.source.take().expect("started once");
         let consumer = EventConsumer::with_backend(
             &config,
