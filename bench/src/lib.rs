@@ -20,6 +20,7 @@
 pub mod limit;
 pub mod load;
 pub mod machine;
+pub mod profile;
 pub mod report;
 pub mod stats;
 
@@ -100,6 +101,12 @@ pub struct Options {
     pub svg: Option<PathBuf>,
     /// A Markdown file whose generated section is replaced with the figures.
     pub markdown: Option<PathBuf>,
+    /// Where to write a flame graph of the busiest service (the most CPU per
+    /// order in the open-loop steps), sampled with `perf` during an extra,
+    /// unrecorded open-loop run at half the maximum; `None`: no profile.
+    pub flame_graph: Option<PathBuf>,
+    /// How long that run samples.
+    pub profile: Duration,
     /// The command line, recorded with the figures.
     pub command: String,
 }
@@ -121,6 +128,8 @@ impl Default for Options {
             json: None,
             svg: None,
             markdown: None,
+            flame_graph: None,
+            profile: Duration::from_secs(20),
             command: String::new(),
         }
     }
@@ -201,6 +210,23 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         steps.push(step);
         track_peak(&mut peak, &target.processes);
     }
+
+    let flame_graph = match &options.flame_graph {
+        Some(path) if max > 0.0 => {
+            stream += 1;
+            match profile_busiest(&client, target, options, &steps, path, max / 2.0, stream).await {
+                Ok(flame) => flame,
+                // Keep the figures; say why there is no picture.
+                Err(error) => {
+                    let note = format!("no flame graph: {error:#}");
+                    progress(&note);
+                    notes.push(note);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
 
     // The limit right after the steps whose maximum it is compared with, on
     // a database in the same state; the long run comes last.
@@ -330,6 +356,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         fraction_of_db_limit,
         memory,
         soak,
+        flame_graph,
         goals: Vec::new(),
         notes,
     };
@@ -354,6 +381,69 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         println!("updated {}", path.display());
     }
     Ok(report)
+}
+
+/// Samples the service with the most CPU per order over the open-loop
+/// `steps` while an unrecorded open-loop run at `rate` loads it, and writes
+/// its flame graph to `path`. `None` when no service's CPU was measured (a
+/// remote target).
+async fn profile_busiest(
+    client: &Client,
+    target: &Target,
+    options: &Options,
+    steps: &[Step],
+    path: &std::path::Path,
+    rate: f64,
+    stream: usize,
+) -> anyhow::Result<Option<profile::FlameGraph>> {
+    let mut cost: BTreeMap<&str, f64> = BTreeMap::new();
+    for step in steps.iter().filter(|step| step.mode == "open") {
+        for process in &target.processes {
+            if let Some(ms) = step.cpu_ms_per_order.get(&process.service) {
+                *cost.entry(&process.service).or_default() += ms;
+            }
+        }
+    }
+    let Some((service, _)) = cost.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+        return Ok(None);
+    };
+    let pid = target
+        .processes
+        .iter()
+        .find(|process| process.service == service)
+        .map(|process| process.pid)
+        .context("the busiest service has no process")?;
+    progress(&format!(
+        "profiling {service} (pid {pid}) at {rate:.1} orders/s for {}s",
+        options.profile.as_secs()
+    ));
+    let (sent, script) = tokio::join!(
+        client.open_loop(rate, options.profile, 1, stream),
+        profile::record(pid, options.profile)
+    );
+    client.collect(&sent.placed, options.drain_timeout).await?;
+    client.wait_until_idle(options.drain_timeout).await?;
+    let title = format!(
+        "{service} at {rate:.0} orders/s on {} ({}s of CPU-clock samples)",
+        target.broker,
+        options.profile.as_secs()
+    );
+    let cpu_seconds = profile::write(path, &script?, &title)?;
+    progress(&format!(
+        "  {cpu_seconds:.1} s of CPU sampled, wrote {}",
+        path.display()
+    ));
+    Ok(Some(profile::FlameGraph {
+        service: service.to_owned(),
+        pid,
+        offered_per_second: rate,
+        seconds: options.profile.as_secs_f64(),
+        cpu_seconds,
+        file: path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }))
 }
 
 /// An open-loop run of `duration` at `rate`, cut into windows, sampling memory

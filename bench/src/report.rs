@@ -53,6 +53,8 @@ pub struct Report {
     pub fraction_of_db_limit: Option<f64>,
     pub memory: Vec<ServiceMemory>,
     pub soak: Option<Soak>,
+    /// The busiest service's flame graph, if one was drawn.
+    pub flame_graph: Option<crate::profile::FlameGraph>,
     pub goals: Vec<Goal>,
     /// Why a part was not measured (e.g. no database URL for a remote target).
     pub notes: Vec<String>,
@@ -509,6 +511,18 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\n![POST→CONFIRMED latency percentiles against offered rate]({svg})"
+            );
+        }
+        if let Some(flame) = &self.flame_graph {
+            let _ = writeln!(
+                out,
+                "\nThe busiest service by CPU per order, {}, sampled by `perf` for {:.0} s at {:.0} orders/s ({:.1} s of its CPU; an extra run, not among the steps above):\n\n![flame graph of {}]({})",
+                flame.service,
+                flame.seconds,
+                flame.offered_per_second,
+                flame.cpu_seconds,
+                flame.service,
+                flame.file
             );
         }
         out

@@ -67,6 +67,7 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
         json: args.json.clone(),
         svg: args.svg.clone(),
         markdown: args.markdown.clone(),
+        flame_graph: args.flame_graph.clone(),
     };
     run(target, options(args, outputs)).await.map(drop)
 }
@@ -87,6 +88,7 @@ pub struct Outputs {
     json: PathBuf,
     svg: PathBuf,
     markdown: Option<PathBuf>,
+    flame_graph: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -97,12 +99,17 @@ impl Outputs {
                 json: args.json.clone(),
                 svg: args.svg.clone(),
                 markdown: markdown_path(args),
+                flame_graph: args.flame_graph.clone(),
             };
         }
         Self {
             json: with_suffix(&args.json, kind.name()),
             svg: with_suffix(&args.svg, kind.name()),
             markdown: None,
+            flame_graph: args
+                .flame_graph
+                .as_ref()
+                .map(|path| with_suffix(path, kind.name())),
         }
     }
 }
@@ -232,6 +239,8 @@ fn options(args: &BenchArgs, outputs: Outputs) -> Options {
         json: Some(outputs.json),
         svg: Some(outputs.svg),
         markdown: outputs.markdown,
+        flame_graph: outputs.flame_graph,
+        profile: secs(args.profile_secs),
         command: command_line(),
         ..Options::default()
     }

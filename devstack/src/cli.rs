@@ -231,6 +231,15 @@ pub struct BenchArgs {
     /// `docs/BENCHMARKS.md` when it exists and the stack is local).
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
+    /// Also samples the busiest service (the most CPU per order) with `perf`
+    /// during an extra open-loop run at half load, and writes its flame graph
+    /// here (e.g. `docs/flame.svg`; per broker with `--brokers`). Needs
+    /// `perf` (Debian: `linux-perf`).
+    #[arg(long, value_name = "PATH")]
+    pub flame_graph: Option<PathBuf>,
+    /// How long that run samples.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub profile_secs: f64,
 }
 
 #[derive(Debug, Subcommand)]

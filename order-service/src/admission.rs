@@ -6,7 +6,9 @@
 //! database, so every order-service instance sharing it sees the same
 //! backlog. It is counted by a sampler every `ORDER_ADMISSION_SAMPLE_MS`
 //! (an index-only count over the `orders_in_progress` partial index), never
-//! per request; a request reads the last sample. A refused order is a 503
+//! per request; a request reads the last sample plus the orders this
+//! instance admitted since, so a burst between two samples cannot overshoot
+//! the bound by more than the other instances admit meanwhile. A refused order is a 503
 //! `/problems/overloaded` with `Retry-After`, stores nothing, and counts in
 //! `orders_refused_total{reason="in_flight"}`; `orders_in_flight` shows the
 //! sample.
@@ -35,6 +37,8 @@ pub struct Admission {
     /// Most orders in progress before new ones are refused; 0: no bound.
     limit: u64,
     in_flight: Arc<AtomicU64>,
+    /// Orders this instance admitted since the last sample.
+    admitted_since: Arc<AtomicU64>,
 }
 
 impl Admission {
@@ -43,13 +47,21 @@ impl Admission {
         Admission {
             limit,
             in_flight: Arc::default(),
+            admitted_since: Arc::default(),
         }
     }
 
     /// Whether a new order may be placed now.
     pub fn check(&self) -> Result<(), Problem> {
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        if self.limit == 0 || in_flight < self.limit {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let in_flight = self
+            .in_flight
+            .load(Ordering::Relaxed)
+            .saturating_add(self.admitted_since.load(Ordering::Relaxed));
+        if in_flight < self.limit {
+            self.admitted_since.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         metrics::counter!("orders_refused_total", "reason" => "in_flight").increment(1);
@@ -72,9 +84,17 @@ impl Admission {
     pub async fn refresh(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
         let count: i64 = sqlx::query_scalar(IN_PROGRESS).fetch_one(pool).await?;
         let count = u64::try_from(count).unwrap_or_default();
-        self.in_flight.store(count, Ordering::Relaxed);
+        self.sampled(count);
         metrics::gauge!("orders_in_flight").set(count as f64);
         Ok(count)
+    }
+
+    /// Keeps a new count, which includes what this instance admitted before
+    /// it was taken (an order admitted while it ran is left out until the
+    /// next one).
+    fn sampled(&self, count: u64) {
+        self.in_flight.store(count, Ordering::Relaxed);
+        self.admitted_since.store(0, Ordering::Relaxed);
     }
 
     /// Samples every `every` until `stop`. A failed count keeps the last
@@ -124,21 +144,35 @@ mod tests {
     #[test]
     fn refuses_at_the_bound_and_admits_below_it() {
         let admission = Admission::new(2);
-        admission.in_flight.store(1, Ordering::Relaxed);
+        admission.sampled(1);
         assert!(admission.check().is_ok());
-        admission.in_flight.store(2, Ordering::Relaxed);
+        admission.sampled(2);
         let refused = admission.check().unwrap_err();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.kind, "/problems/overloaded");
         assert_eq!(refused.retry_after, Some(RETRY_AFTER));
-        admission.in_flight.store(1, Ordering::Relaxed);
+        admission.sampled(1);
         assert!(admission.check().is_ok());
+    }
+
+    #[test]
+    fn orders_admitted_since_the_last_sample_count_towards_the_bound() {
+        let admission = Admission::new(3);
+        admission.sampled(1);
+        assert!(admission.check().is_ok());
+        assert!(admission.check().is_ok());
+        assert!(
+            admission.check().is_err(),
+            "1 counted and 2 admitted since: the bound is reached before the next sample"
+        );
+        admission.sampled(1);
+        assert!(admission.check().is_ok(), "a new count starts again");
     }
 
     #[test]
     fn no_bound_admits_everything() {
         let admission = Admission::new(0);
-        admission.in_flight.store(u64::MAX, Ordering::Relaxed);
+        admission.sampled(u64::MAX);
         assert!(admission.check().is_ok());
     }
 }

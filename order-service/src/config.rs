@@ -38,7 +38,9 @@ pub struct Config {
     )]
     pub order_cancel_window: Option<Duration>,
     /// Most orders in progress (PENDING or RESERVED, over all instances)
-    /// before `POST /api/orders` refuses new ones with 503; 0: no bound.
+    /// before `POST /api/orders` refuses new ones with 503; 0: no bound. An
+    /// accepted order waits about this many orders over the throughput, so
+    /// the default is under a second of work on a small machine.
     pub order_max_in_flight: u64,
     /// How often the orders in progress are counted for that bound.
     #[serde(
@@ -58,7 +60,7 @@ impl ServiceConfig for Config {
             order_saga_deadline: Duration::from_secs(30),
             order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window: None,
-            order_max_in_flight: 5_000,
+            order_max_in_flight: 200,
             order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
         }
