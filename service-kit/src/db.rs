@@ -26,6 +26,12 @@ const CONNECT_RETRY_INITIAL: Duration = Duration::from_millis(200);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long a request waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection idle for longer is pinged before it is handed out (a
+/// database restarted meanwhile has closed it); one in steady use is not,
+/// which saves a round trip per transaction. A connection that broke within
+/// this window fails its statement like any other interruption: transient,
+/// retried by the consumer, a 503 over HTTP.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Connects to the database, creates the service's schema if needed and runs
 /// the migrations. Retries while the database is unreachable, up to
@@ -58,6 +64,15 @@ pub async fn connect(
     let pool = PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options.options([("search_path", schema.as_str())]))
         .await
         .context("opening the connection pool")?;
