@@ -31,7 +31,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::{Access, Admin, Authenticated, Authenticator, Caller};
 pub use extract::{page_limit, whole_number, JsonBody, OptionalJsonBody, QueryParams};
@@ -110,7 +110,15 @@ fn with_common_layers(routes: Router, service: &str) -> Router {
             Arc::<str>::from(service),
             crate::metrics::track_http,
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // A 5xx's cause is logged where it happens (a database
+                // error, with its chain); a line per failed response on top
+                // of that would be one ERROR line per refused order under
+                // overload. `/metrics` counts the responses by status.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
 async fn no_such_route() -> Problem {
