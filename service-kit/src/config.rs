@@ -587,25 +587,21 @@ pub fn load_from<T: Serialize + DeserializeOwned>(
     // the key (serde loses it inside the flattened struct).
     // The groups flattened into it lose the key again, so each is read on
     // its own before.
-    layered
-        .clone()
-        .try_deserialize::<KafkaConfig>()
-        .context("invalid configuration")?;
-    layered
-        .clone()
-        .try_deserialize::<OutboxConfig>()
-        .context("invalid configuration")?;
-    layered
-        .clone()
-        .try_deserialize::<ConsumerConfig>()
-        .context("invalid configuration")?;
-    layered
-        .clone()
-        .try_deserialize::<CommonConfig>()
-        .context("invalid configuration")?
+    read::<KafkaConfig>(&layered)?;
+    read::<OutboxConfig>(&layered)?;
+    read::<ConsumerConfig>(&layered)?;
+    read::<CommonConfig>(&layered)?
         .validate()
         .context("invalid configuration")?;
-    layered.try_deserialize().context("invalid configuration")
+    read(&layered)
+}
+
+/// `T` out of the layered settings (which may hold more than `T` reads).
+fn read<T: DeserializeOwned>(layered: &config::Config) -> anyhow::Result<T> {
+    layered
+        .clone()
+        .try_deserialize()
+        .context("invalid configuration")
 }
 
 #[cfg(test)]

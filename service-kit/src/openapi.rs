@@ -199,16 +199,22 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 /// The schema of a listing's `limit` query parameter: an integer from 1 to
-/// `max`, `default` when left out, the bounds [`crate::http::page_limit`]
-/// enforces when given the same two numbers.
-pub fn page_limit_schema(default: i64, max: i64) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .minimum(Some(1))
-        .maximum(Some(max))
-        .default(Some(default.into()))
-        .into()
+/// `MAX`, `DEFAULT` when left out, the bounds [`crate::http::page_limit`]
+/// enforces when given the same two numbers. A listing names it once,
+/// `type ListLimit = PageLimit<DEFAULT_LIMIT, MAX_LIMIT>;`, and documents
+/// the parameter as `inline(Option<ListLimit>)`.
+pub struct PageLimit<const DEFAULT: i64, const MAX: i64>;
+
+impl<const DEFAULT: i64, const MAX: i64> PartialSchema for PageLimit<DEFAULT, MAX> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .maximum(Some(MAX))
+            .default(Some(DEFAULT.into()))
+            .into()
+    }
 }
 
 /// Replaces the schema of parameter `name` of the operation `method path`

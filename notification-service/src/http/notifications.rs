@@ -6,8 +6,6 @@ use serde::Deserialize;
 use service_kit::http::{page_limit, Authenticated};
 use service_kit::{Problem, QueryParams};
 use shared_events::{OrderId, UserId};
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::RefOr;
 
 use super::AppState;
 use crate::db::{self, Notification};
@@ -16,14 +14,8 @@ use crate::db::{self, Notification};
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-/// The schema of `limit`: the bounds [`list`] enforces.
-struct ListLimit;
-
-impl utoipa::PartialSchema for ListLimit {
-    fn schema() -> RefOr<Schema> {
-        service_kit::openapi::page_limit_schema(DEFAULT_LIMIT, MAX_LIMIT)
-    }
-}
+/// The schema of `GET /api/notifications`' `limit`: the bounds [`list`] enforces.
+type ListLimit = service_kit::openapi::PageLimit<DEFAULT_LIMIT, MAX_LIMIT>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -254,13 +254,7 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
 /// The schema of `GET /api/orders`' `limit`: the bounds [`list`] enforces.
-struct ListLimit;
-
-impl utoipa::PartialSchema for ListLimit {
-    fn schema() -> RefOr<Schema> {
-        service_kit::openapi::page_limit_schema(DEFAULT_LIMIT, MAX_LIMIT)
-    }
-}
+type ListLimit = service_kit::openapi::PageLimit<DEFAULT_LIMIT, MAX_LIMIT>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
