@@ -215,7 +215,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         Some(path) if max > 0.0 => {
             stream += 1;
             match profile_busiest(&client, target, options, &steps, path, max / 2.0, stream).await {
-                Ok(flame) => flame,
+                Ok(flame) => Some(flame),
                 // Keep the figures; say why there is no picture.
                 Err(error) => {
                     let note = format!("no flame graph: {error:#}");
@@ -385,8 +385,8 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
 
 /// Samples the service with the most CPU per order over the open-loop
 /// `steps` while an unrecorded open-loop run at `rate` loads it, and writes
-/// its flame graph to `path`. `None` when no service's CPU was measured (a
-/// remote target).
+/// its flame graph to `path`. An error (the run's note says it) when no
+/// service's CPU was measured: a remote target's processes are out of reach.
 async fn profile_busiest(
     client: &Client,
     target: &Target,
@@ -395,7 +395,7 @@ async fn profile_busiest(
     path: &std::path::Path,
     rate: f64,
     stream: usize,
-) -> anyhow::Result<Option<profile::FlameGraph>> {
+) -> anyhow::Result<profile::FlameGraph> {
     let mut cost: BTreeMap<&str, f64> = BTreeMap::new();
     for step in steps.iter().filter(|step| step.mode == "open") {
         for process in &target.processes {
@@ -404,9 +404,10 @@ async fn profile_busiest(
             }
         }
     }
-    let Some((service, _)) = cost.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
-        return Ok(None);
-    };
+    let (service, _) = cost
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .context("no local service process to sample")?;
     let pid = target
         .processes
         .iter()
@@ -433,7 +434,7 @@ async fn profile_busiest(
         "  {cpu_seconds:.1} s of CPU sampled, wrote {}",
         path.display()
     ));
-    Ok(Some(profile::FlameGraph {
+    Ok(profile::FlameGraph {
         service: service.to_owned(),
         pid,
         offered_per_second: rate,
@@ -443,7 +444,7 @@ async fn profile_busiest(
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
-    }))
+    })
 }
 
 /// An open-loop run of `duration` at `rate`, cut into windows, sampling memory
