@@ -10,13 +10,18 @@
 //! own login ([`Kafka::connection_for`]). Services rely on that: a topic
 //! a client auto-creates first would get the broker's default partition count.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use local_infra::{ApacheKafka, ApacheKafkaOptions, KafkaSecurity, PostgresCluster, ServiceRole};
-use service_kit::config::Secret;
+use local_infra::{
+    ApacheKafka, ApacheKafkaOptions, KafkaSecurity, PostgresCluster, ServiceRole,
+    MOCK_CONSUMER_FETCH_WAIT,
+};
+use service_kit::config::{env_of, Secret};
 use service_kit::kafka::KafkaConnection;
+use service_kit::CommonConfig;
 use shared_events::topics::{Topics, DEFAULT_PARTITIONS};
 use sqlx::{Connection, PgConnection};
 
@@ -149,6 +154,19 @@ impl Kafka {
             },
             _ => KafkaConnection::plaintext(&self.bootstrap),
         }
+    }
+
+    /// The settings every client of this broker gets besides its connection:
+    /// on the embedded broker, the short fetch wait it needs
+    /// ([`MOCK_CONSUMER_FETCH_WAIT`]; the services' default of 500 ms suits a
+    /// real broker). A wait exported in devstack's own environment wins, so
+    /// runs can compare waits.
+    pub fn client_env(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let needed = match self.running {
+            RunningKafka::Embedded(_) => Some(MOCK_CONSUMER_FETCH_WAIT),
+            RunningKafka::Apache(_) | RunningKafka::External => None,
+        };
+        fetch_wait_env(needed, std::env::var_os(FETCH_WAIT_ENV).is_some())
     }
 
     /// How devstack's own tools connect (the benchmark's round trip): as
@@ -393,5 +411,51 @@ impl Database {
                 tracing::warn!("stopping PostgreSQL panicked");
             }
         }
+    }
+}
+
+/// The variable of the consumers' `fetch.wait.max.ms`.
+const FETCH_WAIT_ENV: &str = "KAFKA_FETCH_WAIT_MAX_MS";
+
+/// The fetch-wait setting a broker's clients get: `needed` unless the user
+/// `exported` one.
+fn fetch_wait_env(
+    needed: Option<Duration>,
+    exported: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    match needed {
+        Some(wait) if !exported => {
+            let mut config = CommonConfig::defaults("", 0, "");
+            config.kafka.fetch_wait_max = wait;
+            env_of(&config, &[FETCH_WAIT_ENV])
+        }
+        _ => Ok(BTreeMap::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_broker_clients_wait_briefly_unless_the_user_chose_a_wait() {
+        let embedded = fetch_wait_env(Some(MOCK_CONSUMER_FETCH_WAIT), false).unwrap();
+        assert_eq!(
+            embedded.get(FETCH_WAIT_ENV).map(String::as_str),
+            Some("10"),
+            "{embedded:?}"
+        );
+        assert!(fetch_wait_env(Some(MOCK_CONSUMER_FETCH_WAIT), true)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn real_broker_clients_keep_the_services_default_wait() {
+        assert!(fetch_wait_env(None, false).unwrap().is_empty());
+        assert_eq!(
+            CommonConfig::defaults("", 0, "").kafka.fetch_wait_max,
+            Duration::from_millis(500)
+        );
     }
 }

@@ -361,7 +361,7 @@ impl Stack {
 
 /// `instances`, each with its own credentials: a service's `DATABASE_URL`
 /// of its own role, and every program's Kafka connection (with
-/// `--kafka-sasl`, its own login).
+/// `--kafka-sasl`, its own login) with the settings its broker needs.
 fn with_own_credentials(
     instances: &[Instance],
     database: &Database,
@@ -377,6 +377,7 @@ fn with_own_credentials(
             instance
                 .env
                 .extend(kafka.connection_for(instance.service).env()?);
+            instance.env.extend(kafka.client_env()?);
             Ok(instance)
         })
         .collect()

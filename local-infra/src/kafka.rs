@@ -18,7 +18,11 @@
 //!   `session.timeout.ms` minus 1 s before reassigning partitions, even when
 //!   every member has already rejoined; a real broker finishes as soon as all
 //!   have. Clients with librdkafka's default 45 s session timeout therefore
-//!   stall for 44 s on every membership change.
+//!   stall for 44 s on every membership change;
+//! - a fetch on a quiet partition is held for the client's whole
+//!   `fetch.wait.max.ms` even when a message arrives meanwhile, where a real
+//!   broker answers at once; clients of the mock therefore use
+//!   [`MOCK_CONSUMER_FETCH_WAIT`], not the 500 ms that suits a real broker.
 
 use std::ffi::c_int;
 use std::time::Duration;
@@ -36,6 +40,12 @@ use rdkafka::ClientConfig;
 /// first assignment. A real broker defaults to 3 s to batch a rolling start; in
 /// a local stack every start would pay that, so we keep a token delay.
 pub const MOCK_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(100);
+
+/// The `fetch.wait.max.ms` for consumers of the mock. The mock answers a
+/// waiting fetch only when this time has run out, so every saga step waits up
+/// to this long; a real broker answers as soon as data arrives, and there a
+/// short wait only multiplies empty fetches (docs/BENCHMARKS.md measures both).
+pub const MOCK_CONSUMER_FETCH_WAIT: Duration = Duration::from_millis(10);
 
 /// Kafka's usual replication factor; capped by the broker count.
 const MAX_REPLICATION_FACTOR: i32 = 3;

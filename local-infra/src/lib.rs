@@ -52,7 +52,7 @@ pub use apache_kafka::{
     ApacheKafka, ApacheKafkaOptions, KafkaSecurity, DEFAULT_HEAP_MB, STOP_TIMEOUT,
 };
 pub use apache_kafka_security::{KafkaCredentials, ADMIN_USER as KAFKA_ADMIN_USER};
-pub use kafka::{EmbeddedKafka, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
+pub use kafka::{EmbeddedKafka, MOCK_CONSUMER_FETCH_WAIT, MOCK_GROUP_INITIAL_REBALANCE_DELAY};
 pub use kafka_runtime::KafkaRuntime;
 pub use postgres::{free_port, PostgresCluster, DEAD_CLIENT_SETTINGS};
 pub use service_roles::{apply_service_roles, service_roles, ServiceRole, INIT_SQL};

@@ -9,10 +9,14 @@
 //!   test that stops or pauses its broker asks for one of its own.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::{ApacheKafka, ApacheKafkaOptions, EmbeddedKafka, KafkaCredentials, KafkaSecurity};
+use crate::{
+    ApacheKafka, ApacheKafkaOptions, EmbeddedKafka, KafkaCredentials, KafkaSecurity,
+    MOCK_CONSUMER_FETCH_WAIT,
+};
 
 /// The environment variable that picks the broker.
 pub const TEST_KAFKA_ENV: &str = "TEST_KAFKA";
@@ -131,6 +135,15 @@ impl TestKafka {
         match self {
             Self::Embedded(_) => "embedded",
             Self::SharedApache(_) | Self::OwnApache(_) => "apache",
+        }
+    }
+
+    /// The `fetch.wait.max.ms` this broker's consumers need, where it differs
+    /// from the services' default: the mock's [`MOCK_CONSUMER_FETCH_WAIT`].
+    pub fn consumer_fetch_wait(&self) -> Option<Duration> {
+        match self {
+            Self::Embedded(_) => Some(MOCK_CONSUMER_FETCH_WAIT),
+            Self::SharedApache(_) | Self::OwnApache(_) => None,
         }
     }
 

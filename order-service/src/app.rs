@@ -33,7 +33,8 @@ impl Application {
             &config.common.database_schema,
             config.live.order_live_max_subscribers,
         );
-        let admission = Admission::new(config.order_max_in_flight);
+        let admission =
+            Admission::new(config.order_max_in_flight, config.order_max_in_progress_age);
         let routes = http::router(AppState {
             pool: infra.pool.clone(),
             outbox: infra.outbox.clone(),

@@ -40,9 +40,17 @@ pub struct Config {
     /// Most orders in progress (PENDING or RESERVED, over all instances)
     /// before `POST /api/orders` refuses new ones with 503; 0: no bound. An
     /// accepted order waits about this many orders over the throughput, so
-    /// the default is under a second of work on a small machine.
+    /// this is a backstop; the age bound below adapts to the machine.
     pub order_max_in_flight: u64,
-    /// How often the orders in progress are counted for that bound.
+    /// Longest the median order in progress may have waited before
+    /// `POST /api/orders` refuses new ones with 503 (see `admission`); an
+    /// accepted order then waits about twice this. Zero: no bound.
+    #[serde(
+        rename = "order_max_in_progress_age_ms",
+        with = "service_kit::config::millis"
+    )]
+    pub order_max_in_progress_age: Duration,
+    /// How often the orders in progress are read for those bounds.
     #[serde(
         rename = "order_admission_sample_ms",
         with = "service_kit::config::millis"
@@ -61,6 +69,7 @@ impl ServiceConfig for Config {
             order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window: None,
             order_max_in_flight: 200,
+            order_max_in_progress_age: Duration::from_millis(300),
             order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
         }

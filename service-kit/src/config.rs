@@ -229,8 +229,11 @@ pub struct KafkaConfig {
     #[serde(rename = "kafka_statistics_interval_ms", with = "millis")]
     pub statistics_interval: Duration,
     /// How long the broker may hold a consumer's fetch request while it has no
-    /// new message (librdkafka's `fetch.wait.max.ms`, 500 by default). Every
-    /// saga step waits up to this long on a quiet partition, so it is short.
+    /// new message (librdkafka's `fetch.wait.max.ms`). A real broker answers a
+    /// waiting fetch as soon as data arrives, so a long wait costs no latency
+    /// and spares the broker empty fetches; the embedded development broker
+    /// holds every fetch this long, so devstack and the tests give its
+    /// clients 10 ms (`local_infra::MOCK_CONSUMER_FETCH_WAIT`).
     #[serde(rename = "kafka_fetch_wait_max_ms", with = "millis")]
     pub fetch_wait_max: Duration,
     /// How long the producer waits to fill a batch before sending
@@ -298,7 +301,7 @@ impl CommonConfig {
                 session_timeout: Duration::from_secs(10),
                 message_timeout: Duration::from_secs(30),
                 statistics_interval: Duration::from_secs(5),
-                fetch_wait_max: Duration::from_millis(10),
+                fetch_wait_max: Duration::from_millis(500),
                 linger: Duration::ZERO,
             },
             topic_order_created: topics::ORDER_CREATED.to_owned(),

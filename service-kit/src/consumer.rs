@@ -441,7 +441,7 @@ fn event_span(event: &Envelope, traceparent: Option<&str>) -> tracing::Span {
 /// The unit of work the consumer loop commits for one event, in one
 /// transaction under the order's lock: the inbox row, the handler's effect,
 /// and the caused events in the outbox. Returns the caused events, or `None`
-/// for a duplicate (nothing was written).
+/// for a duplicate (nothing was written). Runs in the caller's event span.
 async fn apply<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
@@ -449,13 +449,12 @@ async fn apply<H: EventHandler>(
     source: &Source<'_>,
     event: &Envelope,
 ) -> Result<Option<Vec<Envelope>>, HandlerError> {
-    let mut tx = outbox.begin(pool).await?;
-    crate::db::lock_keys(&mut tx, &[event.order_id.as_str()]).await?;
-    let caused = apply_in(&mut tx, handler, outbox, source, event).await?;
-    if caused.is_some() {
-        outbox.commit(tx).await?;
-    }
-    Ok(caused)
+    let mut applied =
+        apply_in_one_transaction(pool, handler, outbox, &[(*source, event)], |_, _| {
+            tracing::Span::current()
+        })
+        .await?;
+    Ok(applied.pop().flatten())
 }
 
 /// What the consumer loop commits for several waiting messages, in one
@@ -472,54 +471,95 @@ pub async fn apply_batch<H: EventHandler>(
     outbox: &Outbox,
     events: &[(Source<'_>, &Envelope)],
 ) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
+    apply_in_one_transaction(pool, handler, outbox, events, |source, event| {
+        event_span(event, source.traceparent)
+    })
+    .await
+}
+
+/// [`apply`] and [`apply_batch`]: the orders' locks, then every event's
+/// inbox row in one statement, then each new event's effect in `span_of` it,
+/// then all the caused events in the outbox in one statement, and the
+/// commit. The round trips a batch costs are therefore its handlers' own
+/// plus four, however many events it holds.
+async fn apply_in_one_transaction<H: EventHandler>(
+    pool: &PgPool,
+    handler: &H,
+    outbox: &Outbox,
+    events: &[(Source<'_>, &Envelope)],
+    span_of: impl Fn(&Source<'_>, &Envelope) -> tracing::Span,
+) -> Result<Vec<Option<Vec<Envelope>>>, HandlerError> {
     let mut tx = outbox.begin(pool).await?;
     let orders: Vec<&str> = events.iter().map(|(_, e)| e.order_id.as_str()).collect();
     crate::db::lock_keys(&mut tx, &orders).await?;
-    let mut applied = Vec::with_capacity(events.len());
-    for (source, event) in events {
-        let span = event_span(event, source.traceparent);
-        applied.push(
-            apply_in(&mut tx, handler, outbox, source, event)
-                .instrument(span)
-                .await?,
-        );
+    let fresh = record_in_inbox(&mut tx, events).await?;
+    // Per event: what it caused and the trace context that goes with it.
+    let mut applied: Vec<Option<(Vec<Envelope>, Option<String>)>> =
+        Vec::with_capacity(events.len());
+    for ((source, event), fresh) in events.iter().zip(fresh) {
+        if !fresh {
+            applied.push(None);
+            continue;
+        }
+        let span = span_of(source, event);
+        let caused = handler
+            .handle(&mut tx, event)
+            .instrument(span.clone())
+            .await?;
+        let traceparent = span.in_scope(trace_context::current_traceparent);
+        applied.push(Some((caused, traceparent)));
     }
+    let outgoing: Vec<(&Envelope, Option<&str>)> = applied
+        .iter()
+        .flatten()
+        .flat_map(|(caused, traceparent)| {
+            caused
+                .iter()
+                .map(move |event| (event, traceparent.as_deref()))
+        })
+        .collect();
+    outbox.enqueue_all(&mut tx, &outgoing).await?;
     outbox.commit(tx).await?;
-    Ok(applied)
+    Ok(applied
+        .into_iter()
+        .map(|applied| applied.map(|(caused, _)| caused))
+        .collect())
 }
 
-/// [`apply`] inside the caller's transaction, which it does not commit; the
-/// caller holds the order's lock.
-async fn apply_in<H: EventHandler>(
+/// Records `events` in the inbox in one statement; for each, whether it is
+/// new. One seen before, or a second time in `events`, is not.
+async fn record_in_inbox(
     tx: &mut OutboxTx,
-    handler: &H,
-    outbox: &Outbox,
-    source: &Source<'_>,
-    event: &Envelope,
-) -> Result<Option<Vec<Envelope>>, HandlerError> {
-    let fresh = sqlx::query(
+    events: &[(Source<'_>, &Envelope)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = events.iter().map(|(_, event)| event.event_id).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|(_, event)| event.event_type().as_str())
+        .collect();
+    let orders: Vec<&str> = events
+        .iter()
+        .map(|(_, event)| event.order_id.as_str())
+        .collect();
+    let topics: Vec<&str> = events.iter().map(|(source, _)| source.topic).collect();
+    let partitions: Vec<i32> = events.iter().map(|(source, _)| source.partition).collect();
+    let offsets: Vec<i64> = events.iter().map(|(source, _)| source.offset).collect();
+    let recorded: Vec<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO inbox (event_id, event_type, order_id, topic, kafka_partition, kafka_offset)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (event_id) DO NOTHING",
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
     )
-    .bind(event.event_id)
-    .bind(event.event_type().as_str())
-    .bind(event.order_id.as_str())
-    .bind(source.topic)
-    .bind(source.partition)
-    .bind(source.offset)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !fresh {
-        return Ok(None);
-    }
-    let caused = handler.handle(tx, event).await?;
-    for follow_up in &caused {
-        outbox.enqueue(tx, follow_up).await?;
-    }
-    Ok(Some(caused))
+    .bind(&ids)
+    .bind(types)
+    .bind(orders)
+    .bind(topics)
+    .bind(partitions)
+    .bind(offsets)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut recorded: std::collections::HashSet<uuid::Uuid> = recorded.into_iter().collect();
+    Ok(ids.iter().map(|id| recorded.remove(id)).collect())
 }
 
 #[cfg(test)]

@@ -126,17 +126,50 @@ impl Outbox {
     /// Writes `event` to the outbox as part of `tx`, on its event type's
     /// topic, with the trace context of the current span.
     pub async fn enqueue(&self, tx: &mut OutboxTx, event: &Envelope) -> Result<(), sqlx::Error> {
-        let event_type = event.event_type();
+        let traceparent = trace_context::current_traceparent();
+        self.enqueue_all(tx, &[(event, traceparent.as_deref())])
+            .await
+    }
+
+    /// Writes `events` to the outbox as part of `tx`, in their order and in
+    /// one statement, each on its event type's topic with the trace context
+    /// beside it (the consumer writes a whole batch's caused events at once).
+    pub async fn enqueue_all(
+        &self,
+        tx: &mut OutboxTx,
+        events: &[(&Envelope, Option<&str>)],
+    ) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (caused, traceparents): (Vec<&Envelope>, Vec<Option<&str>>) =
+            events.iter().copied().unzip();
+        let ids: Vec<uuid::Uuid> = caused.iter().map(|event| event.event_id).collect();
+        let topics: Vec<&str> = caused
+            .iter()
+            .map(|event| self.0.topics.for_event(event.event_type()))
+            .collect();
+        let keys: Vec<&str> = caused.iter().map(|event| event.order_id.as_str()).collect();
+        let types: Vec<&str> = caused
+            .iter()
+            .map(|event| event.event_type().as_str())
+            .collect();
+        let payloads: Vec<Vec<u8>> = caused.iter().map(|event| event.to_json()).collect();
+        // Serial ids follow the rows' order, which the relay publishes in.
         sqlx::query(
             "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT event_id, topic, message_key, event_type, payload, traceparent
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+                    WITH ORDINALITY
+                    AS caused (event_id, topic, message_key, event_type, payload, traceparent, position)
+              ORDER BY position",
         )
-        .bind(event.event_id)
-        .bind(self.0.topics.for_event(event_type))
-        .bind(event.order_id.as_str())
-        .bind(event_type.as_str())
-        .bind(event.to_json())
-        .bind(trace_context::current_traceparent())
+        .bind(ids)
+        .bind(topics)
+        .bind(keys)
+        .bind(types)
+        .bind(payloads)
+        .bind(traceparents)
         .execute(&mut **tx)
         .await?;
         tx.enqueued = true;

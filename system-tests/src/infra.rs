@@ -130,6 +130,9 @@ impl Infra {
         {
             secured_connection(&self.kafka_bootstrap, &login).apply_to(&mut c);
         }
+        if let Some(wait) = self.kafka.as_ref().and_then(TestKafka::consumer_fetch_wait) {
+            c.kafka.fetch_wait_max = wait;
+        }
         c.kafka.replication_factor = self.replication_factor;
         c.kafka.group_id = format!("{}{}", c.kafka.group_id, self.group_suffix);
         c.set_topics(&self.topics);

@@ -88,6 +88,8 @@ pub struct StackOptions {
     pub own_kafka_nodes: Option<usize>,
     /// order-service's admission bound (`ORDER_MAX_IN_FLIGHT`).
     pub max_orders_in_flight: u64,
+    /// order-service's age bound (`ORDER_MAX_IN_PROGRESS_AGE_MS`); zero: none.
+    pub max_in_progress_age: Duration,
     /// Every service checks bearer tokens (`AUTH_MODE=jwt`); `None`: auth off.
     pub auth: Option<StackAuth>,
     /// Every service limits each client's writes (`RATE_LIMIT_PER_SECOND`,
@@ -178,6 +180,7 @@ impl Default for StackOptions {
             outbox_poll_interval: CommonConfig::defaults("", 0, "").outbox.poll_interval,
             own_kafka_nodes: None,
             max_orders_in_flight: order_service::Config::defaults().order_max_in_flight,
+            max_in_progress_age: order_service::Config::defaults().order_max_in_progress_age,
             auth: None,
             rate_limit: None,
             secured_kafka: false,
@@ -221,6 +224,7 @@ impl StackConfigs {
         order.order_deadline_check_interval = SWEEP_INTERVAL;
         order.order_cancel_window = options.cancel_window_secs.map(Duration::from_secs);
         order.order_max_in_flight = options.max_orders_in_flight;
+        order.order_max_in_progress_age = options.max_in_progress_age;
         let mut inventory = inventory_service::Config::defaults();
         inventory.common = common("inventory-service", inventory_service::config::SCHEMA);
         inventory.inventory_seed_demo_catalog = false;

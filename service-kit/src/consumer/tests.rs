@@ -327,6 +327,24 @@ async fn a_batch_with_a_bad_event_applies_every_good_one_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holding_an_event_twice_applies_it_once() {
+    let mut harness = Harness::new("twice_in_batch").await;
+    // Both deliveries wait before the consumer starts: one batch.
+    let event = harness.publish("doubled-1").await;
+    harness
+        .publish_raw("doubled-1", &event.to_json(), &event.event_id.to_string())
+        .await;
+    harness.publish("single-1").await;
+    harness.start(10);
+    harness.wait_until_done(2).await;
+    assert_eq!(harness.effects("doubled-1").await, 1);
+    assert_eq!(harness.recorder.calls("doubled-1"), 1);
+    assert_eq!(harness.effects("single-1").await, 1);
+    assert_eq!(*harness.positions.lock().unwrap(), [0, 1, 2]);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_waits_for_the_broker_and_the_offset_for_the_dead_letter() {
     let mut harness = Harness::new("unreachable").await;
     harness.publish("poison-3").await;
