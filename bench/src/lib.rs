@@ -22,6 +22,7 @@ pub mod load;
 pub mod machine;
 pub mod profile;
 pub mod report;
+pub mod statements;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -211,21 +212,22 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         track_peak(&mut peak, &target.processes);
     }
 
-    let flame_graph = match &options.flame_graph {
+    let (flame_graph, postgres_statements) = match &options.flame_graph {
         Some(path) if max > 0.0 => {
             stream += 1;
             match profile_busiest(&client, target, options, &steps, path, max / 2.0, stream).await {
-                Ok(flame) => Some(flame),
-                // Keep the figures; say why there is no picture.
-                Err(error) => {
-                    let note = format!("no flame graph: {error:#}");
-                    progress(&note);
-                    notes.push(note);
-                    None
-                }
+                Ok(profiled) => (
+                    kept(&mut notes, "flame graph", profiled.flame),
+                    kept(
+                        &mut notes,
+                        "Postgres statement profile",
+                        profiled.statements,
+                    ),
+                ),
+                Err(error) => (kept(&mut notes, "flame graph", Err(error)), None),
             }
         }
-        _ => None,
+        _ => (None, None),
     };
 
     // The limit right after the steps whose maximum it is compared with, on
@@ -357,6 +359,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
         memory,
         soak,
         flame_graph,
+        postgres_statements,
         goals: Vec::new(),
         notes,
     };
@@ -383,10 +386,31 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// `result`'s value; an error becomes a note saying why `what` is missing, and
+/// the run goes on with its figures.
+fn kept<T>(notes: &mut Vec<String>, what: &str, result: anyhow::Result<T>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(error) => {
+            let note = format!("no {what}: {error:#}");
+            progress(&note);
+            notes.push(note);
+            None
+        }
+    }
+}
+
+/// What the profiled run gave: either part may be missing, for its own reason.
+struct Profiled {
+    flame: anyhow::Result<profile::FlameGraph>,
+    statements: anyhow::Result<statements::StatementProfile>,
+}
+
 /// Samples the service with the most CPU per order over the open-loop
 /// `steps` while an unrecorded open-loop run at `rate` loads it, and writes
-/// its flame graph to `path`. An error (the run's note says it) when no
-/// service's CPU was measured: a remote target's processes are out of reach.
+/// its flame graph to `path`; Postgres' statement counters cover the same
+/// run. An error (the run's note says it) when no service's CPU was
+/// measured: a remote target's processes are out of reach.
 async fn profile_busiest(
     client: &Client,
     target: &Target,
@@ -395,7 +419,7 @@ async fn profile_busiest(
     path: &std::path::Path,
     rate: f64,
     stream: usize,
-) -> anyhow::Result<profile::FlameGraph> {
+) -> anyhow::Result<Profiled> {
     let mut cost: BTreeMap<&str, f64> = BTreeMap::new();
     for step in steps.iter().filter(|step| step.mode == "open") {
         for process in &target.processes {
@@ -418,33 +442,45 @@ async fn profile_busiest(
         "profiling {service} (pid {pid}) at {rate:.1} orders/s for {}s",
         options.profile.as_secs()
     ));
+    let counting = match &target.database_url {
+        Some(url) => statements::reset(url).await.map(|()| url.as_str()),
+        None => Err(anyhow::anyhow!("no database URL given")),
+    };
     let (sent, script) = tokio::join!(
         client.open_loop(rate, options.profile, 1, stream),
         profile::record(pid, options.profile)
     );
     client.collect(&sent.placed, options.drain_timeout).await?;
     client.wait_until_idle(options.drain_timeout).await?;
+    let statements = match counting {
+        Ok(url) => statements::read(url, sent.placed.len()).await,
+        Err(error) => Err(error),
+    };
     let title = format!(
         "{service} at {rate:.0} orders/s on {} ({}s of CPU-clock samples)",
         target.broker,
         options.profile.as_secs()
     );
-    let cpu_seconds = profile::write(path, &script?, &title)?;
-    progress(&format!(
-        "  {cpu_seconds:.1} s of CPU sampled, wrote {}",
-        path.display()
-    ));
-    Ok(profile::FlameGraph {
-        service: service.to_owned(),
-        pid,
-        offered_per_second: rate,
-        seconds: options.profile.as_secs_f64(),
-        cpu_seconds,
-        file: path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    })
+    let flame = script
+        .and_then(|script| profile::write(path, &script, &title))
+        .map(|cpu_seconds| {
+            progress(&format!(
+                "  {cpu_seconds:.1} s of CPU sampled, wrote {}",
+                path.display()
+            ));
+            profile::FlameGraph {
+                service: service.to_owned(),
+                pid,
+                offered_per_second: rate,
+                seconds: options.profile.as_secs_f64(),
+                cpu_seconds,
+                file: path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            }
+        });
+    Ok(Profiled { flame, statements })
 }
 
 /// An open-loop run of `duration` at `rate`, cut into windows, sampling memory

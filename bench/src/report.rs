@@ -55,6 +55,8 @@ pub struct Report {
     pub soak: Option<Soak>,
     /// The busiest service's flame graph, if one was drawn.
     pub flame_graph: Option<crate::profile::FlameGraph>,
+    /// Postgres' statements over the flame graph's run, most expensive first.
+    pub postgres_statements: Option<crate::statements::StatementProfile>,
     pub goals: Vec<Goal>,
     /// Why a part was not measured (e.g. no database URL for a remote target).
     pub notes: Vec<String>,
@@ -523,6 +525,14 @@ impl Report {
                 flame.cpu_seconds,
                 flame.service,
                 flame.file
+            );
+        }
+        if let Some(statements) = &self.postgres_statements {
+            let _ = writeln!(
+                out,
+                "\nPostgres during that run (`pg_stat_statements`, {} orders): the statements by execution time per order, over every service's roles. Execution only: the time a statement waits for its client or the network is not in it.\n\n{}",
+                statements.orders,
+                statements.markdown()
             );
         }
         out

@@ -16,12 +16,14 @@
 //! deletes the directory; for a persistent one it stops the server cleanly
 //! (`pg_ctl stop -m fast`) and keeps the data.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -179,6 +181,15 @@ struct PgBinaries {
 }
 
 impl PgBinaries {
+    /// Whether the server has the `pg_stat_statements` module (Debian ships
+    /// it with the server, in the `lib` directory beside `bin`).
+    fn has_statement_statistics(&self) -> bool {
+        self.pg_ctl
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|root| root.join("lib/pg_stat_statements.so").is_file())
+    }
+
     /// Looks in `pg_config --bindir`, then next to `initdb` on `PATH`, then in
     /// the Debian layout (newest version first); a directory counts only if it
     /// has all of [`SERVER_BINARIES`] (`pg_config` may come from a client-only
@@ -670,6 +681,11 @@ impl PostgresCluster {
         for (name, value) in self.durability.settings() {
             options.push_str(&format!(" -c {name}={value}"));
         }
+        if self.durability == Durability::Durable && self.binaries.has_statement_statistics() {
+            // Per-statement counters for `devstack bench`'s Postgres profile;
+            // they cost little and need loading at start.
+            options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
         if self.placement.is_some() {
             for (name, value) in DEAD_CLIENT_SETTINGS {
                 options.push_str(&format!(" -c {name}={value}"));
@@ -836,13 +852,28 @@ fn ensure_port_is_free(port: u16) -> anyhow::Result<()> {
 }
 
 /// A loopback port that was free a moment ago: bind port 0, read what the
-/// kernel chose, close. The caller must cope with losing a race for it.
+/// kernel chose, close. Never one this process handed out before: a server
+/// of ours stopped for a moment (a restart, a killed node) keeps its port,
+/// and a cluster started meanwhile must not be given it. A race with other
+/// processes remains for the caller to cope with.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((LISTEN_ADDRESS, 0)).context("finding a free port")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the free port's number")?
-        .port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const ATTEMPTS: usize = 100;
+    for _ in 0..ATTEMPTS {
+        let listener = TcpListener::bind((LISTEN_ADDRESS, 0)).context("finding a free port")?;
+        let port = listener
+            .local_addr()
+            .context("reading the free port's number")?
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return Ok(port);
+        }
+    }
+    bail!("{ATTEMPTS} free ports in a row had been handed out before")
 }
 
 #[cfg(test)]

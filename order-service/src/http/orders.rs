@@ -150,7 +150,7 @@ impl CreateOrder {
         (status = 409, description = "The orderId exists with a different userId or items", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable for the moment, or too many orders are in progress (`type` `/problems/overloaded`, nothing stored); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The database is unavailable for the moment, or the saga backlog is too large or too old (`type` `/problems/overloaded`, nothing stored); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 #[tracing::instrument(skip_all, fields(order_id))]
