@@ -57,6 +57,9 @@ pub struct Target {
     /// The broker the services use (with a login that may create a scratch
     /// topic); without it the round trip is skipped.
     pub kafka: Option<service_kit::kafka::KafkaConnection>,
+    /// The consumers' fetch wait (`KAFKA_FETCH_WAIT_MAX_MS`) the services
+    /// run with; the round trip's consumer uses it too.
+    pub consumer_fetch_wait: Duration,
     /// Local service processes; empty for a remote target (memory not reported).
     pub processes: Vec<Process>,
     /// Which broker the services use, as the report names it (e.g.
@@ -289,7 +292,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<Report> {
     let broker = match &target.kafka {
         Some(connection) => {
             progress("broker round trip");
-            match limit::broker(connection, &run_id).await {
+            match limit::broker(connection, target.consumer_fetch_wait, &run_id).await {
                 Ok(broker) => Some(broker),
                 Err(error) => {
                     let note = format!("the broker round trip failed: {error:#}");

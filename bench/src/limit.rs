@@ -651,9 +651,11 @@ async fn unsent(pool: &PgPool) -> anyhow::Result<i64> {
 }
 
 /// Times [`ROUND_TRIPS`] messages, one at a time, from produce to consume on
-/// a scratch topic, with the producer and consumer settings the services use.
+/// a scratch topic, with the producer and consumer settings the services use
+/// (their defaults and `fetch_wait`).
 pub async fn broker(
     connection: &service_kit::kafka::KafkaConnection,
+    fetch_wait: Duration,
     run_id: &str,
 ) -> anyhow::Result<BrokerLimit> {
     let topic = format!("{run_id}-round-trip");
@@ -663,6 +665,7 @@ pub async fn broker(
     let mut config = CommonConfig::defaults("bench", 0, "bench");
     connection.apply_to(&mut config);
     config.kafka.group_id = format!("{run_id}-round-trip");
+    config.kafka.fetch_wait_max = fetch_wait;
     let producer: EventProducer = service_kit::kafka::producer(&config)?;
     // The first message creates the topic (on brokers that create on first
     // use) and waits for the group: not timed.

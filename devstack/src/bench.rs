@@ -51,6 +51,9 @@ pub async fn run_remote(cli: &Cli, args: &BenchArgs, order_url: &str) -> anyhow:
             .kafka_bootstrap
             .as_deref()
             .map(service_kit::kafka::KafkaConnection::plaintext),
+        consumer_fetch_wait: service_kit::CommonConfig::defaults("", 0, "")
+            .kafka
+            .fetch_wait_max,
         processes: Vec::new(),
         broker: cli
             .kafka_bootstrap
@@ -190,6 +193,7 @@ pub async fn run_local(
         },
         database_url: Some(database.url.clone()),
         kafka: Some(kafka.admin_connection()),
+        consumer_fetch_wait: kafka.services_fetch_wait()?,
         processes: pids
             .into_iter()
             .map(|(service, pid)| Process { service, pid })

@@ -157,16 +157,23 @@ impl Kafka {
     }
 
     /// The settings every client of this broker gets besides its connection:
-    /// on the embedded broker, the short fetch wait it needs
-    /// ([`MOCK_CONSUMER_FETCH_WAIT`]; the services' default of 500 ms suits a
-    /// real broker). A wait exported in devstack's own environment wins, so
-    /// runs can compare waits.
+    /// the consumers' fetch wait ([`Kafka::services_fetch_wait`]).
     pub fn client_env(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut config = CommonConfig::defaults("", 0, "");
+        config.kafka.fetch_wait_max = self.services_fetch_wait()?;
+        env_of(&config, &[FETCH_WAIT_ENV])
+    }
+
+    /// The consumers' fetch wait: one exported in devstack's own environment
+    /// (so runs can compare waits), else the short one the embedded broker
+    /// needs ([`MOCK_CONSUMER_FETCH_WAIT`]), else the services' default,
+    /// which suits a real broker.
+    pub fn services_fetch_wait(&self) -> anyhow::Result<Duration> {
         let needed = match self.running {
             RunningKafka::Embedded(_) => Some(MOCK_CONSUMER_FETCH_WAIT),
             RunningKafka::Apache(_) | RunningKafka::External => None,
         };
-        fetch_wait_env(needed, std::env::var_os(FETCH_WAIT_ENV).is_some())
+        fetch_wait(std::env::var(FETCH_WAIT_ENV).ok().as_deref(), needed)
     }
 
     /// How devstack's own tools connect (the benchmark's round trip): as
@@ -417,20 +424,17 @@ impl Database {
 /// The variable of the consumers' `fetch.wait.max.ms`.
 const FETCH_WAIT_ENV: &str = "KAFKA_FETCH_WAIT_MAX_MS";
 
-/// The fetch-wait setting a broker's clients get: `needed` unless the user
-/// `exported` one.
-fn fetch_wait_env(
-    needed: Option<Duration>,
-    exported: bool,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    match needed {
-        Some(wait) if !exported => {
-            let mut config = CommonConfig::defaults("", 0, "");
-            config.kafka.fetch_wait_max = wait;
-            env_of(&config, &[FETCH_WAIT_ENV])
-        }
-        _ => Ok(BTreeMap::new()),
+/// The fetch wait of [`Kafka::services_fetch_wait`]: `exported` (in
+/// milliseconds), else `needed`, else the services' default.
+fn fetch_wait(exported: Option<&str>, needed: Option<Duration>) -> anyhow::Result<Duration> {
+    if let Some(millis) = exported {
+        let millis: u64 = millis
+            .trim()
+            .parse()
+            .with_context(|| format!("{FETCH_WAIT_ENV}={millis:?}: expected milliseconds"))?;
+        return Ok(Duration::from_millis(millis));
     }
+    Ok(needed.unwrap_or_else(|| CommonConfig::defaults("", 0, "").kafka.fetch_wait_max))
 }
 
 #[cfg(test)]
@@ -439,23 +443,20 @@ mod tests {
 
     #[test]
     fn embedded_broker_clients_wait_briefly_unless_the_user_chose_a_wait() {
-        let embedded = fetch_wait_env(Some(MOCK_CONSUMER_FETCH_WAIT), false).unwrap();
         assert_eq!(
-            embedded.get(FETCH_WAIT_ENV).map(String::as_str),
-            Some("10"),
-            "{embedded:?}"
+            fetch_wait(None, Some(MOCK_CONSUMER_FETCH_WAIT)).unwrap(),
+            Duration::from_millis(10)
         );
-        assert!(fetch_wait_env(Some(MOCK_CONSUMER_FETCH_WAIT), true)
-            .unwrap()
-            .is_empty());
+        assert_eq!(
+            fetch_wait(Some("250"), Some(MOCK_CONSUMER_FETCH_WAIT)).unwrap(),
+            Duration::from_millis(250)
+        );
+        let wrong = fetch_wait(Some("soon"), None).unwrap_err().to_string();
+        assert!(wrong.contains(FETCH_WAIT_ENV), "{wrong}");
     }
 
     #[test]
     fn real_broker_clients_keep_the_services_default_wait() {
-        assert!(fetch_wait_env(None, false).unwrap().is_empty());
-        assert_eq!(
-            CommonConfig::defaults("", 0, "").kafka.fetch_wait_max,
-            Duration::from_millis(500)
-        );
+        assert_eq!(fetch_wait(None, None).unwrap(), Duration::from_millis(500));
     }
 }

@@ -69,7 +69,7 @@ impl ServiceConfig for Config {
             order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window: None,
             order_max_in_flight: 200,
-            order_max_in_progress_age: Duration::from_millis(300),
+            order_max_in_progress_age: Duration::from_millis(200),
             order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
         }
