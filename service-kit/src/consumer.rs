@@ -481,7 +481,7 @@ pub async fn apply_batch<H: EventHandler>(
 /// inbox row in one statement, then each new event's effect in `span_of` it,
 /// then all the caused events in the outbox in one statement, and the
 /// commit. The round trips a batch costs are therefore its handlers' own
-/// plus four, however many events it holds.
+/// plus five (with BEGIN), however many events it holds.
 async fn apply_in_one_transaction<H: EventHandler>(
     pool: &PgPool,
     handler: &H,

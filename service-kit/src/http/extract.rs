@@ -250,6 +250,11 @@ mod tests {
         assert_eq!(count(r#"{"n": 7}"#), Ok(7));
         assert_eq!(count(r#"{"n": -7}"#), Ok(-7));
         assert_eq!(count(r#"{"n": 9994302.0}"#), Ok(9_994_302));
+        // Parsed a quarter off without correct rounding, as the API fuzzer found.
+        assert_eq!(
+            count(r#"{"n": 2167683960340663.0}"#),
+            Ok(2_167_683_960_340_663)
+        );
         assert_eq!(count(r#"{"n": 1e3}"#), Ok(1000));
         assert_eq!(count(r#"{"n": -0.0}"#), Ok(0));
         assert_eq!(count(r#"{"n": 9223372036854775807}"#), Ok(i64::MAX));
