@@ -11,8 +11,8 @@
 //! - **count** (`ORDER_MAX_IN_FLIGHT`): a request reads the last count plus
 //!   the orders this instance admitted since, so a burst between two samples
 //!   cannot overshoot by more than the other instances admit meanwhile;
-//! - **age** (`ORDER_MAX_IN_PROGRESS_AGE_MS`): the median order in progress
-//!   has waited longer than that. It adapts to the machine: whatever the
+//! - **age** (`ORDER_MAX_IN_PROGRESS_AGE_MS`, off by default): the median
+//!   order in progress has waited longer than that. It adapts to the machine: whatever the
 //!   throughput, an accepted order waits about twice the bound. The median,
 //!   not the oldest, and only once [`AGE_BOUND_MIN_IN_PROGRESS`] orders are
 //!   in progress, so a few stuck orders (waiting for their deadline) do not

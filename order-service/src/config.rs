@@ -44,7 +44,11 @@ pub struct Config {
     pub order_max_in_flight: u64,
     /// Longest the median order in progress may have waited before
     /// `POST /api/orders` refuses new ones with 503 (see `admission`); an
-    /// accepted order then waits about twice this. Zero: no bound.
+    /// accepted order then waits about twice this. Zero (the default): no
+    /// bound, because any stall of the saga (a consumer group rebalancing
+    /// when an instance joins or dies, an outage) also ages the backlog, and
+    /// with a bound of a fraction of a second that refuses orders for its
+    /// length.
     #[serde(
         rename = "order_max_in_progress_age_ms",
         with = "service_kit::config::millis"
@@ -69,7 +73,7 @@ impl ServiceConfig for Config {
             order_deadline_check_interval: Duration::from_secs(1),
             order_cancel_window: None,
             order_max_in_flight: 200,
-            order_max_in_progress_age: Duration::from_millis(200),
+            order_max_in_progress_age: Duration::ZERO,
             order_admission_sample: Duration::from_millis(100),
             live: LiveConfig::default(),
         }

@@ -1,8 +1,6 @@
 //! Dependencies going away and coming back: nothing is lost, nothing doubled,
 //! health reports the outage and recovers by itself.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 use system_tests::{StackOptions, TestStack};
@@ -10,11 +8,6 @@ use system_tests::{StackOptions, TestStack};
 const ORDERS_BEFORE: usize = 15;
 const ORDERS_AFTER: usize = 10;
 const STOCK: i64 = 1_000;
-/// No age bound in these outages: orders placed during a broker outage, or
-/// right after a database one, are taken however old the stalled backlog is.
-/// With the default bound they are refused (503, `Retry-After`) until it
-/// drains below the bound (`admission.rs`).
-const OUTBOX_TAKES_EVERY_ORDER: Duration = Duration::ZERO;
 
 async fn post_orders(stack: &TestStack, prefix: &str, count: usize) {
     for i in 0..count {
@@ -51,7 +44,6 @@ async fn assert_all_confirmed_and_stock_conserved(stack: &TestStack, prefixes: &
 async fn a_postgres_outage_delays_orders_but_loses_none() {
     let mut stack = TestStack::start_with(StackOptions {
         private_postgres: true,
-        max_in_progress_age: OUTBOX_TAKES_EVERY_ORDER,
         ..StackOptions::default()
     })
     .await;
@@ -112,7 +104,6 @@ async fn a_broker_outage_delays_orders_but_loses_none() {
     // on its data.
     let stack = TestStack::start_with(StackOptions {
         own_kafka_nodes: Some(1),
-        max_in_progress_age: OUTBOX_TAKES_EVERY_ORDER,
         ..StackOptions::default()
     })
     .await;
@@ -150,7 +141,6 @@ async fn a_broker_outage_delays_orders_but_loses_none() {
 async fn a_hung_broker_delays_orders_but_loses_none() {
     let stack = TestStack::start_with(StackOptions {
         own_kafka_nodes: Some(1),
-        max_in_progress_age: OUTBOX_TAKES_EVERY_ORDER,
         ..StackOptions::default()
     })
     .await;
