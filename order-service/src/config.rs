@@ -39,8 +39,8 @@ pub struct Config {
     pub order_cancel_window: Option<Duration>,
     /// Most orders in progress (PENDING or RESERVED, over all instances)
     /// before `POST /api/orders` refuses new ones with 503; 0: no bound. An
-    /// accepted order waits about this many orders over the throughput, so
-    /// this is a backstop; the age bound below adapts to the machine.
+    /// accepted order waits about this many orders over the throughput; the
+    /// opt-in age bound below adapts to the machine instead.
     pub order_max_in_flight: u64,
     /// Longest the median order in progress may have waited before
     /// `POST /api/orders` refuses new ones with 503 (see `admission`); an
